@@ -1,0 +1,242 @@
+"""The wire format, pure: request bodies, response parsing and validation, usage, error bodies.
+
+Nothing here does I/O, so all of it is tested without a socket.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import sys
+from array import array
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "ErrorInfo",
+    "ParsedEmbeddings",
+    "ResponseUsage",
+    "build_request_body",
+    "parse_embeddings_response",
+    "parse_error_body",
+]
+
+
+class WireError(ValueError):
+    """A reply that does not satisfy the contract (turned into ResponseValidationError by the client)."""
+
+
+def build_request_body(model: str, texts: Sequence[str], encoding_format: str | None = None) -> bytes:
+    """The JSON body of ``POST /embeddings``: texts are sent exactly as given, always as a list."""
+    body: dict[str, Any] = {"model": model, "input": list(texts)}
+    if encoding_format is not None:
+        body["encoding_format"] = encoding_format
+    return orjson.dumps(body)
+
+
+@dataclass(frozen=True)
+class ResponseUsage:
+    """What one reply says it cost."""
+
+    prompt_tokens: int = 0
+    total_tokens: int = 0
+    credits: float = 0.0
+    usd: float = 0.0
+
+
+@dataclass(frozen=True)
+class ParsedEmbeddings:
+    """A validated reply: ``vectors[i]`` is the embedding of input ``i`` of the request."""
+
+    vectors: list[list[float]]
+    usage: ResponseUsage
+    model: str | None
+
+
+def _decode_base64(value: str) -> list[float]:
+    raw = base64.b64decode(value)
+    if len(raw) % 4:
+        raise WireError(f"base64 embedding of {len(raw)} bytes is not a whole number of float32")
+    arr = array("f")
+    arr.frombytes(raw)
+    if sys.byteorder != "little":  # the wire format is little-endian float32
+        arr.byteswap()
+    return arr.tolist()
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    return float(value)
+
+
+def _usage(doc: Mapping[str, Any], headers: Mapping[str, str]) -> ResponseUsage:
+    usage = doc.get("usage") if isinstance(doc.get("usage"), dict) else {}
+    assert isinstance(usage, dict)
+    prompt = int(_number(usage.get("prompt_tokens")))
+    total = int(_number(usage.get("total_tokens"))) or prompt
+    credits = 0.0
+    meta = doc.get("meta")
+    if isinstance(meta, dict) and isinstance(meta.get("usage"), dict):
+        credits = _number(meta["usage"].get("credits_used"))
+    if not credits:
+        credits = _header_number(headers, "x-aimlapi-credits-used")
+    usd = _header_number(headers, "x-aimlapi-usd-spent")
+    return ResponseUsage(prompt, total, credits, usd)
+
+
+def _header_number(headers: Mapping[str, str], name: str) -> float:
+    raw = headers.get(name)
+    if not raw:
+        return 0.0
+    try:
+        return float(raw)
+    except ValueError:
+        return 0.0
+
+
+def parse_embeddings_response(
+    content: bytes | str,
+    expected_count: int,
+    *,
+    expected_dim: int | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> ParsedEmbeddings:
+    """Parse and check a 200 reply for a request of ``expected_count`` inputs.
+
+    Each vector is placed by its ``index``. Raises ``WireError`` unless there is exactly one
+    vector per input, every index is an int in range and unique, and every vector has one
+    dimension (``expected_dim`` when given). Vectors may be JSON floats or base64 float32.
+    """
+    try:
+        doc = orjson.loads(content)
+    except orjson.JSONDecodeError as err:
+        raise WireError(f"reply is not valid JSON ({err})") from None
+    if not isinstance(doc, dict):
+        raise WireError(f"reply is a JSON {type(doc).__name__}, not an object")
+    data = doc.get("data")
+    if not isinstance(data, list):
+        raise WireError("reply has no 'data' list")
+    if len(data) != expected_count:
+        raise WireError(f"reply has {len(data)} embeddings for {expected_count} inputs")
+    slots: list[list[float] | None] = [None] * expected_count
+    dim = expected_dim
+    for pos, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise WireError(f"data[{pos}] is not an object")
+        idx = item.get("index")
+        if type(idx) is not int or not 0 <= idx < expected_count:
+            raise WireError(f"data[{pos}] has index {idx!r}, outside 0..{expected_count - 1}")
+        if slots[idx] is not None:
+            raise WireError(f"index {idx} appears more than once")
+        vec = item.get("embedding")
+        if isinstance(vec, str):
+            vec = _decode_base64(vec)
+        elif not isinstance(vec, list):
+            raise WireError(f"embedding for index {idx} is not a list or base64 string")
+        if dim is None:
+            dim = len(vec)
+            if dim == 0:
+                raise WireError(f"embedding for index {idx} is empty")
+        elif len(vec) != dim:
+            raise WireError(f"embedding for index {idx} has {len(vec)} dimensions, expected {dim}")
+        slots[idx] = vec
+    model = doc.get("model") if isinstance(doc.get("model"), str) else None
+    # Every slot is filled: count matched, indices were in range and unique.
+    return ParsedEmbeddings(slots, _usage(doc, headers or {}), model)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """What an error body says, whatever its dialect."""
+
+    message: str
+    request_id: str | None = None
+    kind: str | None = None
+    """The server's own error class or type, if it gives one (``error_type``, ``type``, ``name``)."""
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    if isinstance(value, list) and value:
+        parts = [p if isinstance(p, str) else (p.get("msg") if isinstance(p, dict) else None) for p in value]
+        joined = "; ".join(str(p) for p in parts if p)
+        return joined or None
+    return None
+
+
+def parse_error_body(content: bytes, headers: Mapping[str, str] | None = None) -> ErrorInfo:
+    """Read an error reply in any known shape.
+
+    AI/ML API: ``{"message", "path", "requestId", "statusCode", "timestamp"}`` or problem+json
+    ``{"title", "status", "message", "error": {"name", "message"}, "requestId"}``; TEI
+    ``{"error": str, "error_type"}``; OpenAI, infinity, Ollama ``{"error": {"message", "type", "code"}}``;
+    vLLM ``{"object": "error", "message", "type", "code"}``; FastAPI ``{"detail": ...}``.
+    Anything else becomes a short excerpt of the body.
+    """
+    headers = headers or {}
+    request_id = headers.get("x-inference-id") or headers.get("x-request-id")
+    try:
+        doc = orjson.loads(content) if content else None
+    except orjson.JSONDecodeError:
+        doc = None
+    if not isinstance(doc, dict):
+        excerpt = content[:300].decode("utf-8", "replace").strip() if content else ""
+        return ErrorInfo(excerpt or "(empty error body)", request_id)
+    rid = doc.get("requestId") or doc.get("request_id")
+    if isinstance(rid, str) and rid:
+        request_id = request_id or rid
+    err = doc.get("error")
+    kind: str | None = None
+    message: str | None = None
+    if isinstance(err, dict):
+        message = _text(err.get("message"))
+        raw_kind = err.get("type") or err.get("name") or err.get("code")
+        kind = str(raw_kind) if raw_kind is not None else None
+    elif isinstance(err, str):
+        message = _text(err)
+        kind = doc.get("error_type") if isinstance(doc.get("error_type"), str) else None
+    top = _text(doc.get("message"))
+    if top and (message is None or len(top) > len(message)):
+        message = top
+    if kind is None and isinstance(doc.get("type"), str):
+        kind = doc["type"]
+    message = message or _text(doc.get("detail")) or _text(doc.get("title"))
+    if message is None:
+        message = orjson.dumps(doc)[:300].decode("utf-8", "replace")
+    return ErrorInfo(message, request_id, kind)
+
+
+_ITEM_RE = re.compile(r"input\s*\[\s*(\d+)\s*\]|(?:item|index|input)\s+(?:#|at index\s+)?(\d+)", re.I)
+_SIZE_RE = re.compile(
+    r"too (?:large|many|long)|batch size|max(?:imum)?[_ ]client[_ ]batch|payload|"
+    r"request entity|body (?:is )?too|at most \d+ (?:items|inputs)",
+    re.I,
+)
+_LIMIT_RE = re.compile(
+    r"(?:maximum allowed batch size|max_client_batch_size|at most|maximum(?: of)?|limit(?: is| of)?)\s*[:=]?\s*(\d+)",
+    re.I,
+)
+
+
+def item_index_in_message(message: str) -> int | None:
+    """The batch position an error message names (``input[3]``, ``item 3``), if any."""
+    m = _ITEM_RE.search(message)
+    if not m:
+        return None
+    return int(m.group(1) or m.group(2))
+
+
+def says_batch_too_large(status: int, message: str) -> bool:
+    """Whether a refusal is about the request's size, so a smaller batch may pass."""
+    return status == 413 or (status in (400, 422) and bool(_SIZE_RE.search(message)))
+
+
+def batch_limit_in_message(message: str) -> int | None:
+    """The item limit a server names when it refuses a batch (TEI: 'maximum allowed batch size 32')."""
+    m = _LIMIT_RE.search(message)
+    return int(m.group(1)) if m else None

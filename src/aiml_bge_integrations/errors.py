@@ -1,0 +1,233 @@
+"""The exception tree of ``aiml_bge_integrations``.
+
+Every error this package raises on purpose derives from :class:`AimlBgeError`::
+
+    AimlBgeError
+    ├── ConfigurationError (ValueError)            bad settings; raised at construction
+    │   └── MissingAPIKeyError                     no api_key and no AIMLAPI_API_KEY
+    ├── InvalidInputError (ValueError)             bad texts, raised before any request
+    │   └── TextTooLongError                       over 512 BGE tokens with long_text="error"
+    ├── InputTypeError (TypeError)                 not texts, or an item that is not str
+    ├── ResponseValidationError                    the server's 200 reply is not exactly right
+    └── APIError                                   the request failed
+        ├── APIConnectionError                     no reply (refused, reset, dropped)   [retried]
+        │   └── APITimeoutError                    timeout or the call's deadline        [retried*]
+        └── APIStatusError                         an HTTP error reply (.status_code)
+            ├── BadRequestError            400
+            │   └── ItemRejectedError      400/413 for one input (.index names it)
+            ├── AuthenticationError        401
+            ├── PermissionDeniedError      403
+            │   └── InsufficientCreditsError  403 out of credits
+            ├── NotFoundError              404
+            │   └── ModelNotFoundError     404 for the model: retired or not served
+            ├── RequestTooLargeError       413 (batches are split and retried first)
+            ├── UnprocessableEntityError   422
+            ├── RateLimitError             429                                   [retried]
+            └── InternalServerError        5xx                                   [retried]
+
+``[retried]`` errors reach the caller only once retries or the deadline run out
+(*a deadline that has run out is not retried). 408 and 409 are retried and, if they persist,
+surface as ``APIStatusError``.
+
+Each ``APIError`` carries ``status_code`` (``None`` without a reply), ``message`` (the server's
+own words from any known error body shape), ``request_id`` (``x-inference-id``,
+``x-request-id`` or the body's ``requestId``) and ``body``. No message ever contains the API key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AimlBgeError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigurationError",
+    "InputTypeError",
+    "InsufficientCreditsError",
+    "InternalServerError",
+    "InvalidInputError",
+    "ItemRejectedError",
+    "MissingAPIKeyError",
+    "ModelNotFoundError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RequestTooLargeError",
+    "ResponseValidationError",
+    "TextTooLongError",
+    "UnprocessableEntityError",
+    "status_error_class",
+]
+
+
+class AimlBgeError(Exception):
+    """Root of every error raised by this package."""
+
+
+class ConfigurationError(AimlBgeError, ValueError):
+    """A setting is invalid (raised when the client or adapter is built)."""
+
+
+class MissingAPIKeyError(ConfigurationError):
+    """No API key was given and ``AIMLAPI_API_KEY`` is not set."""
+
+
+class InvalidInputError(AimlBgeError, ValueError):
+    """One or more texts are unusable; ``indices`` names them. Nothing was sent."""
+
+    def __init__(self, message: str, indices: list[int] | None = None) -> None:
+        super().__init__(message)
+        self.indices: list[int] = list(indices or [])
+
+
+class TextTooLongError(InvalidInputError):
+    """Texts exceed the model's token window and ``long_text="error"``; ``token_counts`` maps index -> tokens."""
+
+    def __init__(self, message: str, token_counts: dict[int, int]) -> None:
+        super().__init__(message, sorted(token_counts))
+        self.token_counts = dict(token_counts)
+
+
+class InputTypeError(AimlBgeError, TypeError):
+    """The input is not an iterable of ``str``; ``index`` names the offending item when there is one."""
+
+    def __init__(self, message: str, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+class ResponseValidationError(AimlBgeError):
+    """A 200 reply that cannot be trusted: wrong count, bad or duplicate index, wrong dimension, bad JSON.
+
+    Raised after the bounded validation retries; never a silently wrong list.
+    """
+
+    def __init__(self, message: str, *, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
+class APIError(AimlBgeError):
+    """A request to the embeddings endpoint failed."""
+
+    status_code: int | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        request_id: str | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if status_code is not None:
+            self.status_code = status_code
+        self.request_id = request_id
+        self.body = body
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.status_code is not None:
+            parts.insert(0, f"HTTP {self.status_code}:")
+        if self.request_id:
+            parts.append(f"(request id {self.request_id})")
+        return " ".join(parts)
+
+
+class APIConnectionError(APIError):
+    """No usable reply: the connection was refused, reset or dropped mid-response."""
+
+
+class APITimeoutError(APIConnectionError):
+    """The request timed out, or the call's overall deadline ran out."""
+
+
+class APIStatusError(APIError):
+    """The server answered with an HTTP error status."""
+
+
+class BadRequestError(APIStatusError):
+    """400: the server refused the request body."""
+
+    status_code = 400
+
+
+class ItemRejectedError(BadRequestError):
+    """The server refused one input; ``index`` is its position in the caller's list."""
+
+    def __init__(self, message: str, *, index: int, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.index = index
+
+
+class AuthenticationError(APIStatusError):
+    """401: the API key is missing or wrong."""
+
+    status_code = 401
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the key is valid but not allowed."""
+
+    status_code = 403
+
+
+class InsufficientCreditsError(PermissionDeniedError):
+    """403: the account is out of credits."""
+
+
+class NotFoundError(APIStatusError):
+    """404: unknown endpoint (check ``base_url``, which should end in ``/v1``)."""
+
+    status_code = 404
+
+
+class ModelNotFoundError(NotFoundError):
+    """404 for the model: retired by the vendor or not served by this server."""
+
+
+class RequestTooLargeError(APIStatusError):
+    """413: the request was too large even after splitting."""
+
+    status_code = 413
+
+
+class UnprocessableEntityError(APIStatusError):
+    """422: the body was well formed but refused."""
+
+    status_code = 422
+
+
+class RateLimitError(APIStatusError):
+    """429: rate or concurrency limit; retried with backoff honouring Retry-After."""
+
+    status_code = 429
+
+
+class InternalServerError(APIStatusError):
+    """5xx: the server failed; retried."""
+
+
+_BY_STATUS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    413: RequestTooLargeError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
+
+
+def status_error_class(status: int) -> type[APIStatusError]:
+    """The exception class for an HTTP error status."""
+    if status >= 500:
+        return InternalServerError
+    return _BY_STATUS.get(status, APIStatusError)
