@@ -95,7 +95,7 @@ class RetryPolicy:
         clients that failed together do not come back together.
         """
         if retry_after is not None:
-            return min(retry_after, self.max_retry_after)
+            return float(min(retry_after, self.max_retry_after))
         if status == 429:
             base, cap = self.rate_limit_initial_delay, self.rate_limit_max_delay
         else:

@@ -35,7 +35,7 @@ DEFAULT_BATCH_SIZE = 128
 """Inputs per request. No cap is published for the AI/ML API; servers that have one are learned."""
 DEFAULT_MAX_CONCURRENCY = 4
 """Requests in flight per client."""
-DEFAULT_MAX_RETRIES = 5
+DEFAULT_MAX_RETRIES = 6
 DEFAULT_TIMEOUT = 60.0
 """Seconds for one HTTP request (connect, write, read, pool)."""
 

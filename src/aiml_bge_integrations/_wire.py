@@ -19,9 +19,14 @@ __all__ = [
     "ErrorInfo",
     "ParsedEmbeddings",
     "ResponseUsage",
+    "WireError",
+    "batch_limit_in_message",
     "build_request_body",
+    "item_index_in_message",
     "parse_embeddings_response",
     "parse_error_body",
+    "says_batch_too_large",
+    "says_input_too_long",
 ]
 
 
@@ -29,7 +34,9 @@ class WireError(ValueError):
     """A reply that does not satisfy the contract (turned into ResponseValidationError by the client)."""
 
 
-def build_request_body(model: str, texts: Sequence[str], encoding_format: str | None = None) -> bytes:
+def build_request_body(
+    model: str, texts: Sequence[str], encoding_format: str | None = None
+) -> bytes:
     """The JSON body of ``POST /embeddings``: texts are sent exactly as given, always as a list."""
     body: dict[str, Any] = {"model": model, "input": list(texts)}
     if encoding_format is not None:
@@ -163,7 +170,10 @@ def _text(value: Any) -> str | None:
     if isinstance(value, str) and value.strip():
         return value.strip()
     if isinstance(value, list) and value:
-        parts = [p if isinstance(p, str) else (p.get("msg") if isinstance(p, dict) else None) for p in value]
+        parts = [
+            p if isinstance(p, str) else (p.get("msg") if isinstance(p, dict) else None)
+            for p in value
+        ]
         joined = "; ".join(str(p) for p in parts if p)
         return joined or None
     return None
@@ -211,7 +221,9 @@ def parse_error_body(content: bytes, headers: Mapping[str, str] | None = None) -
     return ErrorInfo(message, request_id, kind)
 
 
-_ITEM_RE = re.compile(r"input\s*\[\s*(\d+)\s*\]|(?:item|index|input)\s+(?:#|at index\s+)?(\d+)", re.I)
+_ITEM_RE = re.compile(
+    r"input\s*\[\s*(\d+)\s*\]|(?:item|index|input)\s+(?:#|at index\s+)?(\d+)", re.I
+)
 _SIZE_RE = re.compile(
     r"too (?:large|many|long)|batch size|max(?:imum)?[_ ]client[_ ]batch|payload|"
     r"request entity|body (?:is )?too|at most \d+ (?:items|inputs)",
@@ -240,3 +252,11 @@ def batch_limit_in_message(message: str) -> int | None:
     """The item limit a server names when it refuses a batch (TEI: 'maximum allowed batch size 32')."""
     m = _LIMIT_RE.search(message)
     return int(m.group(1)) if m else None
+
+
+_TOO_LONG_RE = re.compile(r"too long|token|length|characters|exceeds? the", re.I)
+
+
+def says_input_too_long(message: str) -> bool:
+    """Whether a refusal blames the length of an input rather than the request as a whole."""
+    return bool(_TOO_LONG_RE.search(message))

@@ -89,7 +89,7 @@ def truncate_texts(
         return TruncationResult(out, over)
     encs = get_tokenizer().encode_batch([out[i] for i in long_idx])
     budget = max_tokens - 2
-    for i, enc in zip(long_idx, encs):
+    for i, enc in zip(long_idx, encs, strict=True):
         n = len(enc.ids)
         if n <= max_tokens:
             continue

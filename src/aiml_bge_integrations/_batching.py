@@ -1,0 +1,151 @@
+"""Input checks, long-text policy and batch planning, pure.
+
+Bad input is refused here, before any request is sent, with an error that names every
+offending item. Nothing is dropped, reordered or invented: batch ``k`` of a plan covers a
+contiguous slice of the caller's texts, and vectors are put back by position.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
+
+from ._settings import BGE_MAX_TOKENS, LONG_TEXT_POLICIES, is_bge_model
+from .errors import InputTypeError, InvalidInputError, TextTooLongError
+
+__all__ = [
+    "LongTextWarning",
+    "apply_long_text_policy",
+    "check_texts",
+    "iter_checked_chunks",
+    "plan_batches",
+]
+
+_MAX_NAMED = 20
+
+
+class LongTextWarning(UserWarning):
+    """Texts over the model's token window were truncated (``long_text="truncate"``)."""
+
+
+def _name_indices(indices: Sequence[int]) -> str:
+    shown = ", ".join(str(i) for i in indices[:_MAX_NAMED])
+    more = len(indices) - _MAX_NAMED
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def _ensure_iterable(texts: object) -> Iterable[object]:
+    if isinstance(texts, str | bytes | bytearray):
+        raise InputTypeError(
+            f"texts must be an iterable of str, not a single {type(texts).__name__}; "
+            "wrap it in a list, or use embed_query for one query"
+        )
+    try:
+        iter(texts)  # type: ignore[call-overload]
+    except TypeError:
+        raise InputTypeError(
+            f"texts must be an iterable of str, not {type(texts).__name__}"
+        ) from None
+    return texts  # type: ignore[return-value]
+
+
+def check_texts(items: Sequence[object], offset: int = 0) -> list[str]:
+    """Check already-collected items; ``offset`` is the caller's index of ``items[0]``.
+
+    Raises ``InputTypeError`` for the first item that is not ``str``, then
+    ``InvalidInputError`` naming every empty or whitespace-only item, then every item that
+    cannot be encoded as UTF-8 (a lone surrogate).
+    """
+    for i, item in enumerate(items):
+        if type(item) is not str and not isinstance(item, str):
+            raise InputTypeError(
+                f"text at index {offset + i} is {type(item).__name__}, not str", offset + i
+            )
+    texts: list[str] = items  # type: ignore[assignment]
+    blank = [offset + i for i, t in enumerate(texts) if not t or t.isspace()]
+    if blank:
+        raise InvalidInputError(
+            f"{len(blank)} text(s) are empty or whitespace only, at index {_name_indices(blank)}; "
+            "the API refuses them: remove them or replace them with real text",
+            blank,
+        )
+    bad_utf8: list[int] = []
+    for i, t in enumerate(texts):
+        if not t.isascii():
+            try:
+                t.encode("utf-8")
+            except UnicodeEncodeError:
+                bad_utf8.append(offset + i)
+    if bad_utf8:
+        raise InvalidInputError(
+            f"text(s) at index {_name_indices(bad_utf8)} cannot be encoded as UTF-8 "
+            "(lone surrogate characters)",
+            bad_utf8,
+        )
+    return list(texts)
+
+
+def collect_texts(texts: object) -> list[str]:
+    """Read ``texts`` once (a list, tuple, generator, any iterable) and check every item."""
+    it = _ensure_iterable(texts)
+    items = it if isinstance(it, list) else list(it)
+    return check_texts(items)
+
+
+def iter_checked_chunks(texts: object, chunk_size: int) -> Iterator[tuple[int, list[str]]]:
+    """Read ``texts`` lazily, ``chunk_size`` at a time, checking each chunk before it is yielded.
+
+    Yields ``(offset, chunk)``. Used by streaming, where a bad item late in a huge input is
+    reported when its chunk is reached (the vectors before it have been yielded already).
+    """
+    it = iter(_ensure_iterable(texts))
+    offset = 0
+    while True:
+        chunk = list(islice(it, chunk_size))
+        if not chunk:
+            return
+        yield offset, check_texts(chunk, offset)
+        offset += len(chunk)
+
+
+def apply_long_text_policy(texts: list[str], model: str, policy: str, offset: int = 0) -> list[str]:
+    """Apply the 512-token policy to BGE models; other models pass through untouched.
+
+    ``"truncate"`` cuts each over-long text at the last whole word that fits and warns with a
+    count; ``"error"`` raises ``TextTooLongError`` naming every index and its token count;
+    ``"none"`` sends texts as they are.
+    """
+    if policy not in LONG_TEXT_POLICIES:
+        raise ValueError(f"long_text must be one of {LONG_TEXT_POLICIES}, not {policy!r}")
+    if policy == "none" or not is_bge_model(model):
+        return texts
+    if all(len(t) <= BGE_MAX_TOKENS - 2 for t in texts):
+        return texts  # a token always covers at least one character: nothing can be over
+    from .tokens import truncate_texts
+
+    result = truncate_texts(texts, cut=policy == "truncate")
+    if not result.over_limit:
+        return texts
+    if policy == "error":
+        counts = {offset + i: n for i, n in result.over_limit.items()}
+        named = ", ".join(f"{i} ({n} tokens)" for i, n in list(counts.items())[:_MAX_NAMED])
+        raise TextTooLongError(
+            f"{len(counts)} text(s) exceed the {BGE_MAX_TOKENS}-token window of {model}: index {named}; "
+            "split them, or set long_text='truncate'",
+            counts,
+        )
+    warnings.warn(
+        f"{len(result.over_limit)} text(s) over {BGE_MAX_TOKENS} tokens were truncated to fit {model} "
+        f"(index {_name_indices([offset + i for i in result.over_limit])})",
+        LongTextWarning,
+        stacklevel=4,
+    )
+    return result.texts
+
+
+def plan_batches(count: int, batch_size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` slices covering ``range(count)`` in order, each at most ``batch_size`` long."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    return [(s, min(s + batch_size, count)) for s in range(0, count, batch_size)]

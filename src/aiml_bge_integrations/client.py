@@ -1,0 +1,950 @@
+"""The request core: ``EmbeddingsClient`` and ``AsyncEmbeddingsClient`` over httpx.
+
+This is the only module that does network I/O. Everything the two clients decide (how to
+batch, what a reply means, whether and when to retry) lives in their common base class or in
+the pure modules; the sync and async classes differ only where they send, sleep and fan out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+import uuid
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from types import EllipsisType, TracebackType
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+
+from . import _retry
+from ._batching import apply_long_text_policy, check_texts, collect_texts, iter_checked_chunks
+from ._settings import (
+    API_KEY_ENV,
+    BASE_URL_ENV,
+    DEFAULT_BASE_URL,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_MODEL,
+    DEFAULT_TIMEOUT,
+    LONG_TEXT_POLICIES,
+    MODEL_ENV,
+    default_query_instruction,
+    expected_dimension,
+    is_bge_model,
+)
+from ._wire import (
+    ErrorInfo,
+    ParsedEmbeddings,
+    WireError,
+    batch_limit_in_message,
+    build_request_body,
+    item_index_in_message,
+    parse_embeddings_response,
+    parse_error_body,
+    says_batch_too_large,
+    says_input_too_long,
+)
+from .errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    ConfigurationError,
+    InsufficientCreditsError,
+    ItemRejectedError,
+    MissingAPIKeyError,
+    ModelNotFoundError,
+    ResponseValidationError,
+    status_error_class,
+)
+
+__all__ = ["AsyncEmbeddingsClient", "EmbeddingsClient", "RateLimiter", "Usage"]
+
+logger = logging.getLogger("aiml_bge_integrations")
+
+_sleep: Callable[[float], None] = time.sleep
+"""The sync sleep between retries (tests patch it)."""
+_asleep: Callable[[float], Any] = asyncio.sleep
+"""The async sleep between retries (tests patch it)."""
+
+_T = TypeVar("_T")
+_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
+_USER_AGENT = "aiml-bge-integrations/0.1"
+
+
+@dataclass
+class Usage:
+    """Running totals of what a client sent and what the server said it cost."""
+
+    requests: int = 0
+    """HTTP requests sent, retries included."""
+    retries: int = 0
+    """Requests that were repeats of a failed one."""
+    retries_by_cause: dict[str, int] = field(default_factory=dict)
+    """Retries per cause: a status code ("429", "503"), "connection", "timeout" or "validation"."""
+    splits: int = 0
+    """Batches split because the server said they were too large."""
+    texts: int = 0
+    """Vectors returned to the caller."""
+    prompt_tokens: int = 0
+    """Tokens billed, from ``usage.prompt_tokens``."""
+    total_tokens: int = 0
+    """From ``usage.total_tokens``."""
+    credits: float = 0.0
+    """AI/ML API credits, from ``meta.usage.credits_used`` or the ``x-aimlapi-credits-used`` header."""
+    usd: float = 0.0
+    """US dollars, from the ``x-aimlapi-usd-spent`` header when the server sends it."""
+
+    def __add__(self, other: Usage) -> Usage:
+        causes = dict(self.retries_by_cause)
+        for k, v in other.retries_by_cause.items():
+            causes[k] = causes.get(k, 0) + v
+        return Usage(
+            self.requests + other.requests,
+            self.retries + other.retries,
+            causes,
+            self.splits + other.splits,
+            self.texts + other.texts,
+            self.prompt_tokens + other.prompt_tokens,
+            self.total_tokens + other.total_tokens,
+            self.credits + other.credits,
+            self.usd + other.usd,
+        )
+
+
+class RateLimiter:
+    """A client-side pace for requests and tokens per minute, shared by every call that holds it.
+
+    Thread-safe and usable from sync and async code alike: ``reserve`` books the next slot and
+    returns how long the caller must wait for it. Requests are spaced evenly (no bursts), which
+    keeps a per-minute server limit from ever being hit by this process.
+    """
+
+    def __init__(
+        self,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        for name, value in (
+            ("requests_per_minute", requests_per_minute),
+            ("tokens_per_minute", tokens_per_minute),
+        ):
+            if value is not None and value <= 0:
+                raise ConfigurationError(f"{name} must be positive, not {value!r}")
+        self.requests_per_minute = requests_per_minute
+        self.tokens_per_minute = tokens_per_minute
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._next_request = 0.0
+        self._next_tokens = 0.0
+
+    @property
+    def counts_tokens(self) -> bool:
+        """Whether callers must say how many tokens a request carries."""
+        return self.tokens_per_minute is not None
+
+    def reserve(self, tokens: int = 0) -> float:
+        """Book one request of ``tokens`` tokens; returns the seconds to wait before sending it."""
+        with self._lock:
+            now = self._clock()
+            start = now
+            if self.requests_per_minute:
+                start = max(start, self._next_request)
+            if self.tokens_per_minute:
+                start = max(start, self._next_tokens)
+            if self.requests_per_minute:
+                self._next_request = start + 60.0 / self.requests_per_minute
+            if self.tokens_per_minute:
+                self._next_tokens = start + 60.0 * tokens / self.tokens_per_minute
+            return start - now
+
+    def __repr__(self) -> str:
+        return f"RateLimiter(requests_per_minute={self.requests_per_minute}, tokens_per_minute={self.tokens_per_minute})"
+
+
+class _SecretKey:
+    """Holds the API key; prints as stars."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "SecretKey('**********')"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:
+        raise TypeError("the API key cannot be pickled")
+
+
+def _resolve_key(api_key: Any) -> _SecretKey:
+    if api_key is not None and hasattr(api_key, "get_secret_value"):
+        api_key = api_key.get_secret_value()
+    if api_key is None:
+        api_key = os.environ.get(API_KEY_ENV)
+    if not isinstance(api_key, str) or not api_key.strip():
+        raise MissingAPIKeyError(
+            f"no API key: pass api_key=... or set {API_KEY_ENV}. To work offline, start the "
+            "local server (aiml-bge serve, or aiml_bge_integrations.server.LocalServer) and "
+            "use its base_url and key."
+        )
+    return _SecretKey(api_key.strip())
+
+
+@dataclass
+class _Outcome:
+    """What one attempt came to."""
+
+    parsed: ParsedEmbeddings | None = None
+    error: APIError | ResponseValidationError | None = None
+    retry: bool = False
+    split: bool = False
+    cause: str = ""
+    retry_after: float | None = None
+
+
+@dataclass
+class _Call:
+    """State shared by the batches of one call."""
+
+    deadline: _retry.Deadline
+    deadline_seconds: float | None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class _Tries:
+    retries: int = 0
+    validation_retries: int = 0
+
+
+class _BaseClient:
+    """Settings, checks, reply interpretation and retry decisions shared by both clients."""
+
+    def __init__(
+        self,
+        *,
+        api_key: Any = None,
+        base_url: str | None = None,
+        model: str | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        timeout: float = DEFAULT_TIMEOUT,
+        deadline: float | None = None,
+        query_instruction: str | EllipsisType | None = ...,
+        default_headers: Mapping[str, str] | None = None,
+        encoding_format: str | None = None,
+        long_text: str = "truncate",
+        allow_insecure_http: bool = False,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        rate_limiter: RateLimiter | None = None,
+    ) -> None:
+        self._key = _resolve_key(api_key)
+        self.base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+        """Root of the OpenAI-compatible API; requests go to ``{base_url}/embeddings``."""
+        self.model = model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
+        """Model name sent with every request."""
+        _check_int("batch_size", batch_size, 1)
+        _check_int("max_concurrency", max_concurrency, 1)
+        _check_int("max_retries", max_retries, 0)
+        if not timeout or timeout <= 0:
+            raise ConfigurationError(
+                f"timeout must be a positive number of seconds, not {timeout!r}"
+            )
+        if deadline is not None and deadline <= 0:
+            raise ConfigurationError(f"deadline must be positive seconds or None, not {deadline!r}")
+        if encoding_format not in (None, "float", "base64"):
+            raise ConfigurationError(
+                f"encoding_format must be None, 'float' or 'base64', not {encoding_format!r}"
+            )
+        if long_text not in LONG_TEXT_POLICIES:
+            raise ConfigurationError(
+                f"long_text must be one of {LONG_TEXT_POLICIES}, not {long_text!r}"
+            )
+        self.batch_size = batch_size
+        """Inputs per request (lowered automatically when a server states a smaller limit)."""
+        self.max_concurrency = max_concurrency
+        """Requests in flight at once, across every call on this client."""
+        self.max_retries = max_retries
+        self.timeout = float(timeout)
+        self.deadline = deadline
+        """Seconds for one whole call across retries (None: no overall limit)."""
+        self.query_instruction: str | None = (
+            default_query_instruction(self.model) if query_instruction is ... else query_instruction
+        )
+        """Prefix for ``embed_query`` (BGE English models: the retrieval instruction)."""
+        self.encoding_format = encoding_format
+        self.long_text = long_text
+        self.allow_insecure_http = allow_insecure_http
+        self.default_headers = dict(default_headers or {})
+        self._check_transport_security()
+        self.rate_limiter = rate_limiter or (
+            RateLimiter(requests_per_minute, tokens_per_minute)
+            if requests_per_minute or tokens_per_minute
+            else None
+        )
+        self._retry_policy = _retry.RetryPolicy(max_retries=max_retries)
+        self._expected_dim = expected_dimension(self.model)
+        self._url = self.base_url + "/embeddings"
+        self._learned_batch_limit: int | None = None
+        self._usage = Usage()
+        self._usage_lock = threading.Lock()
+        self._headers = {
+            "Authorization": f"Bearer {self._key.get()}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": _USER_AGENT,
+            **{k: v for k, v in self.default_headers.items() if k.lower() != "authorization"},
+        }
+        self._init_kwargs = {
+            "base_url": self.base_url,
+            "model": self.model,
+            "batch_size": batch_size,
+            "max_concurrency": max_concurrency,
+            "max_retries": max_retries,
+            "timeout": timeout,
+            "deadline": deadline,
+            "query_instruction": self.query_instruction,
+            "default_headers": self.default_headers,
+            "encoding_format": encoding_format,
+            "long_text": long_text,
+            "allow_insecure_http": allow_insecure_http,
+            "requests_per_minute": requests_per_minute,
+            "tokens_per_minute": tokens_per_minute,
+        }
+
+    # -- identity -----------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r}, "
+            f"batch_size={self.batch_size}, max_concurrency={self.max_concurrency}, "
+            f"max_retries={self.max_retries}, api_key=SecretKey('**********'))"
+        )
+
+    def __reduce__(self) -> Any:
+        # The key is not pickled: the copy reads it from AIMLAPI_API_KEY when it is rebuilt
+        # (as in worker processes). A caller-supplied http_client is not carried over.
+        return (_rebuild, (type(self), self._init_kwargs))
+
+    # -- usage --------------------------------------------------------------------------
+
+    @property
+    def usage(self) -> Usage:
+        """A snapshot of the running totals since this client was made (or ``reset_usage``)."""
+        with self._usage_lock:
+            return replace(self._usage, retries_by_cause=dict(self._usage.retries_by_cause))
+
+    def reset_usage(self) -> Usage:
+        """Return the totals so far and start counting from zero."""
+        with self._usage_lock:
+            old, self._usage = self._usage, Usage()
+            return old
+
+    def _count(self, **deltas: int | float) -> None:
+        with self._usage_lock:
+            for name, delta in deltas.items():
+                setattr(self._usage, name, getattr(self._usage, name) + delta)
+
+    def _count_retry(self, cause: str) -> None:
+        with self._usage_lock:
+            self._usage.retries += 1
+            causes = self._usage.retries_by_cause
+            causes[cause] = causes.get(cause, 0) + 1
+
+    @property
+    def effective_batch_size(self) -> int:
+        """``batch_size``, or the smaller limit a server has stated."""
+        limit = self._learned_batch_limit
+        return min(self.batch_size, limit) if limit else self.batch_size
+
+    # -- preparing texts ------------------------------------------------------------------
+
+    def _check_transport_security(self) -> None:
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigurationError(f"base_url must be an http(s) URL, not {self.base_url!r}")
+        host = (parts.hostname or "").lower()
+        loopback = host in _LOOPBACK_HOSTS or host.startswith("127.")
+        if parts.scheme == "http" and not loopback and not self.allow_insecure_http:
+            raise ConfigurationError(
+                f"refusing to send the API key over plain http to {host}: use https, or set "
+                "allow_insecure_http=True if this network is trusted"
+            )
+
+    def _prepare_documents(self, texts: object) -> list[str]:
+        return apply_long_text_policy(collect_texts(texts), self.model, self.long_text)
+
+    def _prepare_query(self, text: object) -> str:
+        checked = check_texts([text])[0]
+        query = (self.query_instruction or "") + checked
+        return apply_long_text_policy([query], self.model, self.long_text)[0]
+
+    def _new_call(self) -> _Call:
+        return _Call(_retry.Deadline(self.deadline), self.deadline)
+
+    def _batches(self, texts: list[str]) -> Iterator[tuple[int, list[str]]]:
+        size = self.effective_batch_size
+        for start in range(0, len(texts), size):
+            yield start, texts[start : start + size]
+
+    def _stream_batches(self, texts: object) -> Iterator[tuple[int, list[str]]]:
+        for offset, chunk in iter_checked_chunks(texts, self.effective_batch_size):
+            yield offset, apply_long_text_policy(chunk, self.model, self.long_text, offset)
+
+    def _tokens_for_limiter(self, texts: list[str]) -> int:
+        if self.rate_limiter is None or not self.rate_limiter.counts_tokens:
+            return 0
+        if is_bge_model(self.model):
+            from .tokens import count_tokens_batch
+
+            return sum(count_tokens_batch(texts))
+        return sum(len(t) // 4 + 1 for t in texts)
+
+    def _request_headers(self) -> dict[str, str]:
+        return {**self._headers, "X-Client-Request-Id": uuid.uuid4().hex}
+
+    def _request_timeout(self, call: _Call) -> float:
+        left = call.deadline.remaining()
+        return self.timeout if left is None else max(0.001, min(self.timeout, left))
+
+    # -- reading replies ------------------------------------------------------------------
+
+    def _scrub(self, text: str) -> str:
+        key = self._key.get()
+        return text.replace(key, "***") if key and key in text else text
+
+    def _interpret(
+        self, status: int, headers: Mapping[str, str], content: bytes, texts: list[str], offset: int
+    ) -> _Outcome:
+        if status == 200:
+            try:
+                parsed = parse_embeddings_response(
+                    content, len(texts), expected_dim=self._expected_dim, headers=headers
+                )
+            except WireError as err:
+                rid = headers.get("x-inference-id") or headers.get("x-request-id")
+                return _Outcome(
+                    error=ResponseValidationError(
+                        f"invalid reply for texts {offset}..{offset + len(texts) - 1}: {err}",
+                        request_id=rid,
+                    ),
+                    retry=True,
+                    cause="validation",
+                )
+            return _Outcome(parsed=parsed)
+        info = parse_error_body(content, headers)
+        message = self._scrub(info.message)
+        if status in (400, 413, 422):
+            too_large = says_batch_too_large(status, message)
+            if too_large or says_input_too_long(message):
+                if len(texts) > 1:
+                    limit = batch_limit_in_message(message) if too_large else None
+                    if limit and 0 < limit < len(texts):
+                        self._learn_batch_limit(limit)
+                    return _Outcome(split=True, cause=str(status))
+                return _Outcome(error=self._item_error(status, message, info, offset))
+            pos = item_index_in_message(message)
+            if pos is not None and pos < len(texts):
+                return _Outcome(error=self._item_error(status, message, info, offset + pos))
+        error = self._status_error(status, message, info, content)
+        return _Outcome(
+            error=error,
+            retry=_retry.is_retryable_status(status),
+            cause=str(status),
+            retry_after=_retry.parse_retry_after(headers),
+        )
+
+    def _learn_batch_limit(self, limit: int) -> None:
+        if self._learned_batch_limit is None or limit < self._learned_batch_limit:
+            logger.info(
+                "server accepts at most %d inputs per request; batches shrink to fit", limit
+            )
+            self._learned_batch_limit = limit
+
+    def _item_error(
+        self, status: int, message: str, info: ErrorInfo, index: int
+    ) -> ItemRejectedError:
+        err = ItemRejectedError(
+            f"the server refused the text at index {index}: {message}",
+            index=index,
+            status_code=status,
+            request_id=info.request_id,
+        )
+        err.status_code = status
+        return err
+
+    def _status_error(
+        self, status: int, message: str, info: ErrorInfo, content: bytes
+    ) -> APIStatusError:
+        cls: type[APIStatusError] = status_error_class(status)
+        lowered = message.lower()
+        if status == 404:
+            if "model" in lowered or "deprecated" in lowered or "not supported" in lowered:
+                cls = ModelNotFoundError
+                message = (
+                    f"{message}. The model {self.model!r} is not served at {self.base_url}: the AI/ML API "
+                    f"retired the BGE models from its list in 2026. Choose a served model with "
+                    f"model=... (or {MODEL_ENV}), or point base_url (or {BASE_URL_ENV}) at an "
+                    "OpenAI-compatible server that hosts BGE (README: 'Self-hosting BGE')."
+                )
+            else:
+                message = f"{message}. Check base_url ({self.base_url}); it should end in /v1."
+        elif status == 401:
+            message = f"{message}. Check the API key (api_key=... or {API_KEY_ENV})."
+        elif status == 403 and any(
+            w in lowered for w in ("credit", "balance", "quota", "billing", "payment")
+        ):
+            cls = InsufficientCreditsError
+            message = f"{message}. The account is out of credits: top it up, then run again."
+        body: Any = None
+        try:
+            import orjson
+
+            body = orjson.loads(content) if content else None
+        except ValueError:
+            body = self._scrub(content[:500].decode("utf-8", "replace"))
+        err = cls(message, status_code=status, request_id=info.request_id, body=body)
+        err.status_code = status
+        return err
+
+    def _transport_outcome(self, err: Exception) -> _Outcome:
+        if isinstance(err, httpx.TimeoutException):
+            return _Outcome(
+                error=APITimeoutError(
+                    f"request timed out ({type(err).__name__}) after {self.timeout}s"
+                ),
+                retry=True,
+                cause="timeout",
+            )
+        detail = self._scrub(str(err)) or type(err).__name__
+        return _Outcome(
+            error=APIConnectionError(f"connection to {self.base_url} failed: {detail}"),
+            retry=True,
+            cause="connection",
+        )
+
+    def _accept(self, parsed: ParsedEmbeddings) -> list[list[float]]:
+        u = parsed.usage
+        self._count(
+            texts=len(parsed.vectors),
+            prompt_tokens=u.prompt_tokens,
+            total_tokens=u.total_tokens,
+            credits=u.credits,
+            usd=u.usd,
+        )
+        return parsed.vectors
+
+    def _next_delay(self, outcome: _Outcome, tries: _Tries, call: _Call) -> float:
+        """Seconds to wait before the next attempt, or raise the error if there is none."""
+        error = outcome.error
+        assert error is not None
+        if not outcome.retry:
+            raise error
+        if outcome.cause == "validation":
+            if tries.validation_retries >= _retry.MAX_VALIDATION_RETRIES:
+                raise error
+            tries.validation_retries += 1
+        else:
+            if tries.retries >= self.max_retries:
+                if isinstance(error, APIError):
+                    error.message += f" (gave up after {tries.retries} retries)"
+                raise error
+            tries.retries += 1
+        delay = self._retry_policy.delay(
+            tries.retries + tries.validation_retries,
+            status=int(outcome.cause) if outcome.cause.isdigit() else None,
+            retry_after=outcome.retry_after,
+        )
+        if call.cancelled.is_set():
+            raise error
+        if not call.deadline.allows_wait(delay):
+            raise APITimeoutError(
+                f"deadline of {call.deadline_seconds}s for this call ran out; last error: {error}"
+            ) from error
+        self._count_retry(outcome.cause)
+        logger.debug("retrying after %s in %.2fs", outcome.cause, delay)
+        return delay
+
+    def _split(self, texts: list[str]) -> tuple[list[str], list[str]]:
+        self._count(splits=1)
+        limit = self._learned_batch_limit
+        cut = limit if limit and limit < len(texts) else len(texts) // 2
+        return texts[:cut], texts[cut:]
+
+    def _deadline_error(self, call: _Call) -> APITimeoutError:
+        return APITimeoutError(f"deadline of {call.deadline_seconds}s for this call ran out")
+
+
+def _rebuild(cls: type[_T], kwargs: dict[str, Any]) -> _T:
+    return cls(**kwargs)
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(f"{name} must be an integer >= {minimum}, not {value!r}")
+
+
+class EmbeddingsClient(_BaseClient):
+    """Embeds texts with a synchronous httpx client; batches run on up to ``max_concurrency`` threads.
+
+    Usage::
+
+        with EmbeddingsClient() as client:               # key from AIMLAPI_API_KEY
+            vectors = client.embed_documents(["first passage", "second passage"])
+            query = client.embed_query("what is in the first passage?")
+            print(client.usage)
+
+    Settings (all keyword-only): ``api_key``, ``base_url``, ``model``, ``batch_size``,
+    ``max_concurrency``, ``max_retries``, ``timeout``, ``deadline``, ``query_instruction``,
+    ``default_headers``, ``http_client``, ``encoding_format``, ``long_text``,
+    ``allow_insecure_http``, ``requests_per_minute``, ``tokens_per_minute``, ``rate_limiter``.
+    The README describes each. One client is safe to share between threads.
+    """
+
+    def __init__(self, *, http_client: httpx.Client | None = None, **settings: Any) -> None:
+        super().__init__(**settings)
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.Client(
+            timeout=httpx.Timeout(self.timeout),
+            limits=httpx.Limits(
+                max_connections=self.max_concurrency * 2,
+                max_keepalive_connections=self.max_concurrency,
+            ),
+        )
+        self._slots = threading.BoundedSemaphore(self.max_concurrency)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection pool (if the client made it) and the worker threads."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> EmbeddingsClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- public API -----------------------------------------------------------------------
+
+    def embed_documents(
+        self, texts: Iterable[str], *, progress: Callable[[int], None] | None = None
+    ) -> list[list[float]]:
+        """One vector per text, in the order given. Every text is checked before anything is sent.
+
+        ``progress``, if given, is called with the number of texts finished after each batch
+        completes (in order).
+        """
+        prepared = self._prepare_documents(texts)
+        if not prepared:
+            return []
+        call = self._new_call()
+        out: list[list[float]] = []
+        for vectors in self._run(self._batches(prepared), call):
+            out.extend(vectors)
+            if progress is not None:
+                progress(len(vectors))
+        return out
+
+    def embed_query(self, text: str) -> list[float]:
+        """The vector of one search query, with ``query_instruction`` put in front of it."""
+        query = self._prepare_query(text)
+        return self._embed_batch([query], 0, self._new_call(), _Tries())[0]
+
+    def iter_embeddings(self, texts: Iterable[str]) -> Iterator[list[float]]:
+        """Stream vectors in input order, reading ``texts`` lazily with a bounded number of batches in flight.
+
+        Memory stays bounded by ``2 * max_concurrency`` batches however long the input is. Each
+        batch is checked just before it is sent, so a bad item late in the input raises when
+        its batch is reached, after the vectors before it were yielded. The deadline, if set,
+        applies to each batch.
+        """
+        for vectors in self._run(self._stream_batches(texts), None):
+            yield from vectors
+
+    # -- machinery ------------------------------------------------------------------------
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=self.max_concurrency, thread_name_prefix="aiml-bge"
+                )
+            return self._pool
+
+    def _run(
+        self, batches: Iterator[tuple[int, list[str]]], call: _Call | None
+    ) -> Iterator[list[list[float]]]:
+        """Embed batches concurrently, yielding each batch's vectors in order.
+
+        ``call`` is shared by every batch (one deadline for the call); ``None`` gives each batch
+        its own deadline (streaming). Either way, giving up stops the batches not yet sent.
+        """
+        shared = call or self._new_call()
+
+        def call_for_batch() -> _Call:
+            return call or _Call(_retry.Deadline(self.deadline), self.deadline, shared.cancelled)
+
+        if self.max_concurrency == 1:
+            for offset, batch in batches:
+                yield self._embed_batch(batch, offset, call_for_batch(), _Tries())
+            return
+        pool = self._executor()
+        window = 2 * self.max_concurrency
+        pending: deque[Future[list[list[float]]]] = deque()
+        try:
+            for offset, batch in batches:
+                pending.append(
+                    pool.submit(self._embed_batch, batch, offset, call_for_batch(), _Tries())
+                )
+                if len(pending) >= window:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            shared.cancelled.set()
+            for fut in pending:
+                fut.cancel()
+
+    def _embed_batch(
+        self, texts: list[str], offset: int, call: _Call, tries: _Tries
+    ) -> list[list[float]]:
+        limit = self._learned_batch_limit
+        if limit and len(texts) > limit:
+            return self._embed_split(texts, offset, call)
+        body = build_request_body(self.model, texts, self.encoding_format)
+        while True:
+            if self.rate_limiter is not None:
+                wait = self.rate_limiter.reserve(self._tokens_for_limiter(texts))
+                if wait > 0:
+                    _sleep(wait)
+            if call.deadline.expired():
+                raise self._deadline_error(call)
+            outcome = self._send(body, texts, offset, call)
+            if outcome.parsed is not None:
+                return self._accept(outcome.parsed)
+            if outcome.split:
+                return self._embed_split(texts, offset, call)
+            _sleep(self._next_delay(outcome, tries, call))
+
+    def _embed_split(self, texts: list[str], offset: int, call: _Call) -> list[list[float]]:
+        first, second = self._split(texts)
+        return self._embed_batch(first, offset, call, _Tries()) + self._embed_batch(
+            second, offset + len(first), call, _Tries()
+        )
+
+    def _send(self, body: bytes, texts: list[str], offset: int, call: _Call) -> _Outcome:
+        self._count(requests=1)
+        try:
+            with self._slots:
+                response = self._http.post(
+                    self._url,
+                    content=body,
+                    headers=self._request_headers(),
+                    timeout=self._request_timeout(call),
+                )
+        except httpx.TransportError as err:
+            return self._transport_outcome(err)
+        return self._interpret(
+            response.status_code, response.headers, response.content, texts, offset
+        )
+
+
+@dataclass
+class _LoopState:
+    semaphore: asyncio.Semaphore
+    http: httpx.AsyncClient
+    owned: bool
+
+
+class AsyncEmbeddingsClient(_BaseClient):
+    """Embeds texts with an asynchronous httpx client; up to ``max_concurrency`` requests in flight.
+
+    Usage::
+
+        async with AsyncEmbeddingsClient() as client:
+            vectors = await client.embed_documents(texts)
+            query = await client.embed_query("a question")
+
+    Same settings as ``EmbeddingsClient``. The limit on requests in flight holds across every
+    concurrent call on the client. The client can be used from successive event loops (as
+    ``asyncio.run`` twice, or notebooks, do): each loop gets its own connection pool. Cancelling
+    a call cancels its requests and leaves the client usable.
+    """
+
+    def __init__(self, *, http_client: httpx.AsyncClient | None = None, **settings: Any) -> None:
+        super().__init__(**settings)
+        self._injected_http = http_client
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._states_lock = threading.Lock()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close this event loop's connection pool (pools of loops already closed are dropped)."""
+        with self._states_lock:
+            states = list(self._states.items())
+            self._states.clear()
+        for loop, state in states:
+            if state.owned and loop is asyncio.get_running_loop():
+                await state.http.aclose()
+
+    async def __aenter__(self) -> AsyncEmbeddingsClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def _state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        with self._states_lock:
+            state = self._states.get(loop)
+            if state is None:
+                http = self._injected_http or httpx.AsyncClient(
+                    timeout=httpx.Timeout(self.timeout),
+                    limits=httpx.Limits(
+                        max_connections=self.max_concurrency * 2,
+                        max_keepalive_connections=self.max_concurrency,
+                    ),
+                )
+                state = _LoopState(
+                    asyncio.Semaphore(self.max_concurrency), http, self._injected_http is None
+                )
+                self._states[loop] = state
+            return state
+
+    # -- public API -----------------------------------------------------------------------
+
+    async def embed_documents(
+        self, texts: Iterable[str], *, progress: Callable[[int], None] | None = None
+    ) -> list[list[float]]:
+        """One vector per text, in the order given. Every text is checked before anything is sent."""
+        prepared = self._prepare_documents(texts)
+        if not prepared:
+            return []
+        call = self._new_call()
+        out: list[list[float]] = []
+        async for vectors in self._run(self._batches(prepared), call):
+            out.extend(vectors)
+            if progress is not None:
+                progress(len(vectors))
+        return out
+
+    async def embed_query(self, text: str) -> list[float]:
+        """The vector of one search query, with ``query_instruction`` put in front of it."""
+        query = self._prepare_query(text)
+        return (await self._embed_batch([query], 0, self._new_call(), _Tries()))[0]
+
+    async def iter_embeddings(self, texts: Iterable[str]) -> AsyncIterator[list[float]]:
+        """Stream vectors in input order with at most ``2 * max_concurrency`` batches in flight.
+
+        See ``EmbeddingsClient.iter_embeddings``. Use ``async for``; closing the iterator
+        early cancels the batches in flight.
+        """
+        async for vectors in self._run(self._stream_batches(texts), None):
+            for vector in vectors:
+                yield vector
+
+    # -- machinery ------------------------------------------------------------------------
+
+    async def _run(
+        self, batches: Iterator[tuple[int, list[str]]], call: _Call | None
+    ) -> AsyncIterator[list[list[float]]]:
+        window = 2 * self.max_concurrency
+        pending: deque[asyncio.Task[list[list[float]]]] = deque()
+        try:
+            for offset, batch in batches:
+                pending.append(
+                    asyncio.ensure_future(
+                        self._embed_batch(batch, offset, call or self._new_call(), _Tries())
+                    )
+                )
+                if len(pending) >= window:
+                    yield await pending.popleft()
+            while pending:
+                yield await pending.popleft()
+        finally:
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _embed_batch(
+        self, texts: list[str], offset: int, call: _Call, tries: _Tries
+    ) -> list[list[float]]:
+        limit = self._learned_batch_limit
+        if limit and len(texts) > limit:
+            return await self._embed_split(texts, offset, call)
+        body = build_request_body(self.model, texts, self.encoding_format)
+        while True:
+            if self.rate_limiter is not None:
+                wait = self.rate_limiter.reserve(self._tokens_for_limiter(texts))
+                if wait > 0:
+                    await _asleep(wait)
+            if call.deadline.expired():
+                raise self._deadline_error(call)
+            outcome = await self._send(body, texts, offset, call)
+            if outcome.parsed is not None:
+                return self._accept(outcome.parsed)
+            if outcome.split:
+                return await self._embed_split(texts, offset, call)
+            await _asleep(self._next_delay(outcome, tries, call))
+
+    async def _embed_split(self, texts: list[str], offset: int, call: _Call) -> list[list[float]]:
+        first, second = self._split(texts)
+        head = await self._embed_batch(first, offset, call, _Tries())
+        return head + await self._embed_batch(second, offset + len(first), call, _Tries())
+
+    async def _send(self, body: bytes, texts: list[str], offset: int, call: _Call) -> _Outcome:
+        state = self._state()
+        async with state.semaphore:
+            self._count(requests=1)
+            try:
+                response = await state.http.post(
+                    self._url,
+                    content=body,
+                    headers=self._request_headers(),
+                    timeout=self._request_timeout(call),
+                )
+            except httpx.TransportError as err:
+                return self._transport_outcome(err)
+        return self._interpret(
+            response.status_code, response.headers, response.content, texts, offset
+        )
