@@ -100,7 +100,7 @@ class RetryPolicy:
             base, cap = self.rate_limit_initial_delay, self.rate_limit_max_delay
         else:
             base, cap = self.initial_delay, self.max_delay
-        step = min(cap, base * (2 ** (retry_number - 1)))
+        step: float = min(cap, base * 2.0 ** (retry_number - 1))
         return step * (1.0 - 0.25 * self.rng())
 
 
