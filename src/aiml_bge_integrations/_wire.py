@@ -64,7 +64,10 @@ class ParsedEmbeddings:
 
 
 def _decode_base64(value: str) -> list[float]:
-    raw = base64.b64decode(value)
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except ValueError as err:  # binascii.Error
+        raise WireError(f"embedding is not valid base64 ({err})") from None
     if len(raw) % 4:
         raise WireError(f"base64 embedding of {len(raw)} bytes is not a whole number of float32")
     arr = array("f")
@@ -72,6 +75,22 @@ def _decode_base64(value: str) -> list[float]:
     if sys.byteorder != "little":  # the wire format is little-endian float32
         arr.byteswap()
     return arr.tolist()
+
+
+_FLOAT_ONLY = {float}
+
+
+def _as_floats(vec: list[Any], idx: int) -> list[float]:
+    # orjson gives a float for every JSON number with a fraction or exponent: the fast path.
+    if set(map(type, vec)) <= _FLOAT_ONLY:
+        return vec
+    out: list[float] = []
+    for x in vec:
+        if type(x) is float or type(x) is int:
+            out.append(float(x))
+        else:
+            raise WireError(f"embedding for index {idx} holds {x!r}, which is not a number")
+    return out
 
 
 def _number(value: Any) -> float:
@@ -142,7 +161,9 @@ def parse_embeddings_response(
         vec = item.get("embedding")
         if isinstance(vec, str):
             vec = _decode_base64(vec)
-        elif not isinstance(vec, list):
+        elif isinstance(vec, list):
+            vec = _as_floats(vec, idx)
+        else:
             raise WireError(f"embedding for index {idx} is not a list or base64 string")
         if dim is None:
             dim = len(vec)
