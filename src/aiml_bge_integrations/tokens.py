@@ -30,8 +30,10 @@ __all__ = [
 _lock = threading.Lock()
 _tokenizer: Any = None
 
-# One WordPiece token always covers at least one character of the input, so a text of at most
-# this many characters cannot exceed the window: it is never tokenized by ``truncate_texts``.
+# One WordPiece token always covers at least one character of the normalised text; for ASCII
+# that is one character of the input, so an ASCII text of at most this many characters cannot
+# exceed the window and is never tokenized by ``truncate_texts``. Other scripts can expand
+# (Hangul syllables decompose into two or three jamo), so they are always tokenized.
 _SAFE_CHARS = BGE_MAX_TOKENS - 2
 
 
@@ -80,10 +82,10 @@ def truncate_texts(
     """Find the texts over ``max_tokens`` and, with ``cut``, cut each at the last whole word that fits.
 
     The cut keeps the original characters up to the end of the last token that fits and that
-    ends a word, so the kept text tokenizes to the same tokens. Short texts are not tokenized.
+    ends a word, so the kept text tokenizes to the same tokens. Short ASCII texts are not tokenized.
     """
     out = list(texts)
-    long_idx = [i for i, t in enumerate(out) if len(t) > max_tokens - 2]
+    long_idx = [i for i, t in enumerate(out) if len(t) > max_tokens - 2 or not t.isascii()]
     over: dict[int, int] = {}
     if not long_idx:
         return TruncationResult(out, over)
