@@ -1,0 +1,141 @@
+"""The local server's embedding backend: a deterministic stand-in, not a model.
+
+``HashingEmbedder`` turns text into unit vectors without weights, a GPU or a download. It is
+**not** BAAI/bge-base-en-v1.5 and its vectors mean nothing outside this package's tests,
+demos and benchmarks; what it does promise is what those need:
+
+- the same text gives the same vector in every process and on every run (features are hashed
+  with BLAKE2b, never with Python's salted ``hash()``);
+- vectors are L2-normalised and ``dim`` long (768, like bge-base), so clients, vector stores
+  and similarity code behave as they would with the real model;
+- texts that share words are measurably closer (cosine) than texts that share none, so
+  retrieval demos return sensible neighbours;
+- it is fast: per-word features are cached, and a text is one ``numpy.bincount``.
+
+Features of a text: its lowercased words (``[a-z0-9]+``, a trailing plural "s" stripped) at
+weight 1.0, plus the character trigrams of each word (padded ``<word>``) at weight 0.25. Each
+feature is hashed to an index in ``[0, dim)`` and a sign. A text with no features (empty,
+whitespace, punctuation only) gets one fixed unit vector.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["HashingEmbedder"]
+
+_WORD_RE = re.compile(r"[a-z0-9]+")
+_WORD_WEIGHT = 1.0
+_TRIGRAM_WEIGHT = 0.25
+_HASH_KEY = b"aiml-bge-hashing-v1"
+_CACHE_LIMIT = 500_000
+
+_Features = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
+
+
+def _hash64(feature: str) -> int:
+    digest = hashlib.blake2b(feature.encode("utf-8"), digest_size=8, key=_HASH_KEY).digest()
+    return int.from_bytes(digest, "little")
+
+
+def _stem(word: str) -> str:
+    # Light on purpose: "cats" ~ "cat", but "glass" and "is" stay whole.
+    if len(word) > 2 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
+
+
+class HashingEmbedder:
+    """Deterministic unit vectors from hashed lexical features: a documented stand-in for BGE.
+
+    Not a language model: similarity is lexical (shared words and word pieces), not semantic.
+    Thread-safe; the per-word feature cache is shared by all callers of one instance.
+
+    Example::
+
+        emb = HashingEmbedder()
+        vectors = emb.embed(["Laura is a DJ.", "DJs play music"])   # float64, shape (2, 768)
+        one = emb.embed_one("Laura is a DJ.")                       # list of 768 floats
+    """
+
+    def __init__(self, dim: int = 768) -> None:
+        if dim < 8:
+            raise ValueError(f"dim must be at least 8, got {dim}")
+        self.dim = dim
+        """Length of every vector."""
+        self._cache: dict[str, _Features] = {}
+        self._lock = threading.Lock()
+        self._empty = self._fixed_vector()
+
+    def _fixed_vector(self) -> npt.NDArray[np.float64]:
+        h = _hash64("\x00empty-text")
+        vec = np.zeros(self.dim, dtype=np.float64)
+        vec[h % self.dim] = 1.0 if (h >> 32) & 1 else -1.0
+        return vec
+
+    def _word_features(self, word: str) -> _Features:
+        # Keyed by the raw lowercased word; the stem is what gets hashed.
+        stem = _stem(word)
+        names = [f"w:{stem}"]
+        weights = [_WORD_WEIGHT]
+        padded = f"<{stem}>"
+        for i in range(len(padded) - 2):
+            names.append(f"t:{padded[i : i + 3]}")
+            weights.append(_TRIGRAM_WEIGHT)
+        hashes = [_hash64(n) for n in names]
+        idx = np.fromiter((h % self.dim for h in hashes), dtype=np.int64, count=len(hashes))
+        signs = np.fromiter(
+            (1.0 if (h >> 32) & 1 else -1.0 for h in hashes), dtype=np.float64, count=len(hashes)
+        )
+        features = (idx, signs * np.asarray(weights, dtype=np.float64))
+        with self._lock:
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[word] = features
+        return features
+
+    def embed(self, texts: list[str]) -> npt.NDArray[np.float64]:
+        """Unit vectors for ``texts``, one row each: a float64 array of shape ``(len(texts), dim)``."""
+        n = len(texts)
+        dim = self.dim
+        cache = self._cache
+        idx_parts: list[npt.NDArray[np.int64]] = []
+        val_parts: list[npt.NDArray[np.float64]] = []
+        counts = np.zeros(n, dtype=np.int64)
+        for row, text in enumerate(texts):
+            words = _WORD_RE.findall(text.lower())
+            if not words:
+                continue
+            total = 0
+            for word in words:
+                features = cache.get(word) or self._word_features(word)
+                idx_parts.append(features[0])
+                val_parts.append(features[1])
+                total += len(features[0])
+            counts[row] = total
+        if idx_parts:
+            # One bincount for the whole batch: feature i of row r lands in cell r * dim + i.
+            flat_idx = np.concatenate(idx_parts) + np.repeat(
+                np.arange(n, dtype=np.int64) * dim, counts
+            )
+            flat = np.bincount(flat_idx, weights=np.concatenate(val_parts), minlength=n * dim)
+            out: npt.NDArray[np.float64] = flat.astype(np.float64, copy=False).reshape(n, dim)
+        else:
+            out = np.zeros((n, dim), dtype=np.float64)
+        norms = np.sqrt(np.einsum("ij,ij->i", out, out))
+        # Texts without features, and (astronomically rare) ones whose features all cancel out.
+        empty = norms == 0.0
+        norms[empty] = 1.0
+        out /= norms[:, None]
+        out[empty] = self._empty
+        return out
+
+    def embed_one(self, text: str) -> list[float]:
+        """The unit vector of one text, as a list of ``dim`` floats."""
+        vec: list[float] = self.embed([text])[0].tolist()
+        return vec
