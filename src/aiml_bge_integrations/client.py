@@ -432,6 +432,10 @@ class _BaseClient:
         key = self._key.get()
         return text.replace(key, "***") if key and key in text else text
 
+    def _scrub_bytes(self, content: bytes) -> bytes:
+        key = self._key.get().encode("utf-8")
+        return content.replace(key, b"***") if key in content else content
+
     def _interpret(
         self, status: int, headers: Mapping[str, str], content: bytes, texts: list[str], offset: int
     ) -> _Outcome:
@@ -451,6 +455,8 @@ class _BaseClient:
                     cause="validation",
                 )
             return _Outcome(parsed=parsed)
+        # Scrub the body itself, not only the message: it is kept on the error as ``.body``.
+        content = self._scrub_bytes(content)
         info = parse_error_body(content, headers)
         message = self._scrub(info.message)
         if status in (400, 413, 422):

@@ -68,6 +68,18 @@ __all__ = [
 class AimlBgeError(Exception):
     """Root of every error raised by this package."""
 
+    def __reduce__(self) -> Any:
+        # Pickle by state, not by replaying __init__ (several subclasses take keyword-only or
+        # extra arguments), so errors cross process boundaries (multiprocessing, joblib).
+        return (_restore_error, (type(self), self.args, self.__dict__))
+
+
+def _restore_error(cls: type[AimlBgeError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    err = cls.__new__(cls, *args)
+    err.args = args
+    err.__dict__.update(state)
+    return err
+
 
 class ConfigurationError(AimlBgeError, ValueError):
     """A setting is invalid (raised when the client or adapter is built)."""
