@@ -251,7 +251,9 @@ _SIZE_RE = re.compile(
     re.I,
 )
 _LIMIT_RE = re.compile(
-    r"(?:maximum allowed batch size|max_client_batch_size|at most|maximum(?: of)?|limit(?: is| of)?)\s*[:=]?\s*(\d+)",
+    r"(?:maximum allowed batch size|max_client_batch_size|at most|maximum(?: of)?|limit(?: is| of)?)\s*[:=]?\s*(\d+)\b"
+    # A number of bytes, characters or tokens is not a number of inputs.
+    r"(?!\s*(?:bytes?|b\b|kb|mb|char|characters?|tokens?))",
     re.I,
 )
 

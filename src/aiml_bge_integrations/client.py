@@ -460,6 +460,11 @@ class _BaseClient:
         info = parse_error_body(content, headers)
         message = self._scrub(info.message)
         if status in (400, 413, 422):
+            # An input the server names is refused at once: splitting would only embed (and
+            # bill) the rest of the batch before the same error.
+            pos = item_index_in_message(message)
+            if pos is not None and pos < len(texts):
+                return _Outcome(error=self._item_error(status, message, info, offset + pos))
             too_large = says_batch_too_large(status, message)
             if too_large or says_input_too_long(message):
                 if len(texts) > 1:
@@ -468,9 +473,6 @@ class _BaseClient:
                         self._learn_batch_limit(limit)
                     return _Outcome(split=True, cause=str(status))
                 return _Outcome(error=self._item_error(status, message, info, offset))
-            pos = item_index_in_message(message)
-            if pos is not None and pos < len(texts):
-                return _Outcome(error=self._item_error(status, message, info, offset + pos))
         error = self._status_error(status, message, info, content)
         return _Outcome(
             error=error,

@@ -216,11 +216,51 @@ def test_item_named_in_a_400_raises_item_rejected_with_the_callers_index() -> No
 
     recorder = Recorder(reject)
     texts = ["short"] * 5 + ["x" * 50] + ["short"] * 4
-    with make(recorder, batch_size=4) as client, pytest.raises(ItemRejectedError) as info:
+    with (
+        make(recorder, batch_size=4, max_concurrency=1) as client,
+        pytest.raises(ItemRejectedError) as info,
+    ):
         client.embed_documents(texts)
     assert info.value.index == 5
     assert info.value.status_code == 400
     assert "index 5" in str(info.value)
+    # Refused at once: the batch holding it was not split and re-sent piece by piece.
+    assert len(recorder.requests) == 2
+    assert client.usage.splits == 0
+
+
+def test_too_large_batch_is_split_and_the_stated_limit_remembered() -> None:
+    def limit3(request: httpx.Request) -> httpx.Response:
+        n = len(orjson.loads(request.content)["input"])
+        if n > 3:
+            return aiml_error(413, f"too many inputs: {n} > maximum allowed batch size 3")
+        return ok(request)
+
+    recorder = Recorder(limit3)
+    with make(recorder, batch_size=8, max_concurrency=1) as client:
+        vectors = client.embed_documents([f"t{i}" for i in range(8)])
+        assert [v[0] for v in vectors] == [0.0, 1.0, 2.0, 0.0, 1.0, 2.0, 0.0, 1.0]
+        assert client.effective_batch_size == 3
+        sizes = [len(orjson.loads(r.content)["input"]) for r in recorder.requests]
+        assert sizes == [8, 3, 3, 2]
+        recorder.requests.clear()
+        client.embed_documents([f"t{i}" for i in range(7)])
+        sizes = [len(orjson.loads(r.content)["input"]) for r in recorder.requests]
+        assert sizes == [3, 3, 1]  # the next call starts at the learned size
+
+
+def test_a_character_or_byte_limit_is_not_taken_for_a_batch_limit() -> None:
+    def limited(request: httpx.Request) -> httpx.Response:
+        n = len(orjson.loads(request.content)["input"])
+        if n > 2:
+            return aiml_error(413, f"request body too large: {n * 10} bytes > maximum 2 bytes")
+        return ok(request)
+
+    recorder = Recorder(limited)
+    with make(recorder, batch_size=8, max_concurrency=1) as client:
+        assert len(client.embed_documents([f"t{i}" for i in range(8)])) == 8
+        assert client.effective_batch_size == 8
+        assert client.usage.splits == 3  # 8 -> 4+4 -> each 4 -> 2+2
 
 
 def test_connection_error_is_retried_then_typed() -> None:

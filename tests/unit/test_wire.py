@@ -310,6 +310,12 @@ def test_size_refusals_are_recognised() -> None:
     assert says_batch_too_large(413, "whatever")
     assert says_batch_too_large(400, "batch size 64 > maximum allowed batch size 32")
     assert batch_limit_in_message("batch size 64 > maximum allowed batch size 32") == 32
+    assert batch_limit_in_message("too many inputs: 40 > maximum allowed batch size 16") == 16
+    assert batch_limit_in_message("at most 8 inputs per request") == 8
+    # Sizes in other units are not item limits.
+    assert batch_limit_in_message("request body too large: 5000 bytes > maximum 4096 bytes") is None
+    assert batch_limit_in_message("text too long: at most 100 characters") is None
+    assert batch_limit_in_message("the limit is 512 tokens") is None
     assert not says_batch_too_large(400, "Body validation error! Expected string, received number")
     assert not says_batch_too_large(401, "payload too large")
 
