@@ -1,0 +1,533 @@
+"""The local AIML-compatible server as a Starlette app: routes, checks, limits, faults.
+
+Routes::
+
+    POST /v1/embeddings   embeddings, in the configured dialect (see ``dialects``)
+    GET  /v1/models       the served models (auth as the dialect's real server asks)
+    GET  /info            TEI-style facts: model_id, max_client_batch_size, max_input_length
+    GET  /health          200 while serving
+    GET  /_stats          the counters (``stats.ServerStats``) as JSON
+    POST /_stats/reset    zero them (needs the key when one is set)
+
+A ``POST /v1/embeddings`` goes through, in order: auth (401), the per-minute and concurrency
+limits (429), the body size (413), validation (400/422), the model (404), the item count
+(413), item characters (400), item tokens (dialect's refusal, or truncation), then latency,
+then fault injection, then the stand-in embedding. Every reply carries
+``x-aiml-bge-backend: hashing-stand-in``: the vectors are not the real model's.
+
+Credits (AI/ML dialect): ``credits_for(tokens) = max(1, ceil(tokens / 1000))`` and
+``x-aimlapi-usd-spent = credits * USD_PER_CREDIT``; both are stand-in figures, chosen so the
+documented sample (7 tokens) costs 1 credit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import math
+import re
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _metadata_version
+from typing import Any
+
+import numpy as np
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .._settings import DEFAULT_MODEL
+from ..tokens import BGE_MAX_TOKENS, count_tokens_batch
+from .backend import HashingEmbedder
+from .dialects import (
+    DIALECTS,
+    BadRequest,
+    Context,
+    Dialect,
+    Reply,
+    get_dialect,
+    parse_request,
+)
+from .faults import (
+    ITEM_FAULTS,
+    FaultConfig,
+    FaultInjector,
+    mutate_items,
+    retry_after_header,
+    truncate_body,
+)
+from .stats import ServerStats
+
+__all__ = [
+    "BACKEND_HEADER",
+    "USD_PER_CREDIT",
+    "ServerConfig",
+    "create_app",
+    "credits_for",
+]
+
+BACKEND_HEADER = ("x-aiml-bge-backend", "hashing-stand-in")
+"""Header on every reply: these vectors come from the hashing stand-in, not from BGE."""
+
+USD_PER_CREDIT = 0.0000005
+"""Stand-in price of one credit, for ``x-aimlapi-usd-spent``."""
+
+RETIRED_MODELS = ["BAAI/bge-large-en-v1.5", "togethercomputer/m2-bert-80M-32k-retrieval"]
+
+try:
+    _VERSION = _metadata_version("aiml-bge-integrations")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    _VERSION = "0+unknown"
+
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_NUMPY_JSON = orjson.OPT_SERIALIZE_NUMPY
+
+
+def credits_for(tokens: int) -> int:
+    """Credits billed for ``tokens`` BGE tokens: ``max(1, ceil(tokens / 1000))`` (stand-in)."""
+    return max(1, math.ceil(tokens / 1000))
+
+
+@dataclass
+class ServerConfig:
+    """Everything the local server can be told; read per request, so tests may change it live.
+
+    Limits are off (``None``) unless set. Assign a new ``FaultConfig`` to ``faults`` to restart
+    its script and seeded sequence.
+    """
+
+    api_key: str | None = None
+    """The accepted bearer key; ``None`` is open mode (any non-empty bearer is accepted)."""
+    dialect: str = "aiml"
+    """Which real server to imitate: one of ``DIALECTS``."""
+    served_models: list[str] = field(default_factory=lambda: [DEFAULT_MODEL])
+    """Models that answer; the first is the one dialects without model names report."""
+    retired_models: list[str] = field(default_factory=lambda: list(RETIRED_MODELS))
+    """Models that answer 404 "deprecated and no longer supported" (AI/ML and OpenAI dialects)."""
+    dim: int = 768
+    """Length of the stand-in vectors."""
+    latency: float = 0.0
+    """Seconds every accepted request waits before its reply (requests overlap)."""
+    max_concurrent_requests: int | None = None
+    """Requests handled at once; one more gets 429 at once."""
+    requests_per_minute: int | None = None
+    """Requests admitted per sliding 60-second window; more get 429."""
+    retry_after_on_limit: float | None = None
+    """Seconds to announce in ``Retry-After`` on limit 429s; ``None`` sends no header (like AI/ML)."""
+    max_body_bytes: int | None = None
+    """Largest accepted body; larger gets 413."""
+    max_items_per_request: int | None = None
+    """Most inputs per request; more gets 413 naming the limit."""
+    max_chars_per_item: int | None = None
+    """Most characters per input; longer gets 400 naming the input."""
+    max_tokens_per_item: int | None = None
+    """Most BGE tokens per input; longer gets the dialect's over-long error (or is cut)."""
+    max_client_batch_size: int = 32
+    """TEI's ``--max-client-batch-size`` (TEI dialect only, when ``max_items_per_request`` is unset)."""
+    faults: FaultConfig | None = None
+    """Faults to inject into otherwise healthy replies."""
+
+    def __post_init__(self) -> None:
+        if self.dialect not in DIALECTS:
+            raise ValueError(
+                f"unknown dialect {self.dialect!r}; choose one of {', '.join(DIALECTS)}"
+            )
+        if self.api_key is not None and not self.api_key.strip():
+            raise ValueError("api_key must be None (open mode) or a non-empty string")
+        if self.latency < 0:
+            raise ValueError("latency must not be negative")
+        for name in (
+            "max_concurrent_requests",
+            "requests_per_minute",
+            "max_body_bytes",
+            "max_items_per_request",
+            "max_chars_per_item",
+            "max_tokens_per_item",
+        ):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1 (or None for no limit)")
+
+
+class _State:
+    """Per-app mutable state besides the config: counters, the window, the fault injector."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.stats = ServerStats()
+        self.embedder = HashingEmbedder(config.dim)
+        self.window: deque[float] = deque()
+        self._injector: FaultInjector | None = None
+
+    def injector(self) -> FaultInjector | None:
+        faults = self.config.faults
+        if faults is None:
+            return None
+        if self._injector is None or self._injector.config is not faults:
+            self._injector = FaultInjector(faults)
+        return self._injector
+
+    def embedder_for(self, dim: int) -> HashingEmbedder:
+        if self.embedder.dim != dim:
+            self.embedder = HashingEmbedder(dim)
+        return self.embedder
+
+    def rate_ok(self, per_minute: int | None) -> bool:
+        if per_minute is None:
+            return True
+        now = time.monotonic()
+        while self.window and now - self.window[0] >= 60.0:
+            self.window.popleft()
+        if len(self.window) >= per_minute:
+            return False
+        self.window.append(now)
+        return True
+
+
+def _reply(reply: Reply, extra: Mapping[str, str] | None = None) -> Response:
+    headers = {**reply.headers, **(extra or {})}
+    return Response(
+        reply.body, status_code=reply.status, media_type=reply.media_type, headers=headers
+    )
+
+
+def _json(obj: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(obj), status_code=status, media_type="application/json")
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def _key_hint(token: str) -> str:
+    if len(token) <= 8:
+        return "*" * len(token)
+    return f"{token[:3]}{'*' * (len(token) - 7)}{token[-4:]}"
+
+
+def _auth_problem(
+    request: Request, config: ServerConfig, dialect: Dialect, ctx: Context
+) -> Reply | None:
+    token = _bearer(request)
+    if token is None:
+        return dialect.unauthorized(True, ctx)
+    if config.api_key is None:
+        return None
+    if hmac.compare_digest(token.encode("utf-8"), config.api_key.encode("utf-8")):
+        return None
+    hinted = Context(ctx.path, ctx.request_id, _key_hint(token))
+    return dialect.unauthorized(False, hinted)
+
+
+def _retry_after(seconds: float | None) -> dict[str, str]:
+    if seconds is None:
+        return {}
+    return {"retry-after": retry_after_header("429-retry-after", seconds, time.time()) or "0"}
+
+
+async def _read_body(request: Request, limit: int | None) -> tuple[bytes, int | None]:
+    """The body, or ``(b"", size)`` once it is known to be over ``limit``."""
+    if limit is not None:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            return b"", int(declared)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if limit is not None and size > limit:
+            return b"", size
+        chunks.append(chunk)
+    return b"".join(chunks), None
+
+
+async def _sleep_unless_disconnected(seconds: float, receive: Receive) -> None:
+    """Sleep, but stop early if the client goes away (so a stopped test does not wait)."""
+
+    async def disconnected() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait_for(asyncio.shield(watcher), timeout=seconds)
+    except asyncio.TimeoutError:
+        pass
+    finally:
+        watcher.cancel()
+
+
+class _DroppedResponse(Response):
+    """A 200 that promises ``len(body)`` bytes, sends a part, and breaks the connection."""
+
+    def __init__(self, body: bytes, fraction: float, headers: Mapping[str, str]) -> None:
+        super().__init__(
+            body, status_code=200, media_type="application/json", headers=dict(headers)
+        )
+        self.fraction = fraction
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        cut = int(len(self.body) * self.fraction)
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body[:cut], "more_body": True})
+        # Returning with the body unfinished makes uvicorn close the connection: the client
+        # sees fewer bytes than Content-Length promised (httpx.RemoteProtocolError).
+
+
+def _encode_items(
+    dialect: Dialect, vectors: np.ndarray[Any, Any], fmt: str
+) -> list[dict[str, Any]]:
+    if fmt == "base64":
+        return [
+            dialect.item(i, base64.b64encode(row.tobytes()).decode("ascii"))
+            for i, row in enumerate(vectors)
+        ]
+    return [dialect.item(i, row) for i, row in enumerate(vectors)]
+
+
+async def _embeddings(request: Request) -> Response:
+    state: _State = request.app.state.aiml
+    config = state.config
+    dialect = get_dialect(config.dialect)
+    request_id = str(uuid.uuid4())
+    ctx = Context(request.url.path, request_id)
+    stats = state.stats
+    stats.count_request()
+
+    common = dialect.reply_headers(request_id)
+    client_id = request.headers.get("x-client-request-id")
+    if dialect.echoes_client_request_id and client_id and _CLIENT_REQUEST_ID.match(client_id):
+        common["x-client-request-id"] = client_id
+
+    def finish(reply: Reply, healthy: bool = False) -> Response:
+        stats.count_reply(reply.status, healthy)
+        return _reply(reply, common)
+
+    auth = _auth_problem(request, config, dialect, ctx)
+    if auth is not None:
+        return finish(auth)
+    if not state.rate_ok(config.requests_per_minute):
+        stats.count_rate_limited()
+        return finish(dialect.rate_limited(ctx, _retry_after(config.retry_after_on_limit)))
+    if not stats.try_admit(config.max_concurrent_requests):
+        stats.count_rate_limited()
+        return finish(dialect.rate_limited(ctx, _retry_after(config.retry_after_on_limit)))
+    try:
+        return await _admitted(request, state, dialect, ctx, common, finish)
+    finally:
+        stats.release()
+
+
+async def _admitted(
+    request: Request,
+    state: _State,
+    dialect: Dialect,
+    ctx: Context,
+    common: dict[str, str],
+    finish: Callable[..., Response],
+) -> Response:
+    config = state.config
+    stats = state.stats
+    started = time.perf_counter()
+
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        refused = dialect.unsupported_media_type(ctx)
+        if refused is not None:
+            return finish(refused)
+    raw, oversize = await _read_body(request, config.max_body_bytes)
+    if oversize is not None:
+        return finish(dialect.body_too_large(oversize, config.max_body_bytes or 0, ctx))
+
+    parsed = parse_request(raw, dialect)
+    if isinstance(parsed, BadRequest):
+        return finish(dialect.bad_request(parsed, ctx))
+    model = dialect.resolve_model(parsed.model, config, ctx)
+    if isinstance(model, Reply):
+        return finish(model)
+    texts = parsed.texts
+
+    limit = dialect.max_items(config)
+    if limit is not None and len(texts) > limit:
+        return finish(dialect.too_many_items(len(texts), limit, ctx))
+    if config.max_chars_per_item is not None:
+        for i, text in enumerate(texts):
+            if len(text) > config.max_chars_per_item:
+                return finish(dialect.too_many_chars(i, len(text), config.max_chars_per_item, ctx))
+
+    counts = count_tokens_batch(texts)
+    cap = config.max_tokens_per_item
+    if cap is not None:
+        for i, n in enumerate(counts):
+            if n > cap and not dialect.truncates_long_inputs:
+                return finish(dialect.too_many_tokens(i, n, cap, ctx))
+        if dialect.truncates_long_inputs:
+            counts = [min(n, cap) for n in counts]
+    tokens = sum(counts)
+    credits = credits_for(tokens)
+    stats.count_accepted(len(texts), tokens, credits)
+
+    if config.latency > 0:
+        await asyncio.sleep(config.latency)
+
+    injector = state.injector()
+    fault = injector.next_fault() if injector is not None else None
+    if fault is not None:
+        stats.count_fault(fault)
+        assert injector is not None
+        faults = injector.config
+        if fault.startswith("429"):
+            announce = retry_after_header(fault, faults.retry_after_seconds, time.time())
+            return finish(dialect.rate_limited(ctx, {"retry-after": announce} if announce else {}))
+        if fault in ("500", "502", "503", "504"):
+            return finish(dialect.server_error(int(fault), ctx))
+        if fault == "slow":
+            await _sleep_unless_disconnected(faults.slow_seconds, request.receive)
+
+    vectors = state.embedder_for(config.dim).embed(texts).astype("<f4")
+    data = _encode_items(dialect, vectors, parsed.encoding_format)
+    if fault in ITEM_FAULTS:
+        assert injector is not None
+        data = mutate_items(fault, data, injector.random())
+    body = orjson.dumps(dialect.success_body(model, data, tokens, credits), option=_NUMPY_JSON)
+    elapsed_ms = int((time.perf_counter() - started) * 1000)
+    chars = sum(len(t) for t in texts)
+    headers = {
+        **dialect.success_headers(
+            model, tokens, chars, credits, credits * USD_PER_CREDIT, elapsed_ms
+        ),
+        **common,
+    }
+    if fault == "drop":
+        assert injector is not None
+        return _DroppedResponse(body, injector.config.drop_fraction, headers)
+    if fault == "malformed-json":
+        body = truncate_body(body)
+    healthy = fault is None or fault == "slow"
+    stats.count_reply(200, healthy)
+    return Response(body, status_code=200, media_type="application/json", headers=headers)
+
+
+async def _models(request: Request) -> Response:
+    state: _State = request.app.state.aiml
+    dialect = get_dialect(state.config.dialect)
+    ctx = Context(request.url.path, str(uuid.uuid4()))
+    if dialect.models_need_auth:
+        problem = _auth_problem(request, state.config, dialect, ctx)
+        if problem is not None:
+            return _reply(problem)
+    return _json(dialect.models_body(state.config.served_models))
+
+
+async def _info(request: Request) -> Response:
+    state: _State = request.app.state.aiml
+    config = state.config
+    dialect = get_dialect(config.dialect)
+    return _json(
+        {
+            "model_id": config.served_models[0] if config.served_models else DEFAULT_MODEL,
+            "model_sha": None,
+            "model_dtype": "float32",
+            "model_type": {"embedding": {"pooling": "cls"}},
+            "max_concurrent_requests": config.max_concurrent_requests,
+            "max_input_length": BGE_MAX_TOKENS,
+            "max_batch_tokens": None,
+            "max_batch_requests": None,
+            "max_client_batch_size": dialect.max_items(config),
+            "auto_truncate": config.max_tokens_per_item is None or dialect.truncates_long_inputs,
+            "tokenization_workers": 1,
+            "version": _VERSION,
+            "sha": None,
+            "docker_label": None,
+            "dialect": dialect.name,
+            "backend": BACKEND_HEADER[1],
+            "stand_in": "hashing vectors, not the real model",
+            "dim": config.dim,
+            "auth": "open" if config.api_key is None else "key",
+        }
+    )
+
+
+async def _health(request: Request) -> Response:
+    return _json({"status": "ok", "backend": BACKEND_HEADER[1]})
+
+
+async def _stats(request: Request) -> Response:
+    state: _State = request.app.state.aiml
+    return _json(state.stats.snapshot())
+
+
+async def _stats_reset(request: Request) -> Response:
+    state: _State = request.app.state.aiml
+    dialect = get_dialect(state.config.dialect)
+    problem = _auth_problem(
+        request, state.config, dialect, Context(request.url.path, str(uuid.uuid4()))
+    )
+    if problem is not None:
+        return _reply(problem)
+    state.stats.reset()
+    return _json(state.stats.snapshot())
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    state: _State = request.app.state.aiml
+    dialect = get_dialect(state.config.dialect)
+    ctx = Context(request.url.path, str(uuid.uuid4()))
+    return _reply(
+        dialect.error(exc.status_code, f"Cannot {request.method} {request.url.path}", ctx)
+    )
+
+
+class _BackendHeader:
+    """ASGI middleware: stamp every reply as coming from the stand-in backend."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def stamped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                name, value = BACKEND_HEADER
+                message["headers"] = [*message.get("headers", []), (name.encode(), value.encode())]
+            await send(message)
+
+        await self.app(scope, receive, stamped)
+
+
+def create_app(config: ServerConfig) -> Starlette:
+    """The Starlette app serving ``config`` (kept by reference: later changes take effect).
+
+    ``app.state.aiml.stats`` holds the counters and ``app.state.aiml.config`` the config.
+    """
+    routes = [
+        Route("/v1/embeddings", _embeddings, methods=["POST"]),
+        Route("/v1/models", _models, methods=["GET"]),
+        Route("/info", _info, methods=["GET"]),
+        Route("/health", _health, methods=["GET"]),
+        Route("/_stats", _stats, methods=["GET"]),
+        Route("/_stats/reset", _stats_reset, methods=["POST"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={404: _http_error, 405: _http_error})
+    app.add_middleware(_BackendHeader)
+    app.state.aiml = _State(config)
+    app.state.config = config
+    app.state.stats = app.state.aiml.stats
+    return app
