@@ -1,0 +1,110 @@
+"""HashingEmbedder: deterministic, unit-length, lexical similarity, fast enough."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from aiml_bge_integrations.server import HashingEmbedder
+
+TEXTS = ["Laura is a DJ.", "DJs play music at parties", "the cat sat on the mat", "", "  ", "?!"]
+
+
+def _digest(vectors: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(vectors, dtype="<f8").tobytes()).hexdigest()
+
+
+def test_vectors_are_unit_length_and_768_wide() -> None:
+    vectors = HashingEmbedder().embed(TEXTS)
+    assert vectors.shape == (len(TEXTS), 768)
+    assert vectors.dtype == np.float64
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-12)
+
+
+def test_dim_is_configurable() -> None:
+    vectors = HashingEmbedder(dim=64).embed(["a b c"])
+    assert vectors.shape == (1, 64)
+    with pytest.raises(ValueError):
+        HashingEmbedder(dim=2)
+
+
+def test_same_text_same_vector_and_embed_one_matches_embed() -> None:
+    emb = HashingEmbedder()
+    batch = emb.embed(TEXTS)
+    again = HashingEmbedder().embed(list(reversed(TEXTS)))[::-1]
+    np.testing.assert_array_equal(batch, again)
+    one = emb.embed_one("Laura is a DJ.")
+    assert isinstance(one, list) and len(one) == 768
+    np.testing.assert_array_equal(np.array(one), batch[0])
+
+
+def test_texts_without_features_share_one_fixed_unit_vector() -> None:
+    emb = HashingEmbedder()
+    vectors = emb.embed(["", "   ", "?!", "..."])
+    for row in vectors[1:]:
+        np.testing.assert_array_equal(row, vectors[0])
+    assert np.linalg.norm(vectors[0]) == pytest.approx(1.0)
+
+
+def test_identical_across_processes() -> None:
+    """Run the embedder in a fresh interpreter (another hash seed) and compare bytes."""
+    code = (
+        "import hashlib, numpy as np\n"
+        "from aiml_bge_integrations.server.backend import HashingEmbedder\n"
+        f"v = HashingEmbedder().embed({TEXTS!r})\n"
+        "print(hashlib.sha256(np.ascontiguousarray(v, dtype='<f8').tobytes()).hexdigest())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "12345", "PATH": ""},
+        timeout=60,
+    )
+    assert out.stdout.strip() == _digest(HashingEmbedder().embed(TEXTS))
+
+
+def test_shared_words_are_closer_than_no_shared_words() -> None:
+    emb = HashingEmbedder()
+    anchor, related, unrelated = emb.embed(
+        [
+            "the quick brown fox jumps over the lazy dog",
+            "a quick brown fox is fast",
+            "stock markets fell sharply on monday",
+        ]
+    )
+    assert anchor @ related > 0.3
+    assert abs(anchor @ unrelated) < 0.15
+    assert anchor @ related > anchor @ unrelated + 0.2
+
+
+def test_plural_and_case_do_not_matter_much() -> None:
+    emb = HashingEmbedder()
+    cats, cat, dogs = emb.embed(["Cats", "cat", "dogs"])
+    assert cats @ cat > 0.99
+    assert cats @ dogs < 0.5
+
+
+def test_throughput_well_above_2500_texts_of_50_words_per_second() -> None:
+    rng = random.Random(7)
+    vocab = [
+        "".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=rng.randint(2, 9))) for _ in range(5000)
+    ]
+    texts = [" ".join(rng.choices(vocab, k=50)) for _ in range(2500)]
+    emb = HashingEmbedder()
+    emb.embed(texts)  # warm the per-word cache, as a running server would be
+    timings = []
+    for _ in range(2):  # best of two: a busy machine should not fail this
+        started = time.perf_counter()
+        vectors = emb.embed(texts)
+        timings.append(time.perf_counter() - started)
+    elapsed = min(timings)
+    assert vectors.shape == (2500, 768)
+    assert elapsed < 1.0, f"2,500 texts of 50 words took {elapsed:.2f} s"
