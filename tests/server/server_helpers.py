@@ -26,7 +26,9 @@ def client_for(
 def async_client_for(server: LocalServer, timeout: float = 10.0) -> httpx.AsyncClient:
     """The async twin of ``client_for``."""
     headers = {"Authorization": f"Bearer {server.api_key}"} if server.api_key else {}
-    return httpx.AsyncClient(base_url=server.base_url, headers=headers, timeout=timeout, verify=False)
+    return httpx.AsyncClient(
+        base_url=server.base_url, headers=headers, timeout=timeout, verify=False
+    )
 
 
 def embed_body(inputs: Any, **extra: Any) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import re
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 
 import httpx
@@ -14,6 +15,8 @@ import pytest
 from server_helpers import MODEL, client_for, embed_body
 
 from aiml_bge_integrations.server import HashingEmbedder, LocalServer
+
+Factory = Callable[..., LocalServer]
 
 LAURA = "Laura is a DJ."
 
@@ -212,7 +215,7 @@ def test_wrong_key_is_401(aiml_server: LocalServer, header: str) -> None:
     assert aiml_server.stats["ok"] == 0
 
 
-def test_open_mode_takes_any_bearer_but_not_none(server_factory) -> None:  # type: ignore[no-untyped-def]
+def test_open_mode_takes_any_bearer_but_not_none(server_factory: Factory) -> None:
     server = server_factory(api_key=None)
     assert server.api_key is None
     with client_for(server, key="anything-at-all") as client:
@@ -239,7 +242,7 @@ def test_retired_and_unknown_models_are_different_404s(aiml_server: LocalServer)
     assert _assert_aiml_error(unknown, 404) == "Model no/such-model not found"
 
 
-def test_served_and_retired_models_are_settings(server_factory) -> None:  # type: ignore[no-untyped-def]
+def test_served_and_retired_models_are_settings(server_factory: Factory) -> None:
     server = server_factory(served_models=["my/model"], retired_models=[MODEL])
     with client_for(server) as client:
         assert (
