@@ -72,9 +72,12 @@ def test_order_is_restored_from_a_shuffled_reply() -> None:
     assert parsed.vectors == [vec(i) for i in range(n)]
 
 
-def test_vectors_are_python_floats_even_when_json_has_integers() -> None:
-    parsed = parse_embeddings_response(reply([item(0, [0, 1, -1, 0.5])]), 1)
-    assert parsed.vectors == [[0.0, 1.0, -1.0, 0.5]]
+def test_whole_number_vectors_become_python_floats() -> None:
+    # JavaScript serialisers write 0.0 as 0 and 1.0 as 1; orjson reads those as ints.
+    parsed = parse_embeddings_response(
+        reply([item(0, [0, 1, 0, 0]), item(1, [0, 0.5, -1, 0.25])]), 2
+    )
+    assert parsed.vectors == [[0.0, 1.0, 0.0, 0.0], [0.0, 0.5, -1.0, 0.25]]
     assert all(type(x) is float for x in parsed.vectors[0])
 
 
@@ -136,8 +139,9 @@ def test_768_dimensions_accepted_for_bge_base() -> None:
         pytest.param([item(0, None)], 1, None, "not a list", id="null-embedding"),
         pytest.param([item(0, [0.1, "x", 0.3])], 1, None, "not a number", id="string-in-vector"),
         pytest.param([item(0, [0.1, None, 0.3])], 1, None, "not a number", id="null-in-vector"),
-        pytest.param([item(0, [0.1, True, 0.3])], 1, None, "not a number", id="bool-in-vector"),
         pytest.param([item(0, [[0.1], [0.2]])], 1, None, "not a number", id="nested-vector"),
+        pytest.param([item(0, [1, "2", 3])], 1, None, "not a number", id="string-in-int-vector"),
+        pytest.param([item(0, [True, False])], 1, None, "not a number", id="bool-vector"),
         pytest.param([item(0, "!!!not base64!!!")], 1, None, "base64", id="bad-base64"),
         pytest.param(
             [item(0, base64.b64encode(b"12345").decode())],
