@@ -1,0 +1,1052 @@
+"""The embedding job behind ``aiml-bge embed``: passages in, vectors out, resumable.
+
+Data flow::
+
+    InputSource.records()  ->  EmbeddingsClient.iter_embeddings()  ->  Sink (staged files)
+                                                                       -> rename into place
+
+- **Input** (``open_source``): a text file (one passage per line, id = line number from 1,
+  blank lines skipped), a JSONL file (text from ``field``, id from ``id_field`` or the line
+  number), or a directory of ``.txt``/``.md`` files (one passage per file, id = path relative
+  to the directory). Every record is checked in a first pass (``scan``) before anything is
+  sent, so a bad line is reported, by number, without spending a credit. The same pass
+  fingerprints the input (SHA-256) so a resumed run can tell that its input did not change.
+- **Output** (``make_sink``): JSONL (``{"id", "embedding"}`` per line), ``.npy`` (a float32
+  or float64 matrix) with an ``<stem>.ids.jsonl`` sidecar, or Parquet (columns ``id`` and
+  ``embedding``, needs pyarrow). Everything is staged in ``<output>.partial/`` and renamed
+  into place only when complete: a file at the output path is always a finished one.
+- **Resume**: after every batch the staged files are flushed and fsynced and
+  ``<output>.partial/state.json`` is replaced atomically (temp file + ``os.replace``) with the
+  count of passages done and the byte length of each staged file. A restarted run truncates
+  the staged files to those lengths, skips the passages done, and carries on; since batches
+  are written in input order and each checkpoint falls on a batch boundary, no finished batch
+  is sent again and the result is byte for byte that of an uninterrupted run. Batches that
+  were in flight (at most ``2 * max_concurrency``) when the process died are sent again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import shutil
+import sys
+import time
+import warnings
+from abc import ABC, abstractmethod
+from array import array
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from ._batching import LongTextWarning
+from ._settings import BGE_MAX_TOKENS, is_bge_model
+from .client import EmbeddingsClient, Usage
+from .errors import AimlBgeError, InvalidInputError
+
+__all__ = [
+    "DryRunReport",
+    "InputFileError",
+    "InputSource",
+    "JobResult",
+    "JobSpec",
+    "OutputError",
+    "Passage",
+    "ResumeError",
+    "ScanResult",
+    "credits_for_request",
+    "dry_run",
+    "input_format_for",
+    "make_sink",
+    "open_source",
+    "output_format_for",
+    "run_job",
+    "saved_progress",
+    "scan",
+    "work_dir_for",
+]
+
+PassageId = int | str
+STATE_VERSION = 1
+_EXAMPLES = 20
+_SCAN_CHUNK = 1024
+_NPY_HEADER_BYTES = 128
+_PARQUET_ROW_GROUP = 8192
+_TEXT_SUFFIXES = (".txt", ".md")
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+class InputFileError(InvalidInputError):
+    """The input cannot be read or has a bad record; the message names the file and line."""
+
+    def __init__(self, message: str, *, path: Path | None = None, line: int | None = None):
+        super().__init__(message)
+        self.path = path
+        self.line = line
+
+
+class OutputError(AimlBgeError):
+    """The output (or its staging directory next to it) cannot be written."""
+
+
+class ResumeError(AimlBgeError):
+    """An unfinished run's state does not fit this command, or another run holds it."""
+
+
+# -- input ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One passage to embed and the id its vector is stored under."""
+
+    id: PassageId
+    text: str
+
+
+def input_format_for(path: Path) -> str:
+    """``"dir"``, ``"jsonl"`` (``.jsonl``/``.ndjson``) or ``"text"`` (anything else)."""
+    if path.is_dir():
+        return "dir"
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        return "jsonl"
+    return "text"
+
+
+def _is_blank(text: str) -> bool:
+    return not text or text.isspace()
+
+
+class InputSource(ABC):
+    """A readable collection of passages; ``records`` checks each one as it reads it."""
+
+    kind: str
+    """``"text"``, ``"jsonl"`` or ``"dir"``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @abstractmethod
+    def records(self, hasher: Any = None) -> Iterator[Passage]:
+        """Every passage in order; feeds the raw bytes read to ``hasher`` when given."""
+
+    def settings(self) -> dict[str, Any]:
+        """What, besides the bytes, decides which passages and ids come out (for resume)."""
+        return {"input_format": self.kind}
+
+    def _error(self, line: int | None, what: str) -> InputFileError:
+        where = f"{self.path} line {line}" if line is not None else str(self.path)
+        return InputFileError(f"{where}: {what}", path=self.path, line=line)
+
+
+def _decode_line(source: InputSource, raw: bytes, lineno: int) -> str:
+    if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise source._error(lineno, f"not valid UTF-8 (byte {err.start + 1})") from None
+
+
+def _lines(source: InputSource, hasher: Any) -> Iterator[tuple[int, bytes]]:
+    try:
+        f = source.path.open("rb")
+    except OSError as err:
+        raise source._error(None, f"cannot read: {err.strerror or err}") from None
+    with f:
+        for lineno, raw in enumerate(f, 1):
+            if hasher is not None:
+                hasher.update(raw)
+            yield lineno, raw.rstrip(b"\n").rstrip(b"\r")
+
+
+class TextSource(InputSource):
+    """One passage per line; the id is the line number (from 1); blank lines are skipped."""
+
+    kind = "text"
+
+    def records(self, hasher: Any = None) -> Iterator[Passage]:
+        """Every non-blank line as a passage."""
+        for lineno, raw in _lines(self, hasher):
+            text = _decode_line(self, raw, lineno)
+            if not _is_blank(text):
+                yield Passage(lineno, text)
+
+
+class JsonlSource(InputSource):
+    """One JSON object per line: text from ``field``, id from ``id_field`` (or the line number)."""
+
+    kind = "jsonl"
+
+    def __init__(self, path: Path, field: str = "text", id_field: str | None = None) -> None:
+        super().__init__(path)
+        self.field = field
+        self.id_field = id_field
+
+    def settings(self) -> dict[str, Any]:
+        """Input format and the two field names."""
+        return {"input_format": self.kind, "field": self.field, "id_field": self.id_field}
+
+    def records(self, hasher: Any = None) -> Iterator[Passage]:
+        """Every non-blank line, parsed and checked."""
+        id_type: type | None = None
+        id_line = 0
+        for lineno, raw in _lines(self, hasher):
+            if not raw.strip():
+                continue
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                record = orjson.loads(raw)
+            except orjson.JSONDecodeError as err:
+                raise self._error(lineno, f"not valid JSON ({err})") from None
+            if not isinstance(record, dict):
+                raise self._error(lineno, f"expected a JSON object, got {type(record).__name__}")
+            if self.field not in record:
+                fields = ", ".join(sorted(record)[:10]) or "none"
+                raise self._error(
+                    lineno, f'no "{self.field}" field (fields: {fields}); choose one with --field'
+                )
+            text = record[self.field]
+            if not isinstance(text, str):
+                raise self._error(lineno, f'"{self.field}" is {type(text).__name__}, not a string')
+            if _is_blank(text):
+                raise self._error(
+                    lineno, f'"{self.field}" is empty or whitespace only; the API refuses it'
+                )
+            pid: PassageId = lineno
+            if self.id_field is not None:
+                if self.id_field not in record:
+                    raise self._error(lineno, f'no "{self.id_field}" field for the id')
+                value = record[self.id_field]
+                if isinstance(value, bool) or not isinstance(value, int | str):
+                    raise self._error(
+                        lineno,
+                        f'id "{self.id_field}" is {type(value).__name__}; ids must be strings or integers',
+                    )
+                if id_type is None:
+                    id_type, id_line = type(value), lineno
+                elif type(value) is not id_type:
+                    raise self._error(
+                        lineno,
+                        f"id is {type(value).__name__} but line {id_line} had {id_type.__name__}; "
+                        "ids must all be strings or all integers",
+                    )
+                pid = value
+            yield Passage(pid, text)
+
+
+class DirectorySource(InputSource):
+    """Every ``.txt``/``.md`` file under a directory (hidden ones skipped), one passage each.
+
+    The id is the path relative to the directory, with ``/`` separators; files come in the
+    order of those ids.
+    """
+
+    kind = "dir"
+
+    def files(self) -> list[tuple[str, Path]]:
+        """``(id, path)`` of every file, sorted by id."""
+        found: list[tuple[str, Path]] = []
+        for root, dirs, names in os.walk(self.path):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for name in names:
+                if name.startswith(".") or not name.lower().endswith(_TEXT_SUFFIXES):
+                    continue
+                full = Path(root, name)
+                found.append((full.relative_to(self.path).as_posix(), full))
+        found.sort()
+        return found
+
+    def records(self, hasher: Any = None) -> Iterator[Passage]:
+        """Each file's text."""
+        files = self.files()
+        if not files:
+            raise self._error(None, "no .txt or .md files in this directory")
+        for rel, full in files:
+            try:
+                raw = full.read_bytes()
+            except OSError as err:
+                raise InputFileError(
+                    f"{full}: cannot read: {err.strerror or err}", path=full
+                ) from None
+            if hasher is not None:
+                hasher.update(rel.encode("utf-8") + b"\0" + raw + b"\0")
+            if raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise InputFileError(
+                    f"{full}: not valid UTF-8 (byte {err.start + 1})", path=full
+                ) from None
+            if _is_blank(text):
+                raise InputFileError(
+                    f"{full}: empty or whitespace only; the API refuses it", path=full
+                )
+            yield Passage(rel, text)
+
+
+def open_source(
+    path: Path, input_format: str = "auto", field: str = "text", id_field: str | None = None
+) -> InputSource:
+    """The ``InputSource`` for ``path``; ``input_format`` is ``auto``, ``text``, ``jsonl`` or ``dir``."""
+    if not path.exists():
+        raise InputFileError(f"{path}: no such file or directory", path=path)
+    kind = input_format_for(path) if input_format == "auto" else input_format
+    if kind == "dir":
+        if not path.is_dir():
+            raise InputFileError(f"{path}: not a directory", path=path)
+        return DirectorySource(path)
+    if path.is_dir():
+        raise InputFileError(f"{path}: is a directory, not a {kind} file", path=path)
+    if kind == "jsonl":
+        return JsonlSource(path, field, id_field)
+    if kind == "text":
+        return TextSource(path)
+    raise ValueError(f"unknown input format {input_format!r}")
+
+
+# -- scanning and the dry run ---------------------------------------------------------------
+
+
+@dataclass
+class ScanResult:
+    """What one checking pass over the input found."""
+
+    total: int = 0
+    """Passages."""
+    fingerprint: str = ""
+    """SHA-256 of the bytes read (for a directory: of each relative path and its contents)."""
+    over_limit: int = 0
+    """Passages over the model's token window (only counted for BGE models)."""
+    over_examples: list[tuple[PassageId, int]] = field(default_factory=list)
+    """The first few of them, with their token counts."""
+
+
+def _chunks(records: Iterator[Passage], size: int) -> Iterator[list[Passage]]:
+    chunk: list[Passage] = []
+    for rec in records:
+        chunk.append(rec)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def scan(source: InputSource, *, check_long: bool) -> ScanResult:
+    """Read every record once: count, fingerprint, and (``check_long``) find over-long passages.
+
+    Only texts that could be over the window are tokenized (as the core does), so this pass
+    is cheap for short passages.
+    """
+    hasher = hashlib.sha256()
+    result = ScanResult()
+    for chunk in _chunks(source.records(hasher), _SCAN_CHUNK):
+        result.total += len(chunk)
+        if check_long:
+            from .tokens import truncate_texts
+
+            over = truncate_texts([p.text for p in chunk], cut=False).over_limit
+            result.over_limit += len(over)
+            for i, n in over.items():
+                if len(result.over_examples) < _EXAMPLES:
+                    result.over_examples.append((chunk[i].id, n))
+    result.fingerprint = hasher.hexdigest()
+    return result
+
+
+def credits_for_request(tokens: int) -> int:
+    """Estimated credits for one request of ``tokens`` BGE tokens: ``max(1, ceil(tokens / 1000))``.
+
+    The local server bills with this formula; it matches the one documented sample (7 tokens,
+    1 credit). The AI/ML API publishes no formula, so treat it as an estimate.
+    """
+    return max(1, math.ceil(tokens / 1000))
+
+
+@dataclass
+class DryRunReport:
+    """Token counts and estimates for a job, computed without sending anything."""
+
+    total: int = 0
+    """Passages."""
+    tokens: int = 0
+    """BGE tokens of every passage as written, ``[CLS]`` and ``[SEP]`` included."""
+    billed_tokens: int = 0
+    """Tokens after the long-text policy (over-long passages counted at 512 when truncated)."""
+    max_tokens: int = 0
+    """The longest passage, in tokens."""
+    over_limit: int = 0
+    """Passages over 512 tokens."""
+    over_examples: list[tuple[PassageId, int]] = field(default_factory=list)
+    """The first few of them, with their token counts."""
+    requests: int = 0
+    """Requests at the given batch size."""
+    credits: int = 0
+    """Estimated credits: ``credits_for_request`` summed over the planned requests."""
+
+
+def dry_run(source: InputSource, *, batch_size: int, long_text: str = "truncate") -> DryRunReport:
+    """Count BGE tokens for every passage exactly and estimate requests and credits.
+
+    Nothing is sent. Batches are planned as the real run plans them (``batch_size``
+    consecutive passages per request), and each planned request is estimated with
+    ``credits_for_request``.
+    """
+    from .tokens import count_tokens_batch
+
+    report = DryRunReport()
+    batch_tokens = 0
+    in_batch = 0
+    for chunk in _chunks(source.records(), _SCAN_CHUNK):
+        counts = count_tokens_batch([p.text for p in chunk])
+        for passage, n in zip(chunk, counts, strict=True):
+            report.total += 1
+            report.tokens += n
+            report.max_tokens = max(report.max_tokens, n)
+            billed = n
+            if n > BGE_MAX_TOKENS:
+                report.over_limit += 1
+                if len(report.over_examples) < _EXAMPLES:
+                    report.over_examples.append((passage.id, n))
+                if long_text == "truncate":
+                    billed = BGE_MAX_TOKENS
+            report.billed_tokens += billed
+            batch_tokens += billed
+            in_batch += 1
+            if in_batch == batch_size:
+                report.requests += 1
+                report.credits += credits_for_request(batch_tokens)
+                batch_tokens = in_batch = 0
+    if in_batch:
+        report.requests += 1
+        report.credits += credits_for_request(batch_tokens)
+    return report
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+def output_format_for(path: Path) -> str:
+    """``"jsonl"``, ``"npy"`` or ``"parquet"`` from the suffix; raises ``ValueError`` otherwise."""
+    suffix = path.suffix.lower()
+    formats = {".jsonl": "jsonl", ".ndjson": "jsonl", ".npy": "npy", ".parquet": "parquet"}
+    if suffix not in formats:
+        raise ValueError(
+            f"cannot tell the output format from {path.name!r}: use a .jsonl, .npy or .parquet "
+            "name, or --output-format"
+        )
+    return formats[suffix]
+
+
+def work_dir_for(output: Path) -> Path:
+    """The staging directory of ``output``: ``<output>.partial`` next to it."""
+    return output.with_name(output.name + ".partial")
+
+
+def ids_sidecar_for(output: Path) -> Path:
+    """Where the ids of a ``.npy`` output go: ``<stem>.ids.jsonl`` next to it."""
+    return output.with_name(output.stem + ".ids.jsonl")
+
+
+def _fsync(f: IO[bytes]) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _open_staged(path: Path, position: int | None) -> IO[bytes]:
+    """Open a staged file for appending, cut back to ``position`` (``None``: start empty)."""
+    f = path.open("r+b" if position is not None else "w+b")
+    if position is not None:
+        size = f.seek(0, os.SEEK_END)
+        if size < position:
+            f.close()
+            raise ResumeError(
+                f"{path} is shorter ({size} bytes) than its checkpoint says ({position}); "
+                "the unfinished run cannot be resumed: rerun with --restart"
+            )
+        f.truncate(position)
+        f.seek(position)
+    return f
+
+
+class Sink(ABC):
+    """Staged output in the work directory, appended batch by batch, renamed into place at the end."""
+
+    def __init__(self, work: Path, output: Path) -> None:
+        self.work = work
+        self.output = output
+        self._files: dict[str, IO[bytes]] = {}
+
+    @property
+    @abstractmethod
+    def staged_names(self) -> tuple[str, ...]:
+        """Names of the files this sink appends to, inside the work directory."""
+
+    def open(self, positions: dict[str, int] | None) -> None:
+        """Open (or create) the staged files; with ``positions``, cut them back to a checkpoint."""
+        for name in self.staged_names:
+            pos = None if positions is None else positions.get(name)
+            if positions is not None and pos is None:
+                raise ResumeError(f"the checkpoint in {self.work} does not list {name}")
+            self._files[name] = _open_staged(self.work / name, pos)
+        if positions is None:
+            self._start()
+
+    def _start(self) -> None:
+        """Write whatever a fresh staged file begins with (nothing by default)."""
+        return None
+
+    @abstractmethod
+    def write(self, rows: list[tuple[PassageId, list[float]]]) -> None:
+        """Append one batch of rows."""
+
+    def sync(self) -> dict[str, int]:
+        """Flush and fsync the staged files; returns each one's length (the checkpoint)."""
+        positions = {}
+        for name, f in self._files.items():
+            _fsync(f)
+            positions[name] = f.tell()
+        return positions
+
+    def close(self) -> None:
+        """Close the staged files."""
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+
+    @abstractmethod
+    def finalize(self, count: int, dim: int | None) -> list[tuple[Path, Path]]:
+        """Complete the staged files; returns ``(staged, destination)`` pairs, renamed in order.
+
+        Must be repeatable: after a crash during finalizing, a rerun calls it again, and files
+        already renamed are no longer in the work directory.
+        """
+
+
+class JsonlSink(Sink):
+    """``{"id": ..., "embedding": [...]}`` per line, floats as the server sent them."""
+
+    staged_names = ("part.jsonl",)
+
+    def write(self, rows: list[tuple[PassageId, list[float]]]) -> None:
+        """Append one line per row."""
+        self._files["part.jsonl"].write(
+            b"".join(orjson.dumps({"id": i, "embedding": v}) + b"\n" for i, v in rows)
+        )
+
+    def finalize(self, count: int, dim: int | None) -> list[tuple[Path, Path]]:
+        """The staged JSONL is the output as it stands."""
+        return [(self.work / "part.jsonl", self.output)]
+
+
+class _MatrixSink(Sink):
+    """Vectors as raw little-endian floats plus a JSONL file of ids; a subclass finishes them."""
+
+    staged_names = ("vectors.bin", "ids.jsonl")
+    _header = 0
+
+    def __init__(self, work: Path, output: Path, dtype: str) -> None:
+        super().__init__(work, output)
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be float32 or float64, not {dtype!r}")
+        self.dtype = dtype
+        self._code = "f" if dtype == "float32" else "d"
+
+    def _start(self) -> None:
+        if self._header:
+            self._files["vectors.bin"].write(b"\0" * self._header)
+
+    def write(self, rows: list[tuple[PassageId, list[float]]]) -> None:
+        """Append the vectors and the ids."""
+        data: array[float] = array(self._code)
+        for _, vec in rows:
+            data.extend(vec)
+        if sys.byteorder == "big":
+            data.byteswap()
+        self._files["vectors.bin"].write(data.tobytes())
+        self._files["ids.jsonl"].write(b"".join(orjson.dumps(i) + b"\n" for i, _ in rows))
+
+
+class NpySink(_MatrixSink):
+    """A ``.npy`` matrix (header written at the end into space kept for it) and an ids sidecar."""
+
+    _header = _NPY_HEADER_BYTES
+
+    def finalize(self, count: int, dim: int | None) -> list[tuple[Path, Path]]:
+        """Write the ``.npy`` header for ``(count, dim)`` in place."""
+        staged = self.work / "vectors.bin"
+        if staged.exists():
+            header = npy_header(self.dtype, count, dim or 0)
+            with staged.open("r+b") as f:
+                f.write(header)
+                _fsync(f)
+        return [
+            (self.work / "ids.jsonl", ids_sidecar_for(self.output)),
+            (staged, self.output),
+        ]
+
+
+def npy_header(dtype: str, rows: int, cols: int) -> bytes:
+    """A version 1.0 ``.npy`` header of exactly 128 bytes for a C-order little-endian matrix."""
+    descr = "<f4" if dtype == "float32" else "<f8"
+    text = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {cols}), }}"
+    pad = _NPY_HEADER_BYTES - 10 - len(text) - 1
+    if pad < 0:
+        raise OutputError(f"a .npy header for shape ({rows}, {cols}) does not fit")
+    body = (text + " " * pad + "\n").encode("latin1")
+    return b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body
+
+
+class ParquetSink(_MatrixSink):
+    """A Parquet file with columns ``id`` and ``embedding`` (fixed-size lists), built at the end."""
+
+    def __init__(self, work: Path, output: Path, dtype: str) -> None:
+        super().__init__(work, output, dtype)
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise OutputError(
+                "Parquet output needs pyarrow: pip install 'aiml-bge-integrations[parquet]'"
+            ) from None
+
+    def finalize(self, count: int, dim: int | None) -> list[tuple[Path, Path]]:
+        """Convert the staged vectors and ids to Parquet, ``8192`` rows per row group."""
+        built = self.work / "final.parquet"
+        if (self.work / "vectors.bin").exists():
+            self._build(built, count, dim or 0)
+        return [(built, self.output)]
+
+    def _build(self, target: Path, count: int, dim: int) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        float_type = pa.float32() if self.dtype == "float32" else pa.float64()
+        width = 4 if self.dtype == "float32" else 8
+        id_type: Any = None
+        writer: Any = None
+        tmp = target.with_name(target.name + ".tmp")
+        with (
+            (self.work / "vectors.bin").open("rb") as vf,
+            (self.work / "ids.jsonl").open("rb") as idf,
+        ):
+            done = 0
+            while done < count:
+                n = min(_PARQUET_ROW_GROUP, count - done)
+                raw = vf.read(n * dim * width)
+                if len(raw) != n * dim * width:
+                    raise OutputError(f"{self.work / 'vectors.bin'} is shorter than expected")
+                if sys.byteorder == "big":
+                    swapped = array("f" if width == 4 else "d", raw)
+                    swapped.byteswap()
+                    raw = swapped.tobytes()
+                ids = [orjson.loads(idf.readline()) for _ in range(n)]
+                if id_type is None:
+                    id_type = pa.int64() if ids and isinstance(ids[0], int) else pa.string()
+                values = pa.Array.from_buffers(float_type, n * dim, [None, pa.py_buffer(raw)])
+                table = pa.table(
+                    {
+                        "id": pa.array(ids, type=id_type),
+                        "embedding": pa.FixedSizeListArray.from_arrays(values, dim),
+                    }
+                )
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table, row_group_size=_PARQUET_ROW_GROUP)
+                done += n
+        if writer is None:
+            raise OutputError("nothing to write")
+        writer.close()
+        with tmp.open("rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+
+
+def make_sink(output_format: str, work: Path, output: Path, dtype: str = "float32") -> Sink:
+    """The sink for ``output_format`` (``jsonl``, ``npy`` or ``parquet``)."""
+    if output_format == "jsonl":
+        return JsonlSink(work, output)
+    if output_format == "npy":
+        return NpySink(work, output, dtype)
+    if output_format == "parquet":
+        return ParquetSink(work, output, dtype)
+    raise ValueError(f"unknown output format {output_format!r}")
+
+
+# -- state ----------------------------------------------------------------------------------
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        _fsync(f)
+    os.replace(tmp, path)
+
+
+@dataclass
+class _UsageTotals:
+    requests: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    credits: float = 0.0
+    usd: float = 0.0
+
+    def plus(self, usage: Usage) -> _UsageTotals:
+        return _UsageTotals(
+            self.requests + usage.requests,
+            self.retries + usage.retries,
+            self.prompt_tokens + usage.prompt_tokens,
+            self.credits + usage.credits,
+            self.usd + usage.usd,
+        )
+
+
+@dataclass
+class _State:
+    identity: dict[str, Any]
+    done: int = 0
+    dim: int | None = None
+    positions: dict[str, int] = field(default_factory=dict)
+    usage: _UsageTotals = field(default_factory=_UsageTotals)
+    phase: str = "embedding"
+
+    def dumps(self) -> bytes:
+        return orjson.dumps({"version": STATE_VERSION, **asdict(self)}, option=orjson.OPT_INDENT_2)
+
+    @classmethod
+    def loads(cls, raw: bytes) -> _State:
+        data = orjson.loads(raw)
+        if data.get("version") != STATE_VERSION:
+            raise ValueError(f"state version {data.get('version')!r}")
+        return cls(
+            identity=data["identity"],
+            done=int(data["done"]),
+            dim=data["dim"],
+            positions={k: int(v) for k, v in data["positions"].items()},
+            usage=_UsageTotals(**data["usage"]),
+            phase=data["phase"],
+        )
+
+
+class _Lock:
+    """An exclusive lock on the work directory, released by the OS if the process dies."""
+
+    def __init__(self, path: Path) -> None:
+        self._f = path.open("a+b")
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return
+        try:
+            fcntl.flock(self._f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._f.close()
+            raise ResumeError(
+                f"another aiml-bge embed is writing {path.parent}; wait for it to finish"
+            ) from None
+
+    def release(self) -> None:
+        self._f.close()
+
+
+# -- the job --------------------------------------------------------------------------------
+
+
+@dataclass
+class JobSpec:
+    """One ``aiml-bge embed`` run."""
+
+    input: Path
+    output: Path
+    input_format: str = "auto"
+    """``auto``, ``text``, ``jsonl`` or ``dir``."""
+    output_format: str = "auto"
+    """``auto`` (from the suffix), ``jsonl``, ``npy`` or ``parquet``."""
+    field: str = "text"
+    id_field: str | None = None
+    dtype: str = "float32"
+    """Float type of ``.npy`` and Parquet output."""
+    overwrite: bool = False
+    """Replace an existing output (it stays until the new one is complete)."""
+    restart: bool = False
+    """Discard an unfinished run's state and start from the first passage."""
+
+
+@dataclass
+class JobResult:
+    """What a finished run did."""
+
+    output: Path
+    sidecar: Path | None
+    total: int
+    dim: int | None
+    resumed_from: int
+    """Passages already done by earlier, interrupted runs."""
+    usage: Usage
+    """This run's requests, tokens and credits."""
+    total_usage: dict[str, float]
+    """All runs of this job together: requests, retries, prompt_tokens, credits, usd."""
+    seconds: float
+    """This run's wall time."""
+    over_limit: int
+    """Passages over the token window (truncated, with ``long_text="truncate"``)."""
+
+
+Progress = Callable[[int, int, Usage], None]
+"""``progress(done, total, usage_this_run)``, called after every checkpoint."""
+Notice = Callable[[str], None]
+
+
+def _check_output(spec: JobSpec, work: Path) -> None:
+    out = spec.output
+    parent = out.parent
+    if not parent.exists():
+        raise OutputError(f"cannot write {out}: directory {parent} does not exist")
+    if not parent.is_dir():
+        raise OutputError(f"cannot write {out}: {parent} is not a directory")
+    if out.is_dir():
+        raise OutputError(f"cannot write {out}: it is a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {out}: directory {parent} is not writable")
+    resumable = (work / "state.json").exists() and not spec.restart
+    if out.exists() and not spec.overwrite and not resumable:
+        raise OutputError(f"{out} exists; pass --overwrite to replace it")
+
+
+def _prepare_work_dir(work: Path, restart: bool) -> None:
+    try:
+        if restart and work.exists():
+            shutil.rmtree(work)
+        work.mkdir(exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot write {work}: {err.strerror or err}") from None
+
+
+def saved_progress(work: Path) -> tuple[int, int] | None:
+    """``(done, total)`` from the checkpoint in ``work``, or ``None`` if there is none."""
+    try:
+        state = _State.loads((work / "state.json").read_bytes())
+        return state.done, int(state.identity["total"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _load_state(work: Path, identity: dict[str, Any]) -> _State | None:
+    path = work / "state.json"
+    if not path.exists():
+        return None
+    try:
+        state = _State.loads(path.read_bytes())
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ResumeError(
+            f"cannot read the checkpoint {path} ({err}); rerun with --restart to start over"
+        ) from None
+    changed = [k for k in identity if state.identity.get(k) != identity[k]]
+    if changed:
+        raise ResumeError(
+            f"{work} holds an unfinished run with a different {', '.join(changed)}; "
+            "rerun it with the same input and settings, or pass --restart to start over"
+        )
+    return state
+
+
+def run_job(
+    spec: JobSpec,
+    make_client: Callable[[], EmbeddingsClient],
+    *,
+    progress: Progress | None = None,
+    notice: Notice | None = None,
+) -> JobResult:
+    """Run (or resume) the job ``spec`` with the client ``make_client`` builds.
+
+    Bad input is found before anything is sent; ``long_text="error"`` refuses over-long
+    passages then too, naming them. Raises ``InputFileError``, ``OutputError``,
+    ``ResumeError``, or the core's errors; on any failure the last checkpoint stays in the
+    work directory and the same call continues from it.
+    """
+    say = notice or (lambda _msg: None)
+    started = time.monotonic()
+    output_format = (
+        output_format_for(spec.output) if spec.output_format == "auto" else spec.output_format
+    )
+    work = work_dir_for(spec.output)
+    _check_output(spec, work)
+    source = open_source(spec.input, spec.input_format, spec.field, spec.id_field)
+    client = make_client()
+    try:
+        check_long = is_bge_model(client.model) and client.long_text != "none"
+        scanned = scan(source, check_long=check_long)
+        if scanned.total == 0:
+            raise InputFileError(f"{spec.input}: no passages to embed", path=spec.input)
+        if scanned.over_limit and client.long_text == "error":
+            named = ", ".join(f"{i} ({n} tokens)" for i, n in scanned.over_examples)
+            more = scanned.over_limit - len(scanned.over_examples)
+            raise InputFileError(
+                f"{spec.input}: {scanned.over_limit} passage(s) exceed the {BGE_MAX_TOKENS}-token "
+                f"window of {client.model}: id {named}{f' and {more} more' if more > 0 else ''}; "
+                "split them, or use --long-text truncate",
+                path=spec.input,
+            )
+        if scanned.over_limit:
+            say(
+                f"{scanned.over_limit} passage(s) over {BGE_MAX_TOKENS} tokens will be truncated "
+                f"to fit (id {', '.join(str(i) for i, _ in scanned.over_examples[:5])}"
+                f"{' ...' if scanned.over_limit > 5 else ''})"
+            )
+        identity = {
+            **source.settings(),
+            "input": str(spec.input.resolve()),
+            "fingerprint": scanned.fingerprint,
+            "total": scanned.total,
+            "model": client.model,
+            "long_text": client.long_text,
+            "output_format": output_format,
+            "dtype": spec.dtype if output_format != "jsonl" else None,
+        }
+        _prepare_work_dir(work, spec.restart)
+        lock = _Lock(work / "lock")
+        try:
+            return _run_locked(
+                spec, source, client, scanned, identity, output_format, work, progress, say,
+                started,
+            )  # fmt: skip
+        finally:
+            lock.release()
+    finally:
+        client.close()
+
+
+def _run_locked(
+    spec: JobSpec,
+    source: InputSource,
+    client: EmbeddingsClient,
+    scanned: ScanResult,
+    identity: dict[str, Any],
+    output_format: str,
+    work: Path,
+    progress: Progress | None,
+    say: Notice,
+    started: float,
+) -> JobResult:
+    state = _load_state(work, identity)
+    resumed = state is not None
+    if state is None:
+        for leftover in work.iterdir():
+            if leftover.name != "lock":
+                leftover.unlink() if leftover.is_file() else shutil.rmtree(leftover)
+        state = _State(identity)
+    resumed_from = state.done
+    if resumed and state.phase == "embedding":
+        say(f"resuming: {state.done:,} of {scanned.total:,} passages were done by an earlier run")
+    state_path = work / "state.json"
+    sink = make_sink(output_format, work, spec.output, spec.dtype)
+    total = scanned.total
+    if state.phase == "embedding":
+        try:
+            sink.open(state.positions if resumed else None)
+        except OSError as err:
+            raise OutputError(f"cannot write {work}: {err.strerror or err}") from None
+        try:
+            if not resumed:
+                state.positions = sink.sync()
+                _write_atomic(state_path, state.dumps())
+            _embed_rest(source, client, sink, state, state_path, total, progress)
+        finally:
+            sink.close()
+        state.phase = "finalizing"
+        _write_atomic(state_path, state.dumps())
+    _finalize(sink, state, work)
+    total_usage = asdict(state.usage)
+    return JobResult(
+        output=spec.output,
+        sidecar=ids_sidecar_for(spec.output) if output_format == "npy" else None,
+        total=total,
+        dim=state.dim,
+        resumed_from=resumed_from,
+        usage=client.usage,
+        total_usage=total_usage,
+        seconds=time.monotonic() - started,
+        over_limit=scanned.over_limit,
+    )
+
+
+def _embed_rest(
+    source: InputSource,
+    client: EmbeddingsClient,
+    sink: Sink,
+    state: _State,
+    state_path: Path,
+    total: int,
+    progress: Progress | None,
+) -> None:
+    ids: deque[PassageId] = deque()
+    skip = state.done
+
+    def texts() -> Iterator[str]:
+        for n, passage in enumerate(source.records()):
+            if n < skip:
+                continue
+            ids.append(passage.id)
+            yield passage.text
+
+    # Batches are ``chunk`` consecutive passages from where this run starts, so a checkpoint
+    # after every ``chunk`` vectors falls exactly on a batch boundary.
+    chunk = client.effective_batch_size
+    base = state.usage
+    rows: list[tuple[PassageId, list[float]]] = []
+
+    def checkpoint() -> None:
+        sink.write(rows)
+        state.done += len(rows)
+        rows.clear()
+        state.positions = sink.sync()
+        state.usage = base.plus(client.usage)
+        _write_atomic(state_path, state.dumps())
+        if progress is not None:
+            progress(state.done, total, client.usage)
+
+    if progress is not None:
+        progress(state.done, total, client.usage)
+    with warnings.catch_warnings():
+        # Over-long passages were counted and announced by the scan, once.
+        warnings.simplefilter("ignore", LongTextWarning)
+        for vector in client.iter_embeddings(texts()):
+            if state.dim is None:
+                state.dim = len(vector)
+            elif len(vector) != state.dim:
+                raise OutputError(
+                    f"the server returned a {len(vector)}-d vector after {state.dim}-d ones"
+                )
+            rows.append((ids.popleft(), vector))
+            if len(rows) == chunk:
+                checkpoint()
+        if rows:
+            checkpoint()
+    if state.done != total:
+        raise ResumeError(
+            f"embedded {state.done} passages but the input has {total}; it changed during the run"
+        )
+
+
+def _finalize(sink: Sink, state: _State, work: Path) -> None:
+    try:
+        pairs = sink.finalize(state.done, state.dim)
+        for staged, dest in pairs:
+            if staged.exists():
+                os.replace(staged, dest)
+            elif not dest.exists():
+                raise ResumeError(
+                    f"{staged} is missing and {dest} was not written; rerun with --restart"
+                )
+        shutil.rmtree(work, ignore_errors=True)
+    except OSError as err:
+        raise OutputError(f"cannot write {sink.output}: {err.strerror or err}") from None

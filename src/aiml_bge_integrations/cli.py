@@ -1,0 +1,573 @@
+"""The ``aiml-bge`` command: ``embed`` (the embedding job), ``demo`` and ``serve``.
+
+Exit codes (also in docs/cli.md)::
+
+    0    success
+    1    the API failed (after retries), or an unexpected error
+    2    bad command line or settings
+    3    no API key, or the key was refused (401)
+    4    the model is retired or not served (404 for the model)
+    5    bad input: unreadable, a bad line (named), or over-long passages with --long-text error
+    6    the output cannot be written
+    7    an unfinished run cannot be resumed by this command (different input or settings)
+    130  interrupted (Ctrl-C); the last checkpoint is kept, the same command resumes
+
+Every failure ends with one line on stderr, ``aiml-bge: error: ...``. The API key is read
+from ``AIMLAPI_API_KEY`` or, when stdin is a terminal, from a hidden prompt; never from a flag,
+so it does not land in shell history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from . import __version__
+from ._settings import (
+    API_KEY_ENV,
+    BASE_URL_ENV,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_MODEL,
+    DEFAULT_TIMEOUT,
+    MODEL_ENV,
+)
+from .client import EmbeddingsClient, Usage
+from .errors import (
+    AimlBgeError,
+    APIError,
+    AuthenticationError,
+    ConfigurationError,
+    InvalidInputError,
+    MissingAPIKeyError,
+    ModelNotFoundError,
+)
+
+__all__ = [
+    "EXIT_API",
+    "EXIT_INPUT",
+    "EXIT_INTERRUPTED",
+    "EXIT_KEY",
+    "EXIT_MODEL",
+    "EXIT_OK",
+    "EXIT_OUTPUT",
+    "EXIT_RESUME",
+    "EXIT_USAGE",
+    "build_parser",
+    "main",
+    "read_api_key",
+]
+
+EXIT_OK = 0
+EXIT_API = 1
+EXIT_USAGE = 2
+EXIT_KEY = 3
+EXIT_MODEL = 4
+EXIT_INPUT = 5
+EXIT_OUTPUT = 6
+EXIT_RESUME = 7
+EXIT_INTERRUPTED = 130
+
+_PROG = "aiml-bge"
+
+
+class _Failure(Exception):
+    """Ends the command with ``code`` and one line of ``message``."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _error(code: int, message: str) -> int:
+    print(f"{_PROG}: error: {_one_line(message)}", file=sys.stderr)
+    return code
+
+
+def read_api_key() -> str:
+    """The key from ``AIMLAPI_API_KEY``, else from a hidden prompt when stdin is a terminal.
+
+    Raises ``MissingAPIKeyError`` when there is neither.
+    """
+    key = os.environ.get(API_KEY_ENV, "").strip()
+    if not key and sys.stdin is not None and sys.stdin.isatty():
+        try:
+            key = getpass.getpass("AI/ML API key (input hidden): ").strip()
+        except (EOFError, KeyboardInterrupt):
+            key = ""
+    if not key:
+        raise MissingAPIKeyError(
+            f"no API key: set {API_KEY_ENV} (keys are never taken from a flag, so they stay out "
+            "of shell history); for a local server, use its key"
+        )
+    return key
+
+
+# -- parser -----------------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, not {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return value
+
+
+def _add_client_settings(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "client settings (as in the core; unset flags fall back to the environment, then defaults)"
+    )
+    g.add_argument("--model", help=f"model name (env {MODEL_ENV}; default {DEFAULT_MODEL})")
+    g.add_argument(
+        "--base-url",
+        help=f"OpenAI-compatible API root ending in /v1 (env {BASE_URL_ENV}; default the AI/ML API)",
+    )
+    g.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        help=f"passages per request (default {DEFAULT_BATCH_SIZE})",
+    )
+    g.add_argument(
+        "--max-concurrency",
+        type=_positive_int,
+        help=f"requests in flight (default {DEFAULT_MAX_CONCURRENCY})",
+    )
+    g.add_argument(
+        "--max-retries",
+        type=_non_negative_int,
+        help=f"retries per request on 429/5xx/network errors (default {DEFAULT_MAX_RETRIES})",
+    )
+    g.add_argument(
+        "--timeout",
+        type=_positive_float,
+        help=f"seconds per HTTP request (default {DEFAULT_TIMEOUT:g})",
+    )
+    g.add_argument("--deadline", type=_positive_float, help="seconds per batch across its retries")
+    g.add_argument(
+        "--long-text",
+        choices=("truncate", "error", "none"),
+        help="BGE passages over 512 tokens: cut at the last whole word that fits (default), "
+        "refuse before sending anything, or send as they are",
+    )
+    g.add_argument(
+        "--encoding-format",
+        choices=("float", "base64"),
+        help="ask the server for this vector encoding (default: do not ask)",
+    )
+    g.add_argument("--requests-per-minute", type=_positive_float, help="client-side pace")
+    g.add_argument("--tokens-per-minute", type=_positive_float, help="client-side pace")
+    g.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        default=None,
+        help="allow plain http to a host other than loopback",
+    )
+
+
+_SETTING_FLAGS = (
+    "model",
+    "base_url",
+    "batch_size",
+    "max_concurrency",
+    "max_retries",
+    "timeout",
+    "deadline",
+    "long_text",
+    "encoding_format",
+    "requests_per_minute",
+    "tokens_per_minute",
+    "allow_insecure_http",
+)
+
+
+def _client_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in _SETTING_FLAGS if getattr(args, k, None) is not None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``aiml-bge`` argument parser (``serve`` is listed; its arguments are the server's)."""
+    parser = argparse.ArgumentParser(
+        prog=_PROG,
+        description="BGE embeddings over the AI/ML API or any OpenAI-compatible server.",
+        epilog=f"The API key comes from {API_KEY_ENV} or a hidden prompt, never from a flag.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    embed = sub.add_parser(
+        "embed",
+        help="embed a corpus into a file of vectors (resumable)",
+        description="Embed every passage of INPUT and write the vectors to OUTPUT. An "
+        "interrupted run continues where it stopped when the same command is run again.",
+    )
+    embed.add_argument(
+        "input",
+        type=Path,
+        metavar="INPUT",
+        help="a text file (one passage per line; id = line number), a .jsonl file, or a "
+        "directory of .txt/.md files (one passage per file; id = relative path)",
+    )
+    embed.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="OUTPUT",
+        help=".jsonl (id and embedding per line), .npy (matrix, ids in <stem>.ids.jsonl) or "
+        ".parquet (needs pyarrow)",
+    )
+    embed.add_argument("--input-format", choices=("auto", "text", "jsonl", "dir"), default="auto")
+    embed.add_argument(
+        "--output-format", choices=("auto", "jsonl", "npy", "parquet"), default="auto"
+    )
+    embed.add_argument(
+        "--field", default="text", help="JSONL: the field holding the text (default: text)"
+    )
+    embed.add_argument(
+        "--id-field", help="JSONL: the field holding the id (default: the line number)"
+    )
+    embed.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        default="float32",
+        help=".npy/.parquet float type (default float32); JSONL keeps the server's numbers",
+    )
+    embed.add_argument(
+        "--overwrite", action="store_true", help="replace OUTPUT if it exists (once complete)"
+    )
+    embed.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard an unfinished run's checkpoint and start from the first passage",
+    )
+    embed.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="count BGE tokens exactly, report passages over 512 tokens, and estimate "
+        "requests and credits; sends nothing and needs no key",
+    )
+    embed.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    _add_client_settings(embed)
+    embed.set_defaults(handler=_cmd_embed)
+
+    demo = sub.add_parser(
+        "demo",
+        help="embed a small corpus and answer questions (local stand-in server without a key)",
+        description=f"The main job in miniature. With {API_KEY_ENV} set it uses the real API "
+        f"({BASE_URL_ENV} or the default); without, it starts the local stand-in server on "
+        "127.0.0.1 and sends nothing anywhere else.",
+    )
+    demo.add_argument("--top-k", type=_positive_int, default=3, help="passages shown per query")
+    demo.set_defaults(handler=_cmd_demo)
+
+    sub.add_parser(
+        "serve",
+        help="run the local AIML-compatible server (see: aiml-bge serve --help)",
+        add_help=False,
+    )
+    return parser
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def _serve(argv: list[str]) -> int:
+    try:
+        from .server import serve_main
+    except ImportError as err:
+        return _error(
+            EXIT_USAGE,
+            f"the local server is not available ({err}); install it with "
+            "pip install 'aiml-bge-integrations[server]'",
+        )
+    return int(serve_main(argv) or 0)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    try:
+        return run_demo(top_k=args.top_k)
+    except KeyboardInterrupt:
+        return _error(EXIT_INTERRUPTED, "interrupted")
+    except AimlBgeError as err:
+        return _error(_code_for(err), str(err))
+
+
+def _code_for(err: BaseException) -> int:
+    from ._job import InputFileError, OutputError, ResumeError
+
+    if isinstance(err, MissingAPIKeyError | AuthenticationError):
+        return EXIT_KEY
+    if isinstance(err, ModelNotFoundError):
+        return EXIT_MODEL
+    if isinstance(err, InputFileError | InvalidInputError):
+        return EXIT_INPUT
+    if isinstance(err, OutputError):
+        return EXIT_OUTPUT
+    if isinstance(err, ResumeError):
+        return EXIT_RESUME
+    if isinstance(err, ConfigurationError):
+        return EXIT_USAGE
+    return EXIT_API
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    try:
+        if args.dry_run:
+            return _dry_run(args)
+        if args.output is None:
+            raise _Failure(EXIT_USAGE, "the output is required: -o OUTPUT")
+        return _embed(args)
+    except _Failure as failure:
+        return _error(failure.code, failure.message)
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    from ._job import InputFileError, dry_run, open_source
+
+    batch_size = args.batch_size or DEFAULT_BATCH_SIZE
+    long_text = args.long_text or "truncate"
+    try:
+        source = open_source(args.input, args.input_format, args.field, args.id_field)
+        report = dry_run(source, batch_size=batch_size, long_text=long_text)
+    except InputFileError as err:
+        raise _Failure(EXIT_INPUT, str(err)) from None
+    label = _id_label(source.kind)
+    model = args.model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
+    lines = [
+        "dry run: nothing was sent",
+        f"input      {args.input} ({source.kind}, {report.total:,} passages)",
+        f"model      {model} (counts are BGE WordPiece tokens, [CLS] and [SEP] included)",
+        f"tokens     {report.tokens:,} (longest passage {report.max_tokens:,})",
+    ]
+    if report.over_limit:
+        named = ", ".join(f"{label} {i} ({n} tokens)" for i, n in report.over_examples)
+        more = report.over_limit - len(report.over_examples)
+        action = {
+            "truncate": "they will be cut to 512 tokens (--long-text truncate)",
+            "error": "the run will refuse them (--long-text error)",
+            "none": "they will be sent as they are (--long-text none)",
+        }[long_text]
+        lines.append(
+            f"over 512   {report.over_limit:,} passage(s): {named}"
+            f"{f' and {more:,} more' if more > 0 else ''}; {action}"
+        )
+    else:
+        lines.append("over 512   none")
+    if report.billed_tokens != report.tokens:
+        lines.append(f"billed     {report.billed_tokens:,} tokens after truncation")
+    lines += [
+        f"requests   {report.requests:,} (batch size {batch_size})",
+        f"credits    about {report.credits:,} (estimate: each request max(1, ceil(tokens / 1000)))",
+    ]
+    if args.output is not None:
+        lines.append(f"output     {args.output} (not written)")
+    print("\n".join(lines))
+    return EXIT_OK if not (report.over_limit and long_text == "error") else EXIT_INPUT
+
+
+def _id_label(kind: str) -> str:
+    return {"text": "line", "dir": "file"}.get(kind, "id")
+
+
+class _ProgressBar:
+    """A tqdm bar on stderr showing passages, tokens, credits, rate and time left."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._enabled = enabled
+        self._bar: Any = None
+        self._last = 0
+
+    def __call__(self, done: int, total: int, usage: Usage) -> None:
+        if not self._enabled:
+            return
+        if self._bar is None:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                self._enabled = False
+                return
+            self._bar = tqdm(
+                total=total,
+                initial=done,
+                unit=" passages",
+                unit_scale=total >= 10_000,
+                dynamic_ncols=True,
+                file=sys.stderr,
+                smoothing=0.05,
+            )
+            self._last = done
+        self._bar.set_postfix_str(
+            f"{usage.prompt_tokens:,} tokens, {usage.credits:,.0f} credits", refresh=False
+        )
+        self._bar.update(done - self._last)
+        self._last = done
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from ._job import JobSpec, run_job, work_dir_for
+
+    settings = _client_settings(args)
+    quiet = args.quiet
+
+    def notice(message: str) -> None:
+        if not quiet:
+            print(f"{_PROG}: {message}", file=sys.stderr)
+
+    spec = JobSpec(
+        input=args.input,
+        output=args.output,
+        input_format=args.input_format,
+        output_format=args.output_format,
+        field=args.field,
+        id_field=args.id_field,
+        dtype=args.dtype,
+        overwrite=args.overwrite,
+        restart=args.restart,
+    )
+    bar = _ProgressBar(enabled=not quiet and sys.stderr.isatty())
+    try:
+        key = read_api_key()
+
+        def make_client() -> EmbeddingsClient:
+            return EmbeddingsClient(api_key=key, **settings)
+
+        result = run_job(spec, make_client, progress=bar, notice=notice)
+    except KeyboardInterrupt:
+        bar.close()
+        return _error(
+            EXIT_INTERRUPTED,
+            f"interrupted; {_saved(work_dir_for(args.output))}run the same command to continue",
+        )
+    except AimlBgeError as err:
+        bar.close()
+        return _error(_code_for(err), str(err) + _resume_hint(err, args.output))
+    except ValueError as err:
+        bar.close()
+        return _error(EXIT_USAGE, str(err))
+    except OSError as err:
+        bar.close()
+        return _error(EXIT_OUTPUT, f"cannot write {args.output}: {err}")
+    bar.close()
+    if not quiet:
+        _summary(result)
+    return EXIT_OK
+
+
+def _saved(work: Path) -> str:
+    from ._job import saved_progress
+
+    saved = saved_progress(work)
+    if saved is None:
+        return ""
+    done, total = saved
+    return f"{done:,} of {total:,} passages are saved in {work}; "
+
+
+def _resume_hint(err: BaseException, output: Path) -> str:
+    from ._job import work_dir_for
+
+    if not isinstance(err, APIError):
+        return ""
+    saved = _saved(work_dir_for(output))
+    return f" ({saved}run the same command to continue)" if saved else ""
+
+
+def _n(count: float, one: str, many: str | None = None) -> str:
+    word = one if count == 1 else (many or one + "s")
+    return f"{count:,.0f} {word}"
+
+
+def _summary(result: Any) -> None:
+    u = result.usage
+    sent = result.total - result.resumed_from
+    rate = sent / result.seconds if result.seconds > 0 else 0.0
+    where = str(result.output) + (f" (ids in {result.sidecar})" if result.sidecar else "")
+    dim = f" ({result.dim}-d)" if result.dim else ""
+    print(
+        f"wrote {result.total:,} vectors{dim} to {where} in {result.seconds:.1f} s "
+        f"({rate:,.0f} passages/s)"
+    )
+    line = (
+        f"usage: {_n(u.requests, 'request')}, {_n(u.prompt_tokens, 'token')}, "
+        f"{_n(u.credits, 'credit')}"
+    )
+    if u.retries:
+        line += f", {_n(u.retries, 'retry', 'retries')}"
+    if result.resumed_from:
+        t = result.total_usage
+        line += (
+            f" this run ({result.resumed_from:,} passages were done before); whole job: "
+            f"{_n(t['requests'], 'request')}, {_n(t['prompt_tokens'], 'token')}, "
+            f"{_n(t['credits'], 'credit')}"
+        )
+    if result.over_limit:
+        line += f"; {result.over_limit:,} passage(s) were truncated to 512 tokens"
+    print(line)
+
+
+# -- entry point --------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``aiml-bge`` with ``argv`` (default: the process arguments); returns the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] == "serve":
+        return _serve(args_list[1:])
+    parser = build_parser()
+    try:
+        args = parser.parse_args(args_list)
+    except SystemExit as exit_:
+        return int(exit_.code or 0) if not isinstance(exit_.code, str) else EXIT_USAGE
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    return handler(args)
+
+
+def _exit() -> NoReturn:  # pragma: no cover - for python -m
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _exit()
