@@ -101,10 +101,11 @@ def test_throughput_well_above_2500_texts_of_50_words_per_second() -> None:
     emb = HashingEmbedder()
     emb.embed(texts)  # warm the per-word cache, as a running server would be
     timings = []
-    for _ in range(2):  # best of two: a busy machine should not fail this
-        started = time.perf_counter()
+    for _ in range(2):
+        # CPU time of this process, best of two: other work on a busy machine does not count.
+        started = time.process_time()
         vectors = emb.embed(texts)
-        timings.append(time.perf_counter() - started)
+        timings.append(time.process_time() - started)
     elapsed = min(timings)
     assert vectors.shape == (2500, 768)
     assert elapsed < 1.0, f"2,500 texts of 50 words took {elapsed:.2f} s"

@@ -101,7 +101,14 @@ def test_slow_outlasts_the_client_timeout(aiml_server: LocalServer) -> None:
     with pytest.raises(httpx.ReadTimeout):
         _one(aiml_server, "slow", timeout=0.3)
     assert time.perf_counter() - started < 1.0
-    assert aiml_server.stats["faults"] == {"slow": 1}
+    deadline = time.monotonic() + 2.0
+    while aiml_server.stats["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # The server noticed the client leave: it stopped waiting and counted no reply.
+    stats = aiml_server.stats.snapshot()
+    assert stats["in_flight"] == 0
+    assert stats["faults"] == {"slow": 1}
+    assert stats["by_status"] == {} and stats["ok"] == 0
 
 
 def test_slow_reply_is_healthy_when_the_client_waits(aiml_server: LocalServer) -> None:

@@ -254,8 +254,8 @@ async def _read_body(request: Request, limit: int | None) -> tuple[bytes, int | 
     return b"".join(chunks), None
 
 
-async def _sleep_unless_disconnected(seconds: float, receive: Receive) -> None:
-    """Sleep, but stop early if the client goes away (so a stopped test does not wait)."""
+async def _sleep_unless_disconnected(seconds: float, receive: Receive) -> bool:
+    """Sleep ``seconds``; stop early and return True if the client goes away meanwhile."""
 
     async def disconnected() -> None:
         while (await receive())["type"] != "http.disconnect":
@@ -265,9 +265,10 @@ async def _sleep_unless_disconnected(seconds: float, receive: Receive) -> None:
     try:
         await asyncio.wait_for(asyncio.shield(watcher), timeout=seconds)
     except asyncio.TimeoutError:
-        pass
+        return False
     finally:
         watcher.cancel()
+    return True
 
 
 class _DroppedResponse(Response):
@@ -394,8 +395,11 @@ async def _admitted(
             return finish(dialect.rate_limited(ctx, {"retry-after": announce} if announce else {}))
         if fault in ("500", "502", "503", "504"):
             return finish(dialect.server_error(int(fault), ctx))
-        if fault == "slow":
-            await _sleep_unless_disconnected(faults.slow_seconds, request.receive)
+        if fault == "slow" and await _sleep_unless_disconnected(
+            faults.slow_seconds, request.receive
+        ):
+            # The client gave up (its timeout fired): nobody reads a reply, none is counted.
+            return Response(b"", status_code=499)
 
     vectors = state.embedder_for(config.dim).embed(texts).astype("<f4")
     data = _encode_items(dialect, vectors, parsed.encoding_format)
