@@ -51,7 +51,7 @@ def test_text_file_to_jsonl_ids_are_line_numbers(
     src = tmp_path / "corpus.txt"
     # A blank line and a whitespace-only line are skipped; CRLF endings are not part of the text.
     src.write_bytes(
-        "Laura is a DJ.\r\n\nThe Moon orbits the Earth.\n   \nCats purr when they are content.".encode()
+        b"Laura is a DJ.\r\n\nThe Moon orbits the Earth.\n   \nCats purr when they are content."
     )
     out = tmp_path / "vectors.jsonl"
     result = run_cli("embed", src, "-o", out)
