@@ -8,6 +8,7 @@ the pure modules; the sync and async classes differ only where they send, sleep 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -17,7 +18,15 @@ import time
 import uuid
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from types import EllipsisType, TracebackType
@@ -689,10 +698,12 @@ class EmbeddingsClient(_BaseClient):
             return []
         call = self._new_call()
         out: list[list[float]] = []
-        for vectors in self._run(self._batches(prepared), call):
-            out.extend(vectors)
-            if progress is not None:
-                progress(len(vectors))
+        # Closed on the way out, even when ``progress`` raises: batches not yet sent are dropped.
+        with contextlib.closing(self._run(self._batches(prepared), call)) as results:
+            for vectors in results:
+                out.extend(vectors)
+                if progress is not None:
+                    progress(len(vectors))
         return out
 
     def embed_query(self, text: str) -> list[float]:
@@ -708,8 +719,9 @@ class EmbeddingsClient(_BaseClient):
         its batch is reached, after the vectors before it were yielded. The deadline, if set,
         applies to each batch.
         """
-        for vectors in self._run(self._stream_batches(texts), None):
-            yield from vectors
+        with contextlib.closing(self._run(self._stream_batches(texts), None)) as results:
+            for vectors in results:
+                yield from vectors
 
     # -- machinery ------------------------------------------------------------------------
 
@@ -723,7 +735,7 @@ class EmbeddingsClient(_BaseClient):
 
     def _run(
         self, batches: Iterator[tuple[int, list[str]]], call: _Call | None
-    ) -> Iterator[list[list[float]]]:
+    ) -> Generator[list[list[float]], None, None]:
         """Embed batches concurrently, yielding each batch's vectors in order.
 
         ``call`` is shared by every batch (one deadline for the call); ``None`` gives each batch
@@ -804,6 +816,18 @@ class _LoopState:
     semaphore: asyncio.Semaphore
     http: httpx.AsyncClient
     owned: bool
+    closer: AsyncGenerator[None, None] | None = None
+    """For a pool the client made: parked in ``_close_at_loop_shutdown`` while the loop lives."""
+
+
+async def _close_at_loop_shutdown(http: httpx.AsyncClient) -> AsyncGenerator[None, None]:
+    # asyncio.run() closes every async generator still open before it closes the loop
+    # (loop.shutdown_asyncgens), so one parked here closes the pool while its loop can still
+    # run the close: a finished loop leaves no connection open behind it.
+    try:
+        yield
+    finally:
+        await http.aclose()
 
 
 class AsyncEmbeddingsClient(_BaseClient):
@@ -838,7 +862,10 @@ class AsyncEmbeddingsClient(_BaseClient):
             self._states.clear()
         for loop, state in states:
             if state.owned and loop is asyncio.get_running_loop():
-                await state.http.aclose()
+                if state.closer is not None:
+                    await state.closer.aclose()  # closes the pool
+                else:
+                    await state.http.aclose()
 
     async def __aenter__(self) -> AsyncEmbeddingsClient:
         return self
@@ -854,6 +881,10 @@ class AsyncEmbeddingsClient(_BaseClient):
     def _state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
         with self._states_lock:
+            # A state holds its loop through its connections, so the weak keys alone never let
+            # go of a finished loop's state.
+            for finished in [known for known in self._states if known.is_closed()]:
+                del self._states[finished]
             state = self._states.get(loop)
             if state is None:
                 http = self._injected_http or httpx.AsyncClient(
@@ -881,10 +912,13 @@ class AsyncEmbeddingsClient(_BaseClient):
             return []
         call = self._new_call()
         out: list[list[float]] = []
-        async for vectors in self._run(self._batches(prepared), call):
-            out.extend(vectors)
-            if progress is not None:
-                progress(len(vectors))
+        # ``async for`` does not close the generator when its body raises (or the caller
+        # closes ``iter_embeddings``): aclosing cancels the batches in flight before returning.
+        async with contextlib.aclosing(self._run(self._batches(prepared), call)) as results:
+            async for vectors in results:
+                out.extend(vectors)
+                if progress is not None:
+                    progress(len(vectors))
         return out
 
     async def embed_query(self, text: str) -> list[float]:
@@ -898,15 +932,16 @@ class AsyncEmbeddingsClient(_BaseClient):
         See ``EmbeddingsClient.iter_embeddings``. Use ``async for``; closing the iterator
         early cancels the batches in flight.
         """
-        async for vectors in self._run(self._stream_batches(texts), None):
-            for vector in vectors:
-                yield vector
+        async with contextlib.aclosing(self._run(self._stream_batches(texts), None)) as results:
+            async for vectors in results:
+                for vector in vectors:
+                    yield vector
 
     # -- machinery ------------------------------------------------------------------------
 
     async def _run(
         self, batches: Iterator[tuple[int, list[str]]], call: _Call | None
-    ) -> AsyncIterator[list[list[float]]]:
+    ) -> AsyncGenerator[list[list[float]], None]:
         window = 2 * self.max_concurrency
         pending: deque[asyncio.Task[list[list[float]]]] = deque()
         try:
@@ -952,8 +987,15 @@ class AsyncEmbeddingsClient(_BaseClient):
         head = await self._embed_batch(first, offset, call, _Tries())
         return head + await self._embed_batch(second, offset + len(first), call, _Tries())
 
-    async def _send(self, body: bytes, texts: list[str], offset: int, call: _Call) -> _Outcome:
+    async def _loop_state(self) -> _LoopState:
         state = self._state()
+        if state.owned and state.closer is None:
+            state.closer = _close_at_loop_shutdown(state.http)
+            await state.closer.__anext__()  # runs to its yield at once: registers it with the loop
+        return state
+
+    async def _send(self, body: bytes, texts: list[str], offset: int, call: _Call) -> _Outcome:
+        state = await self._loop_state()
         async with state.semaphore:
             self._count(requests=1)
             try:
