@@ -19,6 +19,9 @@ MODULES = [
     "aiml_bge_integrations._retry",
     "aiml_bge_integrations._batching",
     "aiml_bge_integrations._settings",
+    "aiml_bge_integrations.langchain",
+    "aiml_bge_integrations.llama_index",
+    "aiml_bge_integrations.server",
 ]
 
 
@@ -34,10 +37,27 @@ def test_all_names_exist_and_are_documented(name: str) -> None:
 
 
 def test_package_exports_clients_errors_and_version() -> None:
-    for public in ("EmbeddingsClient", "AsyncEmbeddingsClient", "Usage", "AimlBgeError", "__version__"):
+    for public in (
+        "EmbeddingsClient",
+        "AsyncEmbeddingsClient",
+        "Usage",
+        "AimlBgeError",
+        "__version__",
+    ):
         assert public in aiml_bge_integrations.__all__
     public_names = {n for n in dir(aiml_bge_integrations) if not n.startswith("_")}
-    modules = {"client", "errors", "tokens"}
+    # Submodules become package attributes once imported (by this or other tests).
+    modules = {
+        "client",
+        "errors",
+        "tokens",
+        "langchain",
+        "llama_index",
+        "server",
+        "cli",
+        "demo",
+        "demo_corpus",
+    }
     assert public_names - modules - {"annotations"} <= set(aiml_bge_integrations.__all__)
 
 
