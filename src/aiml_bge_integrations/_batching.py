@@ -8,7 +8,7 @@ contiguous slice of the caller's texts, and vectors are put back by position.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from itertools import islice
 
 from ._settings import BGE_MAX_TOKENS, LONG_TEXT_POLICIES, is_bge_model
@@ -35,19 +35,20 @@ def _name_indices(indices: Sequence[int]) -> str:
     return shown + (f" and {more} more" if more > 0 else "")
 
 
-def _ensure_iterable(texts: object) -> Iterable[object]:
+def _ensure_iterable(texts: object) -> Iterator[object]:
+    # Returns the one iterator the caller's object gives: iter() is called once, since an
+    # iterable may open a file or run a query each time it is iterated.
     if isinstance(texts, str | bytes | bytearray):
         raise InputTypeError(
             f"texts must be an iterable of str, not a single {type(texts).__name__}; "
             "wrap it in a list, or use embed_query for one query"
         )
     try:
-        iter(texts)  # type: ignore[call-overload]
+        return iter(texts)  # type: ignore[call-overload,no-any-return]
     except TypeError:
         raise InputTypeError(
             f"texts must be an iterable of str, not {type(texts).__name__}"
         ) from None
-    return texts  # type: ignore[return-value]
 
 
 def check_texts(items: Sequence[object], offset: int = 0) -> list[str]:
@@ -88,8 +89,7 @@ def check_texts(items: Sequence[object], offset: int = 0) -> list[str]:
 
 def collect_texts(texts: object) -> list[str]:
     """Read ``texts`` once (a list, tuple, generator, any iterable) and check every item."""
-    it = _ensure_iterable(texts)
-    items = it if isinstance(it, list) else list(it)
+    items = texts if isinstance(texts, list) else list(_ensure_iterable(texts))
     return check_texts(items)
 
 
@@ -99,7 +99,7 @@ def iter_checked_chunks(texts: object, chunk_size: int) -> Iterator[tuple[int, l
     Yields ``(offset, chunk)``. Used by streaming, where a bad item late in a huge input is
     reported when its chunk is reached (the vectors before it have been yielded already).
     """
-    it = iter(_ensure_iterable(texts))
+    it = _ensure_iterable(texts)
     offset = 0
     while True:
         chunk = list(islice(it, chunk_size))

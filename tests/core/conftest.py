@@ -7,10 +7,18 @@ in core_helpers.py.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+# With --import-mode=importlib, test directories are not put on sys.path: this one is, so
+# that the test modules can import core_helpers.
+if str(Path(__file__).parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).parent))
+
 from core_helpers import Sleeps
 
 import aiml_bge_integrations.client as client_module
