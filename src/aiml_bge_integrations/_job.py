@@ -15,17 +15,21 @@ Data flow::
   or float64 matrix) with an ``<stem>.ids.jsonl`` sidecar, or Parquet (columns ``id`` and
   ``embedding``, needs pyarrow). Everything is staged in ``<output>.partial/`` and renamed
   into place only when complete: a file at the output path is always a finished one.
-- **Resume**: after every batch the staged files are flushed and fsynced and
-  ``<output>.partial/state.json`` is replaced atomically (temp file + ``os.replace``) with the
-  count of passages done and the byte length of each staged file. A restarted run truncates
-  the staged files to those lengths, skips the passages done, and carries on; since batches
-  are written in input order and each checkpoint falls on a batch boundary, no finished batch
-  is sent again and the result is byte for byte that of an uninterrupted run. Batches that
-  were in flight (at most ``2 * max_concurrency``) when the process died are sent again.
+- **Resume**: every batch is appended to the staged files as soon as it is back (in input
+  order, so the staged files only ever grow by whole batches) and handed to the OS, which
+  keeps it even if the process is killed the next instant. ``<output>.partial/state.json``,
+  the checkpoint, is replaced atomically (temp file + ``os.replace``, both fsynced) every two
+  seconds, at the end and on any failure, with the passages done and each staged file's
+  length. A restarted run adopts the whole rows written after the checkpoint (checking that
+  their ids come in input order), cuts off a row torn by a kill, skips the passages done,
+  and carries on. No batch that was written is sent again, and the result is byte for byte
+  that of an uninterrupted run. Batches in flight (at most ``2 * max_concurrency``)
+  when the process died are sent again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -38,6 +42,7 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
@@ -76,6 +81,7 @@ _EXAMPLES = 20
 _SCAN_CHUNK = 1024
 _NPY_HEADER_BYTES = 128
 _PARQUET_ROW_GROUP = 8192
+_STATE_SECONDS = 2.0
 _TEXT_SUFFIXES = (".txt", ".md")
 
 
@@ -205,7 +211,9 @@ class JsonlSource(InputSource):
             try:
                 record = orjson.loads(raw)
             except orjson.JSONDecodeError as err:
-                raise self._error(lineno, f"not valid JSON ({err})") from None
+                raise self._error(
+                    lineno, f"not valid JSON at column {err.colno}: {err.msg}"
+                ) from None
             if not isinstance(record, dict):
                 raise self._error(lineno, f"expected a JSON object, got {type(record).__name__}")
             if self.field not in record:
@@ -463,7 +471,7 @@ def _fsync(f: IO[bytes]) -> None:
 
 
 def _open_staged(path: Path, position: int | None) -> IO[bytes]:
-    """Open a staged file for appending, cut back to ``position`` (``None``: start empty)."""
+    """Open a staged file (``None``: new and empty), checking it reaches ``position``."""
     f = path.open("r+b" if position is not None else "w+b")
     if position is not None:
         size = f.seek(0, os.SEEK_END)
@@ -473,9 +481,15 @@ def _open_staged(path: Path, position: int | None) -> IO[bytes]:
                 f"{path} is shorter ({size} bytes) than its checkpoint says ({position}); "
                 "the unfinished run cannot be resumed: rerun with --restart"
             )
-        f.truncate(position)
-        f.seek(position)
     return f
+
+
+_END = object()
+
+
+def _next_id_matches(ids: Iterator[PassageId], value: Any) -> bool:
+    expected = next(ids, _END)
+    return expected is not _END and type(value) is type(expected) and value == expected
 
 
 class Sink(ABC):
@@ -492,7 +506,10 @@ class Sink(ABC):
         """Names of the files this sink appends to, inside the work directory."""
 
     def open(self, positions: dict[str, int] | None) -> None:
-        """Open (or create) the staged files; with ``positions``, cut them back to a checkpoint."""
+        """Open (or, without ``positions``, create) the staged files.
+
+        After opening at a checkpoint, call ``recover`` and then ``cut``.
+        """
         for name in self.staged_names:
             pos = None if positions is None else positions.get(name)
             if positions is not None and pos is None:
@@ -500,6 +517,23 @@ class Sink(ABC):
             self._files[name] = _open_staged(self.work / name, pos)
         if positions is None:
             self._start()
+
+    @abstractmethod
+    def recover(
+        self, positions: dict[str, int], ids: Iterator[PassageId], dim: int | None
+    ) -> tuple[int, dict[str, int], int | None]:
+        """Find the rows written after the checkpoint ``positions`` that are whole and in order.
+
+        ``ids`` are the ids the rows after the checkpoint must have. Returns how many rows
+        are good, the positions just after them, and the vector length (``dim`` or learnt).
+        Whatever follows (a row cut short by a kill, anything unexpected) is to be cut off.
+        """
+
+    def cut(self, positions: dict[str, int]) -> None:
+        """Truncate each staged file at ``positions`` and append from there."""
+        for name, f in self._files.items():
+            f.truncate(positions[name])
+            f.seek(positions[name])
 
     def _start(self) -> None:
         """Write whatever a fresh staged file begins with (nothing by default)."""
@@ -509,11 +543,14 @@ class Sink(ABC):
     def write(self, rows: list[tuple[PassageId, list[float]]]) -> None:
         """Append one batch of rows."""
 
-    def sync(self) -> dict[str, int]:
-        """Flush and fsync the staged files; returns each one's length (the checkpoint)."""
+    def sync(self, durable: bool = True) -> dict[str, int]:
+        """Flush the staged files (and fsync them if ``durable``); returns each one's length."""
         positions = {}
         for name, f in self._files.items():
-            _fsync(f)
+            if durable:
+                _fsync(f)
+            else:
+                f.flush()
             positions[name] = f.tell()
         return positions
 
@@ -543,6 +580,32 @@ class JsonlSink(Sink):
             b"".join(orjson.dumps({"id": i, "embedding": v}) + b"\n" for i, v in rows)
         )
 
+    def recover(
+        self, positions: dict[str, int], ids: Iterator[PassageId], dim: int | None
+    ) -> tuple[int, dict[str, int], int | None]:
+        """Whole lines after the checkpoint whose ids come in input order."""
+        f = self._files["part.jsonl"]
+        end = positions["part.jsonl"]
+        f.seek(end)
+        count = 0
+        for line in f:
+            if not line.endswith(b"\n"):
+                break
+            try:
+                row = orjson.loads(line)
+                vector = row["embedding"]
+            except (ValueError, TypeError, KeyError):
+                break
+            if not isinstance(vector, list) or not _next_id_matches(ids, row.get("id")):
+                break
+            if dim is None:
+                dim = len(vector)
+            if len(vector) != dim:
+                break
+            count += 1
+            end += len(line)
+        return count, {"part.jsonl": end}, dim
+
     def finalize(self, count: int, dim: int | None) -> list[tuple[Path, Path]]:
         """The staged JSONL is the output as it stands."""
         return [(self.work / "part.jsonl", self.output)]
@@ -560,6 +623,7 @@ class _MatrixSink(Sink):
             raise ValueError(f"dtype must be float32 or float64, not {dtype!r}")
         self.dtype = dtype
         self._code = "f" if dtype == "float32" else "d"
+        self._width = 4 if dtype == "float32" else 8
 
     def _start(self) -> None:
         if self._header:
@@ -574,6 +638,32 @@ class _MatrixSink(Sink):
             data.byteswap()
         self._files["vectors.bin"].write(data.tobytes())
         self._files["ids.jsonl"].write(b"".join(orjson.dumps(i) + b"\n" for i, _ in rows))
+
+    def recover(
+        self, positions: dict[str, int], ids: Iterator[PassageId], dim: int | None
+    ) -> tuple[int, dict[str, int], int | None]:
+        """Whole vectors after the checkpoint, as many as there are ids in order for them."""
+        start_v, start_i = positions["vectors.bin"], positions["ids.jsonl"]
+        if dim is None:  # no batch was ever checkpointed: the row length is unknown
+            return 0, dict(positions), dim
+        row = dim * self._width
+        rows = (self._files["vectors.bin"].seek(0, os.SEEK_END) - start_v) // row
+        f = self._files["ids.jsonl"]
+        f.seek(start_i)
+        count = 0
+        end_i = start_i
+        for line in f:
+            if count >= rows or not line.endswith(b"\n"):
+                break
+            try:
+                value = orjson.loads(line)
+            except ValueError:
+                break
+            if not _next_id_matches(ids, value):
+                break
+            count += 1
+            end_i += len(line)
+        return count, {"vectors.bin": start_v + count * row, "ids.jsonl": end_i}, dim
 
 
 class NpySink(_MatrixSink):
@@ -684,11 +774,13 @@ def make_sink(output_format: str, work: Path, output: Path, dtype: str = "float3
 # -- state ----------------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` in one step: a reader sees the old or the new, never half."""
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("wb") as f:
         f.write(data)
-        _fsync(f)
+        if durable:
+            _fsync(f)
     os.replace(tmp, path)
 
 
@@ -919,6 +1011,12 @@ def run_job(
                 spec, source, client, scanned, identity, output_format, work, progress, say,
                 started,
             )  # fmt: skip
+        except BaseException:
+            saved = saved_progress(work)
+            if saved is None or saved[0] == 0:
+                # Nothing worth resuming: leave no staging directory behind.
+                shutil.rmtree(work, ignore_errors=True)
+            raise
         finally:
             lock.release()
     finally:
@@ -944,19 +1042,21 @@ def _run_locked(
             if leftover.name != "lock":
                 leftover.unlink() if leftover.is_file() else shutil.rmtree(leftover)
         state = _State(identity)
-    resumed_from = state.done
-    if resumed and state.phase == "embedding":
-        say(f"resuming: {state.done:,} of {scanned.total:,} passages were done by an earlier run")
     state_path = work / "state.json"
     sink = make_sink(output_format, work, spec.output, spec.dtype)
     total = scanned.total
+    resumed_from = state.done
     if state.phase == "embedding":
         try:
             sink.open(state.positions if resumed else None)
         except OSError as err:
             raise OutputError(f"cannot write {work}: {err.strerror or err}") from None
         try:
-            if not resumed:
+            if resumed:
+                _recover(source, sink, state, state_path)
+                resumed_from = state.done
+                say(f"resuming: {state.done:,} of {total:,} passages were done by an earlier run")
+            else:
                 state.positions = sink.sync()
                 _write_atomic(state_path, state.dumps())
             _embed_rest(source, client, sink, state, state_path, total, progress)
@@ -979,6 +1079,18 @@ def _run_locked(
     )
 
 
+def _recover(source: InputSource, sink: Sink, state: _State, state_path: Path) -> None:
+    """Adopt the rows written after the last checkpoint (up to a kill); cut off any torn tail."""
+    ids = (p.id for p in islice(source.records(), state.done, None))
+    extra, positions, dim = sink.recover(state.positions, ids, state.dim)
+    sink.cut(positions)
+    if extra or positions != state.positions:
+        state.done += extra
+        state.dim = dim
+        state.positions = positions
+        _write_atomic(state_path, state.dumps())
+
+
 def _embed_rest(
     source: InputSource,
     client: EmbeddingsClient,
@@ -989,48 +1101,72 @@ def _embed_rest(
     progress: Progress | None,
 ) -> None:
     ids: deque[PassageId] = deque()
-    skip = state.done
 
     def texts() -> Iterator[str]:
-        for n, passage in enumerate(source.records()):
-            if n < skip:
-                continue
+        for passage in islice(source.records(), state.done, None):
             ids.append(passage.id)
             yield passage.text
 
-    # Batches are ``chunk`` consecutive passages from where this run starts, so a checkpoint
-    # after every ``chunk`` vectors falls exactly on a batch boundary.
+    # Batches are ``chunk`` consecutive passages from where this run starts: writing after
+    # every ``chunk`` vectors writes whole batches.
     chunk = client.effective_batch_size
     base = state.usage
     rows: list[tuple[PassageId, list[float]]] = []
+    last_save = time.monotonic()
+    dim_saved = state.dim is not None
+    writing = False
 
-    def checkpoint() -> None:
-        sink.write(rows)
-        state.done += len(rows)
-        rows.clear()
-        state.positions = sink.sync()
+    def save() -> None:
+        state.positions = sink.sync(durable=True)
         state.usage = base.plus(client.usage)
         _write_atomic(state_path, state.dumps())
+
+    def write_rows() -> None:
+        nonlocal last_save, dim_saved, writing
+        writing = True
+        sink.write(rows)
+        writing = False
+        state.done += len(rows)
+        rows.clear()
+        # Each batch goes to the OS at once (a killed process loses none of it: the next run
+        # adopts whole rows past the checkpoint). The checkpoint itself, fsynced, costs
+        # milliseconds, so it is renewed every few seconds, at the end, and on any failure.
+        now = time.monotonic()
+        if not dim_saved or state.done == total or now - last_save >= _STATE_SECONDS:
+            save()
+            last_save = now
+            dim_saved = True
+        else:
+            sink.sync(durable=False)
         if progress is not None:
             progress(state.done, total, client.usage)
 
     if progress is not None:
         progress(state.done, total, client.usage)
-    with warnings.catch_warnings():
-        # Over-long passages were counted and announced by the scan, once.
-        warnings.simplefilter("ignore", LongTextWarning)
-        for vector in client.iter_embeddings(texts()):
-            if state.dim is None:
-                state.dim = len(vector)
-            elif len(vector) != state.dim:
-                raise OutputError(
-                    f"the server returned a {len(vector)}-d vector after {state.dim}-d ones"
-                )
-            rows.append((ids.popleft(), vector))
-            if len(rows) == chunk:
-                checkpoint()
-        if rows:
-            checkpoint()
+    try:
+        with warnings.catch_warnings():
+            # Over-long passages were counted and announced by the scan, once.
+            warnings.simplefilter("ignore", LongTextWarning)
+            for vector in client.iter_embeddings(texts()):
+                if state.dim is None:
+                    state.dim = len(vector)
+                elif len(vector) != state.dim:
+                    raise OutputError(
+                        f"the server returned a {len(vector)}-d vector after {state.dim}-d ones"
+                    )
+                rows.append((ids.popleft(), vector))
+                if len(rows) == chunk:
+                    write_rows()
+            if rows:
+                write_rows()
+    except BaseException:
+        if not writing:  # a write cut short is left for the next run's recovery
+            with contextlib.suppress(Exception):
+                if rows:
+                    sink.write(rows)
+                    state.done += len(rows)
+                save()
+        raise
     if state.done != total:
         raise ResumeError(
             f"embedded {state.done} passages but the input has {total}; it changed during the run"

@@ -506,6 +506,8 @@ def _saved(work: Path) -> str:
 def _resume_hint(err: BaseException, output: Path) -> str:
     from ._job import work_dir_for
 
+    if isinstance(err, ModelNotFoundError):
+        return " On the command line: --model NAME or --base-url URL."
     if not isinstance(err, APIError):
         return ""
     saved = _saved(work_dir_for(output))

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+# The helpers module sits beside this file; pytest's importlib mode does not put it on the path.
+sys.path.insert(0, str(Path(__file__).parent))
+
 from cli_helpers import Result
 
 from aiml_bge_integrations.cli import main
