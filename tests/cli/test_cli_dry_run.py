@@ -1,0 +1,101 @@
+"""``aiml-bge embed --dry-run``: exact BGE token counts, over-limit report, estimates; no request."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import orjson
+from cli_helpers import write_lines
+
+from aiml_bge_integrations import cli
+
+
+def field(out: str, name: str) -> str:
+    """The value printed on the dry-run line starting with ``name``."""
+    match = re.search(rf"^{re.escape(name)}\s+(.*)$", out, re.MULTILINE)
+    assert match is not None, out
+    return match.group(1)
+
+
+def number(text: str) -> int:
+    match = re.match(r"(?:about )?([\d,]+)", text)
+    assert match is not None, text
+    return int(match.group(1).replace(",", ""))
+
+
+def test_laura_is_a_dj_is_seven_tokens(run_cli: Any, tmp_path: Path) -> None:
+    # No key, no server: a dry run sends nothing (pytest-socket would refuse it anyway).
+    src = write_lines(tmp_path / "one.txt", ["Laura is a DJ."])
+    result = run_cli("embed", src, "--dry-run")
+    assert result.code == 0, result.err
+    assert "nothing was sent" in result.out
+    assert number(field(result.out, "tokens")) == 7
+    assert "1 passages" in field(result.out, "input")
+    assert field(result.out, "over 512") == "none"
+    assert number(field(result.out, "requests")) == 1
+    assert number(field(result.out, "credits")) == 1
+
+
+def test_counts_sum_over_passages_with_special_tokens(run_cli: Any, tmp_path: Path) -> None:
+    # [CLS] laura is a dj . [SEP] = 7; [CLS] hello world [SEP] = 4; [CLS] cats pu ##rr . [SEP] = 6
+    src = write_lines(tmp_path / "three.txt", ["Laura is a DJ.", "hello world", "Cats purr."])
+    result = run_cli("embed", src, "--dry-run", "--batch-size", "2")
+    assert result.code == 0
+    assert number(field(result.out, "tokens")) == 17
+    assert "longest passage 7" in field(result.out, "tokens")
+    assert number(field(result.out, "requests")) == 2
+    assert number(field(result.out, "credits")) == 2  # one per request at this size
+
+
+def test_over_limit_passages_are_reported_by_line(run_cli: Any, tmp_path: Path) -> None:
+    words = " ".join(["word"] * 600)  # [CLS] + 600 + [SEP] = 602 tokens
+    more = " ".join(["word"] * 1500)  # 1502 tokens
+    src = write_lines(tmp_path / "long.txt", ["Laura is a DJ.", words, "hello world", more])
+    result = run_cli("embed", src, "--dry-run")
+    assert result.code == 0
+    over = field(result.out, "over 512")
+    assert over.startswith("2 passage(s)")
+    assert "line 2 (602 tokens)" in over and "line 4 (1502 tokens)" in over
+    assert "cut to 512" in over
+    assert number(field(result.out, "tokens")) == 7 + 602 + 4 + 1502
+    # Truncated, the two long ones bill 512 each: 7 + 512 + 4 + 512 = 1035 -> 2 credits.
+    assert number(field(result.out, "billed")) == 1035
+    assert number(field(result.out, "credits")) == 2
+
+
+def test_over_limit_with_long_text_error_fails_the_dry_run(run_cli: Any, tmp_path: Path) -> None:
+    src = write_lines(tmp_path / "long.txt", ["short", " ".join(["word"] * 600)])
+    result = run_cli("embed", src, "--dry-run", "--long-text", "error")
+    assert result.code == cli.EXIT_INPUT
+    assert "the run will refuse them" in field(result.out, "over 512")
+
+
+def test_long_text_none_bills_every_token(run_cli: Any, tmp_path: Path) -> None:
+    src = write_lines(tmp_path / "long.txt", [" ".join(["word"] * 1500)])
+    result = run_cli("embed", src, "--dry-run", "--long-text", "none")
+    assert result.code == 0
+    assert "sent as they are" in field(result.out, "over 512")
+    assert number(field(result.out, "credits")) == 2  # 1502 tokens in one request
+
+
+def test_jsonl_ids_are_named_in_the_report(run_cli: Any, tmp_path: Path) -> None:
+    src = tmp_path / "docs.jsonl"
+    rows = [{"key": "a", "body": "Laura is a DJ."}, {"key": "b", "body": "word " * 600}]
+    src.write_bytes(b"\n".join(orjson.dumps(r) for r in rows))
+    result = run_cli(
+        "embed", src, "--dry-run", "--field", "body", "--id-field", "key", "-o", tmp_path / "x.npy"
+    )
+    assert result.code == 0, result.err
+    assert "id b (602 tokens)" in field(result.out, "over 512")
+    assert "not written" in field(result.out, "output")
+    assert not (tmp_path / "x.npy").exists()
+
+
+def test_dry_run_reports_a_bad_line(run_cli: Any, tmp_path: Path) -> None:
+    src = tmp_path / "docs.jsonl"
+    src.write_text('{"text": "fine"}\nnot json\n', encoding="utf-8")
+    result = run_cli("embed", src, "--dry-run")
+    assert result.code == cli.EXIT_INPUT
+    assert "line 2" in result.err and "not valid JSON" in result.err
