@@ -1,0 +1,133 @@
+"""Fixtures for the self-hosted server tests: one local server per dialect, clients for it.
+
+Every test here talks HTTP to a ``LocalServer`` on 127.0.0.1 that answers in the wire dialect
+of a real server (TEI, infinity, vLLM, Ollama, OpenAI, the AI/ML API). Nothing is mocked:
+the statuses, headers and bodies the client reads are the ones the server sent.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aiml_bge_integrations import client as client_module
+from aiml_bge_integrations.client import AsyncEmbeddingsClient, EmbeddingsClient
+
+# With --import-mode=importlib test directories are not on sys.path; this one is, so that the
+# tests (and this file) can import selfhosted_support by name.
+if str(Path(__file__).parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).parent))
+
+from selfhosted_support import SERVER_KEY
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_tls_context() -> Iterator[None]:
+    """Build httpx's default TLS context once instead of once per client.
+
+    Loading the CA bundle takes about 0.3 s on a small machine, and every client builds its
+    own httpx pool (hence its own context) even for plain http on loopback, where TLS is never
+    used. With a hundred clients that was most of this directory's run time; sharing the
+    context changes nothing these tests check. Module-scoped, so the patch never outlives this
+    directory's tests.
+    """
+    import functools
+
+    import httpx._transports.default as transports
+
+    real = transports.create_ssl_context
+    shared = functools.lru_cache(maxsize=None)(real)
+
+    def cached(verify: Any = True, cert: Any = None, trust_env: bool = True) -> Any:
+        if verify is True and cert is None:
+            return shared(verify, cert, trust_env)
+        return real(verify=verify, cert=cert, trust_env=trust_env)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(transports, "create_ssl_context", cached)
+        yield
+
+
+@pytest.fixture
+def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Retries happen at once; the delays the client asked for are recorded."""
+    slept: list[float] = []
+
+    async def asleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(client_module, "_sleep", slept.append)
+    monkeypatch.setattr(client_module, "_asleep", asleep)
+    return slept
+
+
+@pytest.fixture(scope="session")
+def _dialect_servers() -> Iterator[dict[str, Any]]:
+    """One running server per dialect for the whole session (started on first use)."""
+
+    servers: dict[str, Any] = {}
+    yield servers
+    for server in servers.values():
+        server.stop()
+
+
+@pytest.fixture
+def serve(_dialect_servers: dict[str, Any]) -> Iterator[Callable[..., Any]]:
+    """The server speaking ``dialect``, wanting ``SERVER_KEY``, configured for this test only.
+
+    Servers are shared per dialect (starting one per test would dominate the run time): every
+    call replaces the whole ``ServerConfig`` with a fresh one built from ``config`` (the server
+    reads its config per request) and zeroes the counters, so no setting or count leaks from
+    one test to the next.
+    """
+    from aiml_bge_integrations.server import LocalServer, ServerConfig
+
+    def factory(dialect: str, **config: Any) -> Any:
+        config.setdefault("api_key", SERVER_KEY)
+        fresh = ServerConfig(dialect=dialect, **config)
+        server = _dialect_servers.get(dialect)
+        if server is None:
+            server = LocalServer(dialect=dialect, api_key=SERVER_KEY).start()
+            _dialect_servers[dialect] = server
+        for name in fresh.__dataclass_fields__:
+            setattr(server.config, name, getattr(fresh, name))
+        server.reset_stats()
+        return server
+
+    yield factory
+
+
+@pytest.fixture
+def sync_client() -> Iterator[Callable[..., EmbeddingsClient]]:
+    """Build ``EmbeddingsClient``s for a server (closed after the test)."""
+    made: list[EmbeddingsClient] = []
+
+    def factory(server: Any, **settings: Any) -> EmbeddingsClient:
+        settings.setdefault("api_key", SERVER_KEY)
+        client = EmbeddingsClient(base_url=server.base_url, **settings)
+        made.append(client)
+        return client
+
+    yield factory
+    for client in made:
+        client.close()
+
+
+@pytest.fixture
+async def async_client() -> Any:
+    """Build ``AsyncEmbeddingsClient``s for a server (closed after the test)."""
+    made: list[AsyncEmbeddingsClient] = []
+
+    def factory(server: Any, **settings: Any) -> AsyncEmbeddingsClient:
+        settings.setdefault("api_key", SERVER_KEY)
+        client = AsyncEmbeddingsClient(base_url=server.base_url, **settings)
+        made.append(client)
+        return client
+
+    yield factory
+    for client in made:
+        await client.aclose()
