@@ -60,9 +60,14 @@ KNOWN_DIMENSIONS: dict[str, int] = {
 _BGE_RE = re.compile(r"(^|/)bge-[a-z]+-en(-v1\.5)?$", re.IGNORECASE)
 
 
+_TAG_ALIASES = {"bge-large": "BAAI/bge-large-en-v1.5", "bge-base": "BAAI/bge-base-en-v1.5"}
+"""Short names some servers use (Ollama's library tag ``bge-large``) for the BGE English models."""
+
+
 def _bare(model: str) -> str:
-    # Servers such as Ollama name models "bge-base-en-v1.5:latest" or "org/bge-base-en-v1.5".
-    return model.split(":", 1)[0]
+    # Servers such as Ollama name models "bge-large:latest" or "org/bge-base-en-v1.5".
+    name = model.split(":", 1)[0]
+    return _TAG_ALIASES.get(name, name)
 
 
 def is_bge_model(model: str) -> bool:

@@ -105,14 +105,6 @@ def test_ollama_tag_names_work_with_an_explicit_instruction(serve: Any, sync_cli
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "core gap: _settings.is_bge_model does not know Ollama's library tag 'bge-large' "
-        "(BAAI/bge-large-en-v1.5), so the query instruction, the 512-token policy and the "
-        "1024-dimension check are all off unless set by hand"
-    ),
-)
 def test_ollama_bge_large_tag_gets_the_bge_defaults(serve: Any, sync_client: Any) -> None:
     server = serve("ollama", served_models=["bge-large"], dim=1024)
     client = sync_client(server, model="bge-large:latest")
