@@ -460,3 +460,29 @@ def test_tls_verification_is_on_in_the_sync_client() -> None:
 async def test_tls_verification_is_on_in_the_async_client() -> None:
     async with AsyncEmbeddingsClient(api_key=KEY) as client:
         assert _verifies(client._state().http._transport._pool)  # type: ignore[attr-defined]
+
+
+def test_usage_credits_from_the_body_or_else_the_header() -> None:
+    def body_credits(request: httpx.Request) -> httpx.Response:
+        reply = ok(request)
+        doc = orjson.loads(reply.content)
+        doc["usage"] = {"prompt_tokens": 5, "total_tokens": 5}
+        doc["meta"] = {"usage": {"credits_used": 2}}
+        return httpx.Response(
+            200, content=orjson.dumps(doc), headers={"x-aimlapi-credits-used": "99"}
+        )
+
+    def header_credits(request: httpx.Request) -> httpx.Response:
+        reply = ok(request)
+        doc = orjson.loads(reply.content)
+        doc["usage"] = {"prompt_tokens": 4}
+        headers = {"x-aimlapi-credits-used": "3", "x-aimlapi-usd-spent": "0.0000015"}
+        return httpx.Response(200, content=orjson.dumps(doc), headers=headers)
+
+    with make(Recorder(body_credits, header_credits), max_concurrency=1, batch_size=1) as client:
+        client.embed_documents(["a", "b"])
+        usage = client.usage
+    assert usage.credits == 2 + 3  # the body wins over its header; the header alone counts
+    assert (usage.prompt_tokens, usage.total_tokens) == (9, 9)
+    assert usage.usd == pytest.approx(0.0000015)
+    assert (usage.requests, usage.texts) == (2, 2)
