@@ -249,3 +249,39 @@ def test_rows_with_unexpected_ids_are_not_adopted(
     assert "resuming: 1 of 3" in resumed.err
     assert server_env.stats["items"] == 2
     assert out.read_bytes() == reference.read_bytes()
+
+
+def test_ctrl_c_saves_a_checkpoint_and_says_how_to_continue(
+    make_server: Any, tmp_path: Path
+) -> None:
+    server = make_server(latency=0.05)
+    env = child_env(server)
+    src = corpus(tmp_path / "corpus.txt")
+    out = tmp_path / "vectors.jsonl"
+    work = tmp_path / "vectors.jsonl.partial"
+    args = ["embed", src, "-o", out, "--batch-size", str(BATCH), "--max-concurrency", "2"]
+    proc = subprocess.Popen(
+        [*CLI, *(str(a) for a in args)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while written(work) < N // 10:
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        assert time.monotonic() < deadline, "no progress within 60 s"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    lines = [line for line in err.splitlines() if line.startswith("aiml-bge: error:")]
+    assert len(lines) == 1, err
+    match = re.search(r"interrupted; ([\d,]+) of ([\d,]+) passages are saved", lines[0])
+    assert match is not None, lines[0]
+    done = int(match.group(1).replace(",", ""))
+    # The checkpoint was brought up to date on the way out: nothing is left to adopt.
+    assert saved(work) == done == written(work)
+    assert "run the same command to continue" in lines[0]
+    assert not out.exists()
