@@ -308,6 +308,8 @@ def open_source(
     if not path.exists():
         raise InputFileError(f"{path}: no such file or directory", path=path)
     kind = input_format_for(path) if input_format == "auto" else input_format
+    if kind != "jsonl" and (id_field is not None or field != "text"):
+        raise ValueError(f"--field and --id-field apply to JSONL input; {path} is read as {kind}")
     if kind == "dir":
         if not path.is_dir():
             raise InputFileError(f"{path}: not a directory", path=path)
@@ -907,6 +909,8 @@ def _check_output(spec: JobSpec, work: Path) -> None:
         raise OutputError(f"cannot write {out}: {parent} is not a directory")
     if out.is_dir():
         raise OutputError(f"cannot write {out}: it is a directory")
+    if out.exists() and spec.input.exists() and out.resolve() == spec.input.resolve():
+        raise OutputError(f"the output {out} is the input: choose another output path")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write {out}: directory {parent} is not writable")
     resumable = (work / "state.json").exists() and not spec.restart

@@ -366,6 +366,8 @@ def _dry_run(args: argparse.Namespace) -> int:
         report = dry_run(source, batch_size=batch_size, long_text=long_text)
     except InputFileError as err:
         raise _Failure(EXIT_INPUT, str(err)) from None
+    except ValueError as err:
+        raise _Failure(EXIT_USAGE, str(err)) from None
     label = _id_label(source.kind)
     model = args.model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
     lines = [

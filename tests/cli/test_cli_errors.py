@@ -287,3 +287,21 @@ def test_a_second_run_cannot_write_the_same_job(
         result = run_cli("embed", src, "-o", out)
     assert_failed(result, cli.EXIT_RESUME, "another aiml-bge embed")
     assert server_env.stats["requests"] == 0
+
+
+def test_jsonl_flags_on_a_text_file(server_env: Any, run_cli: Any, tmp_path: Path) -> None:
+    src = write_lines(tmp_path / "corpus.txt", TEXTS)
+    for extra in (["--id-field", "id"], ["--field", "body"]):
+        result = run_cli("embed", src, "-o", tmp_path / "v.jsonl", *extra)
+        assert_failed(result, cli.EXIT_USAGE, "apply to JSONL input")
+        result = run_cli("embed", src, "--dry-run", *extra)
+        assert_failed(result, cli.EXIT_USAGE, "apply to JSONL input")
+
+
+def test_output_onto_the_input_is_refused(server_env: Any, run_cli: Any, tmp_path: Path) -> None:
+    src = tmp_path / "data.jsonl"
+    src.write_text('{"text": "Laura is a DJ."}\n', encoding="utf-8")
+    before = src.read_bytes()
+    result = run_cli("embed", src, "-o", src, "--overwrite")
+    assert_failed(result, cli.EXIT_OUTPUT, "is the input")
+    assert src.read_bytes() == before
