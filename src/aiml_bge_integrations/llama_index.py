@@ -1,0 +1,477 @@
+"""LlamaIndex adapter: ``AimlBgeEmbedding``, a drop-in ``BaseEmbedding`` for indices and pipelines.
+
+Settings and delegation only. Batching into requests, bounded concurrency, retries, reply
+checks, the long-text policy and usage totals all live in the request core
+(``EmbeddingsClient`` and ``AsyncEmbeddingsClient``); this module turns LlamaIndex's six
+embedding hooks into calls on one client of each kind, built from the adapter's settings and
+sharing one rate limiter.
+
+How LlamaIndex's ``embed_batch_size`` and the core's ``batch_size`` fit together:
+LlamaIndex cuts its input into chunks of ``embed_batch_size`` texts and hands each chunk to
+the adapter (one callback event, one cache lookup per chunk); the core cuts each chunk into
+requests of at most ``batch_size`` texts and runs up to ``max_concurrency`` of them at once.
+So a request carries ``min(embed_batch_size, batch_size)`` texts at most: the smaller one wins,
+and neither ever merges or re-splits what the other decided. Left unset, ``embed_batch_size``
+is ``batch_size * max_concurrency`` (at most 2048, LlamaIndex's cap), so that one chunk fills
+every concurrency slot even on LlamaIndex's sequential sync path.
+
+Install with ``pip install "aiml-bge-integrations[llama-index]"``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import threading
+from typing import Any, Literal
+
+import httpx
+from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
+from llama_index.core.bridge.pydantic import (
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic import BaseModel
+from pydantic.json_schema import SkipJsonSchema
+from typing_extensions import Self
+
+from ._settings import (
+    API_KEY_ENV,
+    BASE_URL_ENV,
+    DEFAULT_BASE_URL,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_MODEL,
+    DEFAULT_TIMEOUT,
+    MODEL_ENV,
+    default_query_instruction,
+)
+from .client import AsyncEmbeddingsClient, EmbeddingsClient, RateLimiter, Usage
+from .errors import AimlBgeError, ConfigurationError
+
+__all__ = ["AimlBgeEmbedding"]
+
+_MAX_EMBED_BATCH_SIZE = 2048
+"""LlamaIndex's own upper bound on ``embed_batch_size``."""
+
+_INJECTED = ("http_client", "http_async_client")
+"""Caller-supplied objects: shared by copies, never serialised or pickled."""
+
+_UNSET_MODEL_NAME = "unknown"
+"""``BaseEmbedding.model_name``'s placeholder default."""
+
+
+class _Clients:
+    """The adapter's core clients (built on first use) and their shared rate limiter.
+
+    A copy (``copy``, ``deepcopy``, ``model_copy``, pickle) starts empty, so a copy never
+    shares connection pools or usage totals with its original, and never carries the key
+    the clients hold in their headers.
+    """
+
+    __slots__ = ("async_client", "lock", "rate_limiter", "sync_client")
+
+    def __init__(self) -> None:
+        self.sync_client: EmbeddingsClient | None = None
+        self.async_client: AsyncEmbeddingsClient | None = None
+        self.rate_limiter: RateLimiter | None = None
+        self.lock = threading.Lock()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Clients:
+        return _Clients()
+
+    def __reduce__(self) -> tuple[type[_Clients], tuple[()]]:
+        return (_Clients, ())
+
+
+def _env_key() -> SecretStr | None:
+    value = os.environ.get(API_KEY_ENV)
+    return SecretStr(value) if value else None
+
+
+def _frozen(default: Any, description: str, **constraints: Any) -> Any:
+    # Core settings are fixed once the adapter exists: the clients are built from them, so a
+    # later assignment would silently not apply. Make a new adapter (or model_copy) instead.
+    return Field(default=default, description=description, frozen=True, **constraints)
+
+
+class AimlBgeEmbedding(BaseEmbedding):
+    """BGE embeddings over the AI/ML API, or any OpenAI-compatible server, for LlamaIndex.
+
+    Queries (``get_query_embedding`` and its async twin) get the BGE retrieval instruction in
+    front of them; texts and nodes never do. Requests, concurrency, retries, reply checks and
+    usage totals come from the request core: nothing is retried or re-batched here.
+
+    Setup:
+        ```bash
+        pip install -U "aiml-bge-integrations[llama-index]"
+        export AIMLAPI_API_KEY="your-api-key"
+        ```
+        ``AIMLAPI_BASE_URL`` points it at any other OpenAI-compatible server, such as the
+        bundled local one (``aiml-bge serve``).
+
+    Key init args:
+        model: model name (default ``BAAI/bge-base-en-v1.5``, or ``AIMLAPI_EMBEDDING_MODEL``);
+            ``model_name`` is LlamaIndex's name for the same thing and always equals it.
+        api_key: read from ``AIMLAPI_API_KEY`` when not given; never serialised or pickled.
+        base_url: ``AIMLAPI_BASE_URL``, else ``https://api.aimlapi.com/v1``.
+        batch_size, max_concurrency: texts per request; requests in flight (per client).
+        embed_batch_size: texts LlamaIndex hands over per call; default
+            ``batch_size * max_concurrency`` (see the module docstring for which wins).
+        query_instruction: unset, the model's default; ``None`` disables it.
+        max_retries, timeout, deadline, long_text, encoding_format, default_headers,
+        allow_insecure_http, requests_per_minute, tokens_per_minute: as in the core.
+        rate_limiter: this package's ``RateLimiter`` paces requests and can be shared with
+            other clients; a LlamaIndex rate limiter keeps LlamaIndex's meaning (one
+            ``acquire()`` per LlamaIndex call, however many requests the call makes).
+        http_client, http_async_client: your own httpx clients (never serialised or pickled).
+
+    Instantiate:
+        ```python
+        from llama_index.core import Settings, VectorStoreIndex
+        from aiml_bge_integrations.llama_index import AimlBgeEmbedding
+
+        Settings.embed_model = AimlBgeEmbedding()  # key from AIMLAPI_API_KEY
+        index = VectorStoreIndex.from_documents(documents)
+        nodes = index.as_retriever(similarity_top_k=3).retrieve("what is BGE?")
+        ```
+
+    Embed directly:
+        ```python
+        embed = AimlBgeEmbedding(batch_size=64)
+        query = embed.get_query_embedding("Which model turns text into vectors?")
+        texts = embed.get_text_embedding_batch(["first passage", "second passage"])
+        texts = await embed.aget_text_embedding_batch(["first passage", "second passage"])
+        print(embed.usage.requests, embed.usage.prompt_tokens, embed.usage.credits)
+        ```
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        # A pydantic error would otherwise print the arguments, the API key among them.
+        hide_input_in_errors=True,
+    )
+
+    model_name: str = _frozen(
+        DEFAULT_MODEL, "The embedding model; always equal to `model` (LlamaIndex's name for it)."
+    )
+    api_key: SecretStr | None = Field(
+        default_factory=_env_key,
+        exclude=True,
+        repr=False,
+        frozen=True,
+        description="API key (Bearer); AIMLAPI_API_KEY when not given. Never serialised or pickled.",
+    )
+    base_url: str = _frozen(
+        DEFAULT_BASE_URL,
+        "Root of the OpenAI-compatible API (requests go to {base_url}/embeddings); "
+        "AIMLAPI_BASE_URL when not given.",
+        min_length=1,
+    )
+    model: str = _frozen(
+        DEFAULT_MODEL,
+        "Model name sent with every request; AIMLAPI_EMBEDDING_MODEL when not given.",
+        min_length=1,
+    )
+    batch_size: int = _frozen(
+        DEFAULT_BATCH_SIZE,
+        "Texts per request (the core lowers it when a server states a smaller limit).",
+        ge=1,
+        strict=True,
+    )
+    max_concurrency: int = _frozen(
+        DEFAULT_MAX_CONCURRENCY,
+        "Requests in flight at once per client, across all concurrent calls.",
+        ge=1,
+        strict=True,
+    )
+    max_retries: int = _frozen(
+        DEFAULT_MAX_RETRIES,
+        "Retries per request for 408/409/429/5xx, timeouts and dropped connections (in the core).",
+        ge=0,
+        strict=True,
+    )
+    timeout: float = _frozen(DEFAULT_TIMEOUT, "Seconds for one HTTP request.", gt=0)
+    deadline: float | None = _frozen(
+        None, "Seconds for one whole call across retries (None: no overall limit).", gt=0
+    )
+    query_instruction: str | None = _frozen(
+        None,
+        "Prefix for queries only; unset means the model's default (the BGE retrieval "
+        "instruction for BGE English models), None disables it.",
+    )
+    default_headers: dict[str, str] = _frozen(
+        {}, "Extra headers on every request (cannot replace Authorization)."
+    )
+    encoding_format: Literal["float", "base64"] | None = _frozen(
+        None, "None (not sent), 'float' or 'base64' (where the server supports it)."
+    )
+    long_text: Literal["truncate", "error", "none"] = _frozen(
+        "truncate",
+        "BGE inputs over 512 tokens: cut to fit with a warning, raise TextTooLongError, or send as is.",
+    )
+    allow_insecure_http: bool = _frozen(
+        False, "Allow sending the key over plain http to a host outside loopback."
+    )
+    requests_per_minute: float | None = _frozen(
+        None, "Client-side request pace shared by the sync and async paths (None: none).", gt=0
+    )
+    tokens_per_minute: float | None = _frozen(
+        None, "Client-side token pace shared by the sync and async paths (None: none).", gt=0
+    )
+    http_client: SkipJsonSchema[httpx.Client | None] = Field(
+        default=None,
+        exclude=True,
+        repr=False,
+        frozen=True,
+        description="Your own httpx.Client for the sync path (never serialised or pickled).",
+    )
+    http_async_client: SkipJsonSchema[httpx.AsyncClient | None] = Field(
+        default=None,
+        exclude=True,
+        repr=False,
+        frozen=True,
+        description="Your own httpx.AsyncClient for the async path (never serialised or pickled).",
+    )
+
+    _clients: _Clients = PrivateAttr(default_factory=_Clients)
+    _shared_rate_limiter: RateLimiter | None = PrivateAttr(default=None)
+
+    # -- construction -------------------------------------------------------------------
+
+    def __init__(self, **data: Any) -> None:
+        """Build from keyword settings; a bad setting raises the core's ``ConfigurationError``."""
+        try:
+            super().__init__(**data)
+        except ValidationError as err:
+            cause = _core_error(err)
+            if cause is None:
+                raise
+            raise cause from None
+
+    @classmethod
+    def class_name(cls) -> str:
+        """The name LlamaIndex serialises this class under."""
+        return "AimlBgeEmbedding"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_model_and_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        # to_dict() adds the class name; accept it back (from_dict drops it too).
+        if data.get("class_name") == cls.class_name():
+            del data["class_name"]
+        model = data.get("model")
+        name = data.get("model_name")
+        if name == _UNSET_MODEL_NAME:
+            name = None
+        if model is None:
+            model = name or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
+        elif name is not None and name != model:
+            raise ConfigurationError(
+                f"model={model!r} and model_name={name!r} disagree: give one of them"
+            )
+        data["model"] = data["model_name"] = model
+        if data.get("base_url") is None:
+            data["base_url"] = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+        if "query_instruction" not in data and isinstance(model, str):
+            data["query_instruction"] = default_query_instruction(model)
+        if data.get("default_headers") is None:
+            data["default_headers"] = {}
+        return data
+
+    @model_validator(mode="after")
+    def _check_with_core(self) -> Self:
+        if isinstance(self.rate_limiter, RateLimiter):
+            # The core's limiter paces requests and is shared with whoever else holds it.
+            # LlamaIndex would call ``acquire()`` on anything left in its own field.
+            self._shared_rate_limiter = self.rate_limiter
+            self.rate_limiter = None
+        if "embed_batch_size" not in self.model_fields_set:
+            self.embed_batch_size = min(
+                _MAX_EMBED_BATCH_SIZE, self.batch_size * self.max_concurrency
+            )
+        # The core checks every setting (the key included). Its async client opens no
+        # connection before its first request, so building it here costs nothing and makes a
+        # bad setting fail now rather than in the middle of an ingestion run.
+        self._clients.async_client = self._build_async()
+        return self
+
+    def _core_settings(self) -> dict[str, Any]:
+        clients = self._clients
+        if clients.rate_limiter is None:
+            clients.rate_limiter = self._shared_rate_limiter or (
+                RateLimiter(self.requests_per_minute, self.tokens_per_minute)
+                if self.requests_per_minute or self.tokens_per_minute
+                else None
+            )
+        return {
+            "api_key": self.api_key,
+            "base_url": self.base_url,
+            "model": self.model,
+            "batch_size": self.batch_size,
+            "max_concurrency": self.max_concurrency,
+            "max_retries": self.max_retries,
+            "timeout": self.timeout,
+            "deadline": self.deadline,
+            "query_instruction": self.query_instruction,
+            "default_headers": self.default_headers,
+            "encoding_format": self.encoding_format,
+            "long_text": self.long_text,
+            "allow_insecure_http": self.allow_insecure_http,
+            "requests_per_minute": self.requests_per_minute,
+            "tokens_per_minute": self.tokens_per_minute,
+            "rate_limiter": clients.rate_limiter,
+        }
+
+    def _build_async(self) -> AsyncEmbeddingsClient:
+        return AsyncEmbeddingsClient(http_client=self.http_async_client, **self._core_settings())
+
+    @property
+    def client(self) -> EmbeddingsClient:
+        """The core ``EmbeddingsClient`` behind the sync methods (built on first use)."""
+        clients = self._clients
+        with clients.lock:
+            if clients.sync_client is None:
+                clients.sync_client = EmbeddingsClient(
+                    http_client=self.http_client, **self._core_settings()
+                )
+            return clients.sync_client
+
+    @property
+    def async_client(self) -> AsyncEmbeddingsClient:
+        """The core ``AsyncEmbeddingsClient`` behind the async methods."""
+        clients = self._clients
+        with clients.lock:
+            if clients.async_client is None:
+                clients.async_client = self._build_async()
+            return clients.async_client
+
+    # -- LlamaIndex hooks: each is one call on the core ------------------------------------
+
+    def _get_query_embedding(self, query: str) -> Embedding:
+        """The query's vector, with ``query_instruction`` in front of it."""
+        return self.client.embed_query(query)
+
+    async def _aget_query_embedding(self, query: str) -> Embedding:
+        """Async ``_get_query_embedding``, on the core's async client."""
+        return await self.async_client.embed_query(query)
+
+    def _get_text_embedding(self, text: str) -> Embedding:
+        """One text's vector; texts never get the query instruction."""
+        return self.client.embed_documents([text])[0]
+
+    async def _aget_text_embedding(self, text: str) -> Embedding:
+        """Async ``_get_text_embedding``, on the core's async client."""
+        return (await self.async_client.embed_documents([text]))[0]
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        """One chunk of LlamaIndex's batch: the core sends it in requests of ``batch_size``."""
+        return self.client.embed_documents(texts)
+
+    async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        """Async ``_get_text_embeddings``; requests in flight stay within ``max_concurrency``
+        however many chunks LlamaIndex gathers at once."""
+        return await self.async_client.embed_documents(texts)
+
+    # -- observability, usage and lifecycle ------------------------------------------------
+
+    def to_payload(self) -> dict[str, Any]:
+        """What callback and instrumentation events show of this model: no key, no headers."""
+        return {
+            "class_name": self.class_name(),
+            "model_name": self.model_name,
+            "embed_batch_size": self.embed_batch_size,
+            "batch_size": self.batch_size,
+            "max_concurrency": self.max_concurrency,
+        }
+
+    @property
+    def usage(self) -> Usage:
+        """Totals of the sync and async paths together: requests, retries, tokens, credits."""
+        clients = self._clients
+        total = Usage()
+        for core in (clients.sync_client, clients.async_client):
+            if core is not None:
+                total = total + core.usage
+        return total
+
+    def reset_usage(self) -> Usage:
+        """Return the totals so far and start counting from zero."""
+        clients = self._clients
+        total = Usage()
+        for core in (clients.sync_client, clients.async_client):
+            if core is not None:
+                total = total + core.reset_usage()
+        return total
+
+    def close(self) -> None:
+        """Close the sync client's connection pool and worker threads."""
+        if self._clients.sync_client is not None:
+            self._clients.sync_client.close()
+
+    async def aclose(self) -> None:
+        """Close the async client's connection pool for this event loop, and the sync client."""
+        if self._clients.async_client is not None:
+            await self._clients.async_client.aclose()
+        self.close()
+
+    # -- copies and pickling ---------------------------------------------------------------
+
+    def __getstate__(self) -> dict[Any, Any]:
+        # The key is not pickled: the copy reads AIMLAPI_API_KEY when it is loaded (as the core
+        # clients do), and raises MissingAPIKeyError on first use if it is still not set.
+        # Unlike BaseComponent.__getstate__, this never deletes attributes of the live object.
+        fields: dict[str, Any] = {}
+        for name, value in self.__dict__.items():
+            if name == "api_key" or name in _INJECTED:
+                fields[name] = None
+                continue
+            try:
+                pickle.dumps(value)
+            except Exception:
+                # As BaseComponent does: what cannot be pickled (a callback handler holding a
+                # lock, say) is left behind; the copy gets the field's default.
+                info = type(self).model_fields.get(name)
+                value = info.get_default(call_default_factory=True) if info else None
+            fields[name] = value
+        return {
+            "__dict__": fields,
+            "__pydantic_extra__": self.__pydantic_extra__,
+            "__pydantic_fields_set__": set(self.__pydantic_fields_set__),
+            # A shared rate limiter belongs to this process and is left behind.
+            "__pydantic_private__": {"_clients": _Clients(), "_shared_rate_limiter": None},
+        }
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        BaseModel.__setstate__(self, state)
+        self.__dict__["api_key"] = _env_key()
+
+    def __copy__(self) -> Self:
+        clone = super().__copy__()
+        clone._clients = _Clients()
+        return clone
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
+        memo = {} if memo is None else memo
+        for shared in (*(getattr(self, name) for name in _INJECTED), self._shared_rate_limiter):
+            if shared is not None:
+                memo[id(shared)] = shared
+        return super().__deepcopy__(memo)
+
+
+def _core_error(err: ValidationError) -> AimlBgeError | None:
+    """The core's own error, when it is what made pydantic's validation fail."""
+    details = err.errors(include_url=False, include_input=False)
+    if len(details) == 1:
+        cause = details[0].get("ctx", {}).get("error")
+        if isinstance(cause, AimlBgeError):
+            return cause
+    return None
