@@ -7,14 +7,23 @@ import re
 import uuid
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import httpx
 import numpy as np
 import openai
 import pytest
-from server_helpers import MODEL, client_for, embed_body
 
+from aiml_bge_integrations._settings import DEFAULT_MODEL
 from aiml_bge_integrations.server import HashingEmbedder, LocalServer
+
+MODEL = DEFAULT_MODEL
+
+
+def embed_body(inputs: Any, **extra: Any) -> dict[str, Any]:
+    """A request body for the default model."""
+    return {"model": MODEL, "input": inputs, **extra}
+
 
 Factory = Callable[..., LocalServer]
 
@@ -34,7 +43,7 @@ def _assert_aiml_error(response: httpx.Response, status: int, path: str = "/v1/e
 
 
 def test_200_body_is_shaped_like_the_real_one(aiml_server: LocalServer) -> None:
-    with client_for(aiml_server) as client:
+    with aiml_server.client() as client:
         response = client.post("/embeddings", json=embed_body(LAURA))
     assert response.status_code == 200
     body = response.json()
@@ -60,7 +69,7 @@ def test_200_body_is_shaped_like_the_real_one(aiml_server: LocalServer) -> None:
 
 
 def test_200_headers(aiml_server: LocalServer) -> None:
-    with client_for(aiml_server) as client:
+    with aiml_server.client() as client:
         response = client.post(
             "/embeddings",
             json=embed_body(LAURA),
@@ -77,7 +86,7 @@ def test_200_headers(aiml_server: LocalServer) -> None:
 
 @pytest.mark.parametrize("bad_id", ["", "has space", "x" * 129, "semi;colon"])
 def test_invalid_client_request_id_is_dropped(aiml_server: LocalServer, bad_id: str) -> None:
-    with client_for(aiml_server) as client:
+    with aiml_server.client() as client:
         response = client.post(
             "/embeddings", json=embed_body("hi"), headers={"X-Client-Request-Id": bad_id}
         )
@@ -87,7 +96,7 @@ def test_invalid_client_request_id_is_dropped(aiml_server: LocalServer, bad_id: 
 
 def test_list_input_gives_one_item_per_input_in_order(aiml_server: LocalServer) -> None:
     texts = ["first text", "second one", "   ", "the fourth"]
-    with client_for(aiml_server) as client:
+    with aiml_server.client() as client:
         body = client.post("/embeddings", json=embed_body(texts)).json()
     assert [d["index"] for d in body["data"]] == [0, 1, 2, 3]
     expected = HashingEmbedder().embed(texts)
@@ -98,18 +107,18 @@ def test_list_input_gives_one_item_per_input_in_order(aiml_server: LocalServer) 
 
 def test_usage_counts_the_whole_text_without_truncation(aiml_server: LocalServer) -> None:
     long_text = "word " * 700
-    with client_for(aiml_server) as client:
+    with aiml_server.client() as client:
         body = client.post("/embeddings", json=embed_body([long_text, LAURA])).json()
     assert body["usage"]["prompt_tokens"] == 702 + 7
     assert body["meta"]["usage"]["credits_used"] == 1
-    with client_for(aiml_server) as client:
+    with aiml_server.client() as client:
         body = client.post("/embeddings", json=embed_body(["word " * 1500])).json()
     assert body["meta"]["usage"]["credits_used"] == 2  # ceil(1502 / 1000)
 
 
 def test_base64_and_float_agree(aiml_server: LocalServer) -> None:
     texts = [LAURA, "another text"]
-    with client_for(aiml_server) as client:
+    with aiml_server.client() as client:
         floats = client.post("/embeddings", json=embed_body(texts, encoding_format="float")).json()
         b64 = client.post("/embeddings", json=embed_body(texts, encoding_format="base64")).json()
         default = client.post("/embeddings", json=embed_body(texts, encoding_format=None)).json()
@@ -135,7 +144,7 @@ def test_official_openai_sdk(aiml_server: LocalServer) -> None:
 
 
 def test_unknown_fields_and_whitespace_inputs_are_accepted(aiml_server: LocalServer) -> None:
-    with client_for(aiml_server) as client:
+    with aiml_server.client() as client:
         response = client.post(
             "/embeddings", json=embed_body(["  ", "\n\t"], user="me", dimensions=None)
         )
@@ -188,7 +197,7 @@ VALIDATION_CASES = [
 def test_validation_errors_in_the_aiml_shape(
     aiml_server: LocalServer, raw: bytes, needle: str
 ) -> None:
-    with client_for(aiml_server) as client:
+    with aiml_server.client() as client:
         response = client.post(
             "/embeddings", content=raw, headers={"Content-Type": "application/json"}
         )
@@ -200,7 +209,7 @@ def test_validation_errors_in_the_aiml_shape(
 
 
 def test_missing_key_is_401(aiml_server: LocalServer) -> None:
-    with client_for(aiml_server, key=None) as client:
+    with aiml_server.client(key=None) as client:
         response = client.post("/embeddings", json=embed_body("hi"))
     assert "no API key" in _assert_aiml_error(response, 401)
 
@@ -218,16 +227,16 @@ def test_wrong_key_is_401(aiml_server: LocalServer, header: str) -> None:
 def test_open_mode_takes_any_bearer_but_not_none(server_factory: Factory) -> None:
     server = server_factory(api_key=None)
     assert server.api_key is None
-    with client_for(server, key="anything-at-all") as client:
+    with server.client(key="anything-at-all") as client:
         assert client.post("/embeddings", json=embed_body("hi")).status_code == 200
         info = client.get(server.root_url + "/info").json()
     assert info["auth"] == "open"
-    with client_for(server, key=None) as client:
+    with server.client(key=None) as client:
         assert client.post("/embeddings", json=embed_body("hi")).status_code == 401
 
 
 def test_retired_and_unknown_models_are_different_404s(aiml_server: LocalServer) -> None:
-    with client_for(aiml_server) as client:
+    with aiml_server.client() as client:
         retired = client.post("/embeddings", json={"model": "BAAI/bge-large-en-v1.5", "input": "x"})
         m2 = client.post(
             "/embeddings",
@@ -244,7 +253,7 @@ def test_retired_and_unknown_models_are_different_404s(aiml_server: LocalServer)
 
 def test_served_and_retired_models_are_settings(server_factory: Factory) -> None:
     server = server_factory(served_models=["my/model"], retired_models=[MODEL])
-    with client_for(server) as client:
+    with server.client() as client:
         assert (
             client.post("/embeddings", json={"model": "my/model", "input": "x"}).status_code == 200
         )
@@ -253,7 +262,7 @@ def test_served_and_retired_models_are_settings(server_factory: Factory) -> None
 
 
 def test_models_list(aiml_server: LocalServer) -> None:
-    with client_for(aiml_server, key=None) as client:  # public in the AI/ML dialect
+    with aiml_server.client(key=None) as client:  # public in the AI/ML dialect
         response = client.get("/models")
     assert response.status_code == 200
     assert response.json() == {
@@ -263,7 +272,7 @@ def test_models_list(aiml_server: LocalServer) -> None:
 
 
 def test_info_health_and_unknown_route(aiml_server: LocalServer) -> None:
-    with client_for(aiml_server) as client:
+    with aiml_server.client() as client:
         info = client.get(aiml_server.root_url + "/info").json()
         health = client.get(aiml_server.root_url + "/health")
         missing = client.post("/nothing-here", json={})

@@ -12,9 +12,17 @@ import httpx
 import numpy as np
 import orjson
 import pytest
-from server_helpers import client_for, embed_body
 
+from aiml_bge_integrations._settings import DEFAULT_MODEL
 from aiml_bge_integrations.server import FAULT_KINDS, FaultConfig, HashingEmbedder, LocalServer
+
+MODEL = DEFAULT_MODEL
+
+
+def embed_body(inputs: Any, **extra: Any) -> dict[str, Any]:
+    """A request body for the default model."""
+    return {"model": MODEL, "input": inputs, **extra}
+
 
 Factory = Callable[..., LocalServer]
 TEXTS = ["one text", "two texts", "three texts here", "four", "five five"]
@@ -24,7 +32,7 @@ def _one(
     server: LocalServer, kind: str | None, body: dict[str, Any] | None = None, timeout: float = 10.0
 ) -> httpx.Response:
     server.config.faults = FaultConfig(script=[kind], slow_seconds=1.0)
-    with client_for(server, timeout=timeout) as client:
+    with server.client(timeout=timeout) as client:
         return client.post("/embeddings", json=body or embed_body(TEXTS))
 
 
@@ -49,7 +57,7 @@ def test_429_retry_after_seconds(aiml_server: LocalServer) -> None:
     assert response.status_code == 429
     assert response.headers["retry-after"] == "1"
     aiml_server.config.faults = FaultConfig(script=["429-retry-after"], retry_after_seconds=0.25)
-    with client_for(aiml_server) as client:
+    with aiml_server.client() as client:
         assert client.post("/embeddings", json=embed_body("x")).headers["retry-after"] == "0.25"
 
 
@@ -72,7 +80,7 @@ def test_server_errors(aiml_server: LocalServer, status: int) -> None:
 
 def test_drop_is_a_transport_error(aiml_server: LocalServer) -> None:
     aiml_server.config.faults = FaultConfig(script=["drop", None])
-    with client_for(aiml_server) as client:
+    with aiml_server.client() as client:
         with pytest.raises(httpx.RemoteProtocolError, match="complete message body"):
             client.post("/embeddings", json=embed_body(TEXTS))
         # The next request on the same client gets a fresh connection and a healthy reply.
@@ -84,7 +92,7 @@ def test_drop_is_a_transport_error(aiml_server: LocalServer) -> None:
 def test_drop_with_streaming_read_is_a_read_error(aiml_server: LocalServer) -> None:
     aiml_server.config.faults = FaultConfig(script=["drop"], drop_fraction=0.1)
     with (
-        client_for(aiml_server) as client,
+        aiml_server.client() as client,
         client.stream("POST", "/embeddings", json=embed_body(TEXTS)) as response,
     ):
         assert response.status_code == 200
@@ -114,7 +122,7 @@ def test_slow_outlasts_the_client_timeout(aiml_server: LocalServer) -> None:
 def test_slow_reply_is_healthy_when_the_client_waits(aiml_server: LocalServer) -> None:
     aiml_server.config.faults = FaultConfig(script=["slow"], slow_seconds=0.3)
     started = time.perf_counter()
-    with client_for(aiml_server) as client:
+    with aiml_server.client() as client:
         response = client.post("/embeddings", json=embed_body(TEXTS))
     assert response.status_code == 200
     assert time.perf_counter() - started >= 0.3
@@ -174,7 +182,7 @@ def test_wrong_dimension(aiml_server: LocalServer, encoding: str) -> None:
 
 def test_script_then_rates_then_healthy(aiml_server: LocalServer) -> None:
     aiml_server.config.faults = FaultConfig(script=["503", None, "500"])
-    with client_for(aiml_server) as client:
+    with aiml_server.client() as client:
         statuses = [client.post("/embeddings", json=embed_body("x")).status_code for _ in range(5)]
     assert statuses == [503, 200, 500, 200, 200]
     stats = aiml_server.stats.snapshot()
@@ -184,13 +192,13 @@ def test_script_then_rates_then_healthy(aiml_server: LocalServer) -> None:
 
 def test_faults_skip_requests_that_fail_validation(aiml_server: LocalServer) -> None:
     aiml_server.config.faults = FaultConfig(script=["503"])
-    with client_for(aiml_server) as client:
+    with aiml_server.client() as client:
         assert client.post("/embeddings", json=embed_body([])).status_code == 400
         assert client.post("/embeddings", json=embed_body("x")).status_code == 503
 
 
 def _statuses(server: LocalServer, n: int) -> list[int]:
-    with client_for(server) as client:
+    with server.client() as client:
         return [client.post("/embeddings", json=embed_body("x")).status_code for _ in range(n)]
 
 

@@ -5,17 +5,26 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
-from server_helpers import async_client_for, client_for, embed_body
 
+from aiml_bge_integrations._settings import DEFAULT_MODEL
 from aiml_bge_integrations.server import LocalServer
+
+MODEL = DEFAULT_MODEL
+
+
+def embed_body(inputs: Any, **extra: Any) -> dict[str, Any]:
+    """A request body for the default model."""
+    return {"model": MODEL, "input": inputs, **extra}
+
 
 Factory = Callable[..., LocalServer]
 
 
 async def _burst(server: LocalServer, n: int) -> list[httpx.Response]:
-    async with async_client_for(server) as client:
+    async with server.async_client() as client:
         return list(
             await asyncio.gather(
                 *(client.post("/embeddings", json=embed_body(f"text {i}")) for i in range(n))
@@ -64,18 +73,18 @@ async def test_retry_after_on_limit_is_opt_in(server_factory: Factory) -> None:
 
 def test_requests_per_minute(server_factory: Factory) -> None:
     server = server_factory(requests_per_minute=3)
-    with client_for(server) as client:
+    with server.client() as client:
         statuses = [client.post("/embeddings", json=embed_body("x")).status_code for _ in range(5)]
     assert statuses == [200, 200, 200, 429, 429]
     assert server.stats["rate_limited"] == 2
     server.config.requests_per_minute = 10  # settings are live
-    with client_for(server) as client:
+    with server.client() as client:
         assert client.post("/embeddings", json=embed_body("x")).status_code == 200
 
 
 def test_max_body_bytes(server_factory: Factory) -> None:
     server = server_factory(max_body_bytes=200)
-    with client_for(server) as client:
+    with server.client() as client:
         small = client.post("/embeddings", json=embed_body("short"))
         big = client.post("/embeddings", json=embed_body("x" * 500))
     assert small.status_code == 200
@@ -85,7 +94,7 @@ def test_max_body_bytes(server_factory: Factory) -> None:
 
 def test_max_items_per_request(server_factory: Factory) -> None:
     server = server_factory(max_items_per_request=32)
-    with client_for(server) as client:
+    with server.client() as client:
         ok = client.post("/embeddings", json=embed_body(["t"] * 32))
         big = client.post("/embeddings", json=embed_body(["t"] * 40))
     assert ok.status_code == 200
@@ -97,7 +106,7 @@ def test_max_items_per_request(server_factory: Factory) -> None:
 def test_max_chars_per_item_names_the_input(server_factory: Factory) -> None:
     server = server_factory(max_chars_per_item=8192)
     texts = ["ok", "fine", "also fine", "y" * 9000, "z" * 9500]
-    with client_for(server) as client:
+    with server.client() as client:
         response = client.post("/embeddings", json=embed_body(texts))
     assert response.status_code == 400
     assert response.json()["message"] == "input[3] has 9000 characters; at most 8192 are allowed"
@@ -105,7 +114,7 @@ def test_max_chars_per_item_names_the_input(server_factory: Factory) -> None:
 
 def test_max_tokens_per_item_names_the_input(server_factory: Factory) -> None:
     server = server_factory(max_tokens_per_item=512)
-    with client_for(server) as client:
+    with server.client() as client:
         ok = client.post("/embeddings", json=embed_body(["word " * 510]))
         long = client.post("/embeddings", json=embed_body(["short", "word " * 600]))
     assert ok.status_code == 200
@@ -115,7 +124,7 @@ def test_max_tokens_per_item_names_the_input(server_factory: Factory) -> None:
 
 def test_limits_are_checked_before_the_body_is_embedded(server_factory: Factory) -> None:
     server = server_factory(max_items_per_request=2, max_chars_per_item=10)
-    with client_for(server) as client:
+    with server.client() as client:
         client.post("/embeddings", json=embed_body(["a", "b", "c"]))
         client.post("/embeddings", json=embed_body(["a" * 11]))
     stats = server.stats.snapshot()

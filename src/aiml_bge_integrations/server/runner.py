@@ -7,6 +7,7 @@ request. Both say plainly that the vectors come from the hashing stand-in, not f
 from __future__ import annotations
 
 import argparse
+import enum
 import ipaddress
 import logging
 import os
@@ -17,8 +18,9 @@ import threading
 import time
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
+import httpx
 import uvicorn
 
 from .._settings import API_KEY_ENV, DEFAULT_MODEL
@@ -32,6 +34,13 @@ __all__ = ["LocalServer", "serve_main", "startup_line"]
 logger = logging.getLogger(__name__)
 
 _GENERATE: Any = object()
+
+
+class _Default(enum.Enum):
+    SERVER_KEY = "server key"
+
+
+_SERVER_KEY: Literal[_Default.SERVER_KEY] = _Default.SERVER_KEY
 _DROP_MESSAGE = "ASGI callable returned without completing response."
 
 
@@ -57,6 +66,9 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        # Listen now: a client that read the start-up line may connect before uvicorn runs;
+        # the kernel queues it until uvicorn accepts.
+        sock.listen(2048)
     except OSError:
         sock.close()
         raise
@@ -141,6 +153,28 @@ class LocalServer:
     def reset_stats(self) -> None:
         """Zero the counters."""
         self.stats.reset()
+
+    def _auth_headers(self, key: str | Literal[_Default.SERVER_KEY] | None) -> dict[str, str]:
+        if key is _SERVER_KEY:
+            key = self.api_key or "open-mode"
+        return {} if key is None else {"Authorization": f"Bearer {key}"}
+
+    def client(
+        self, *, key: str | Literal[_Default.SERVER_KEY] | None = _SERVER_KEY, timeout: float = 10.0
+    ) -> httpx.Client:
+        """An ``httpx.Client`` on ``base_url`` sending the server's key (or ``key``; none if ``None``)."""
+        # Plain HTTP on loopback: verify=False only skips loading CA certificates (slow, unused).
+        return httpx.Client(
+            base_url=self.base_url, headers=self._auth_headers(key), timeout=timeout, verify=False
+        )
+
+    def async_client(
+        self, *, key: str | Literal[_Default.SERVER_KEY] | None = _SERVER_KEY, timeout: float = 10.0
+    ) -> httpx.AsyncClient:
+        """The ``httpx.AsyncClient`` twin of ``client``."""
+        return httpx.AsyncClient(
+            base_url=self.base_url, headers=self._auth_headers(key), timeout=timeout, verify=False
+        )
 
     @property
     def running(self) -> bool:
@@ -258,6 +292,7 @@ def _fault_script(text: str) -> list[str | None]:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="aiml-bge serve",
+        allow_abbrev=False,  # "--api-key x" must not pass as "--api-key-env x": keys never go in flags
         description=(
             "Run the local AIML-compatible embeddings server. Its vectors come from a hashing "
             "STAND-IN, not from the real BGE model: use it for tests, demos and benchmarks."
