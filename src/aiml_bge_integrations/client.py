@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import logging
 import os
 import ssl
@@ -394,7 +395,7 @@ class _BaseClient:
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigurationError(f"base_url must be an http(s) URL, not {self.base_url!r}")
         host = (parts.hostname or "").lower()
-        loopback = host in _LOOPBACK_HOSTS or host.startswith("127.")
+        loopback = host in _LOOPBACK_HOSTS or _is_loopback_ip(host)
         if parts.scheme == "http" and not loopback and not self.allow_insecure_http:
             raise ConfigurationError(
                 f"refusing to send the API key over plain http to {host}: use https, or set "
@@ -611,6 +612,14 @@ class _BaseClient:
 
     def _deadline_error(self, call: _Call) -> APITimeoutError:
         return APITimeoutError(f"deadline of {call.deadline_seconds}s for this call ran out")
+
+
+def _is_loopback_ip(host: str) -> bool:
+    # An address, not a prefix: "127.0.0.1.example.com" is a remote name like any other.
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @functools.lru_cache(maxsize=1)

@@ -417,6 +417,9 @@ def test_plain_http_to_a_remote_host_is_refused_before_any_request() -> None:
         "http://api.example.test/v1",
         "http://10.0.0.5:8080/v1",
         "http://127evil.example/v1",
+        "http://127.0.0.1.nip.io/v1",  # a remote name that merely starts like a loopback address
+        "http://127.attacker.example:8000/v1",
+        "http://localhost.attacker.example/v1",
     ):
         with pytest.raises(ConfigurationError, match="allow_insecure_http"):
             EmbeddingsClient(
@@ -440,7 +443,13 @@ def test_plain_http_to_a_remote_host_is_refused_before_any_request() -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["http://127.0.0.1:9/v1", "http://localhost:9/v1", "http://[::1]:9/v1", "https://x.test/v1"],
+    [
+        "http://127.0.0.1:9/v1",
+        "http://127.8.9.10:9/v1",
+        "http://localhost:9/v1",
+        "http://[::1]:9/v1",
+        "https://x.test/v1",
+    ],
 )
 def test_loopback_http_and_https_are_allowed(url: str) -> None:
     EmbeddingsClient(api_key=KEY, base_url=url).close()
