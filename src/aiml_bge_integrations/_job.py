@@ -146,6 +146,11 @@ class InputSource(ABC):
         """What, besides the bytes, decides which passages and ids come out (for resume)."""
         return {"input_format": self.kind}
 
+    @property
+    def id_label(self) -> str:
+        """What an id is, for messages: ``line``, ``file`` or ``id``."""
+        return "line"
+
     def _error(self, line: int | None, what: str) -> InputFileError:
         where = f"{self.path} line {line}" if line is not None else str(self.path)
         return InputFileError(f"{where}: {what}", path=self.path, line=line)
@@ -198,6 +203,11 @@ class JsonlSource(InputSource):
     def settings(self) -> dict[str, Any]:
         """Input format and the two field names."""
         return {"input_format": self.kind, "field": self.field, "id_field": self.id_field}
+
+    @property
+    def id_label(self) -> str:
+        """``line`` without ``id_field``, else ``id``."""
+        return "line" if self.id_field is None else "id"
 
     def records(self, hasher: Any = None) -> Iterator[Passage]:
         """Every non-blank line, parsed and checked."""
@@ -258,6 +268,11 @@ class DirectorySource(InputSource):
     """
 
     kind = "dir"
+
+    @property
+    def id_label(self) -> str:
+        """Ids are file paths."""
+        return "file"
 
     def files(self) -> list[tuple[str, Path]]:
         """``(id, path)`` of every file, sorted by id."""
@@ -984,18 +999,20 @@ def run_job(
         if scanned.total == 0:
             raise InputFileError(f"{spec.input}: no passages to embed", path=spec.input)
         if scanned.over_limit and client.long_text == "error":
-            named = ", ".join(f"{i} ({n} tokens)" for i, n in scanned.over_examples)
+            label = source.id_label
+            named = ", ".join(f"{label} {i} ({n} tokens)" for i, n in scanned.over_examples)
             more = scanned.over_limit - len(scanned.over_examples)
             raise InputFileError(
                 f"{spec.input}: {scanned.over_limit} passage(s) exceed the {BGE_MAX_TOKENS}-token "
-                f"window of {client.model}: id {named}{f' and {more} more' if more > 0 else ''}; "
+                f"window of {client.model}: {named}{f' and {more} more' if more > 0 else ''}; "
                 "split them, or use --long-text truncate",
                 path=spec.input,
             )
         if scanned.over_limit:
             say(
                 f"{scanned.over_limit} passage(s) over {BGE_MAX_TOKENS} tokens will be truncated "
-                f"to fit (id {', '.join(str(i) for i, _ in scanned.over_examples[:5])}"
+                f"to fit ({source.id_label} "
+                f"{', '.join(str(i) for i, _ in scanned.over_examples[:5])}"
                 f"{' ...' if scanned.over_limit > 5 else ''})"
             )
         identity = {

@@ -368,7 +368,7 @@ def _dry_run(args: argparse.Namespace) -> int:
         raise _Failure(EXIT_INPUT, str(err)) from None
     except ValueError as err:
         raise _Failure(EXIT_USAGE, str(err)) from None
-    label = _id_label(source.kind)
+    label = source.id_label
     model = args.model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
     lines = [
         "dry run: nothing was sent",
@@ -400,10 +400,6 @@ def _dry_run(args: argparse.Namespace) -> int:
         lines.append(f"output     {args.output} (not written)")
     print("\n".join(lines))
     return EXIT_OK if not (report.over_limit and long_text == "error") else EXIT_INPUT
-
-
-def _id_label(kind: str) -> str:
-    return {"text": "line", "dir": "file"}.get(kind, "id")
 
 
 class _ProgressBar:

@@ -154,7 +154,7 @@ def test_over_long_passages_with_long_text_error(
     assert_failed(
         run_cli("embed", src, "-o", out, "--long-text", "error"),
         cli.EXIT_INPUT,
-        "2 (602 tokens)",
+        "line 2 (602 tokens)",
         "512",
     )
     assert server_env.stats["requests"] == 0

@@ -193,7 +193,7 @@ def test_long_passages_are_truncated_with_one_notice(
     result = run_cli("embed", src, "-o", out)
     assert result.code == 0, result.err
     assert "1 passage(s) over 512 tokens will be truncated" in result.err
-    assert "(id 2)" in result.err
+    assert "(line 2)" in result.err
     # The server billed the cut text: 512 tokens, not 702.
     assert server_env.stats["tokens"] == 512 + 4
 
