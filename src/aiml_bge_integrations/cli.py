@@ -65,14 +65,23 @@ __all__ = [
 ]
 
 EXIT_OK = 0
+"""Success."""
 EXIT_API = 1
+"""The API failed after its retries, or an unexpected error."""
 EXIT_USAGE = 2
+"""Bad command line or settings."""
 EXIT_KEY = 3
+"""No API key, or the key was refused."""
 EXIT_MODEL = 4
+"""The model is retired or not served."""
 EXIT_INPUT = 5
+"""Bad input (the line or file is named)."""
 EXIT_OUTPUT = 6
+"""The output cannot be written."""
 EXIT_RESUME = 7
+"""An unfinished run cannot be resumed by this command."""
 EXIT_INTERRUPTED = 130
+"""Interrupted (Ctrl-C); the checkpoint is kept."""
 
 _PROG = "aiml-bge"
 
