@@ -11,7 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from aiml_bge_integrations.server import HashingEmbedder
+from aiml_bge_integrations.server.backend import HashingEmbedder, TokenCounter
+from aiml_bge_integrations.tokens import count_tokens_batch
 
 TEXTS = ["Laura is a DJ.", "DJs play music at parties", "the cat sat on the mat", "", "  ", "?!"]
 
@@ -109,3 +110,20 @@ def test_throughput_well_above_2500_texts_of_50_words_per_second() -> None:
     elapsed = min(timings)
     assert vectors.shape == (2500, 768)
     assert elapsed < 1.0, f"2,500 texts of 50 words took {elapsed:.2f} s"
+
+
+_ODD_CHARS = list(
+    "abc XYZ.,;:!?'\"-()[]{}\t\n\r\x00\x01\x1c\x1f\x85\xa0\u2003\u3000éàçñÅ\u0301\u0300 "
+    "中文日本語한국어😀🎉\u200b\u200d\ufeff#$%&*+/<=>@\\^_`|~0123456789"
+)
+
+
+def test_token_counter_matches_the_tokenizer_exactly() -> None:
+    rng = random.Random(11)
+    texts = ["Laura is a DJ.", "", " ", "  two  spaces  ", "x" * 150 + " long words become [UNK]"]
+    for _ in range(3000):
+        texts.append("".join(rng.choice(_ODD_CHARS) for _ in range(rng.randint(0, 40))))
+    counter = TokenCounter()
+    assert counter.count(texts) == count_tokens_batch(texts)
+    assert counter.count(texts) == count_tokens_batch(texts)  # from the cache this time
+    assert counter.count(["Laura is a DJ."]) == [7]

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import orjson
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -46,8 +47,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._settings import DEFAULT_MODEL
-from ..tokens import BGE_MAX_TOKENS, count_tokens_batch
-from .backend import HashingEmbedder
+from ..tokens import BGE_MAX_TOKENS
+from .backend import HashingEmbedder, TokenCounter
 from .dialects import (
     DIALECTS,
     BadRequest,
@@ -165,6 +166,7 @@ class _State:
         self.config = config
         self.stats = ServerStats()
         self.embedder = HashingEmbedder(config.dim)
+        self.tokens = TokenCounter()
         self.window: deque[float] = deque()
         self._injector: FaultInjector | None = None
 
@@ -369,7 +371,9 @@ async def _admitted(
             if len(text) > config.max_chars_per_item:
                 return finish(dialect.too_many_chars(i, len(text), config.max_chars_per_item, ctx))
 
-    counts = count_tokens_batch(texts)
+    # Counting and embedding run in worker threads, so the event loop keeps accepting (and
+    # refusing) requests while a large batch is being worked on.
+    counts = await run_in_threadpool(state.tokens.count, texts)
     cap = config.max_tokens_per_item
     if cap is not None:
         for i, n in enumerate(counts):
@@ -401,7 +405,8 @@ async def _admitted(
             # The client gave up (its timeout fired): nobody reads a reply, none is counted.
             return Response(b"", status_code=499)
 
-    vectors = state.embedder_for(config.dim).embed(texts).astype("<f4")
+    embedder = state.embedder_for(config.dim)
+    vectors = (await run_in_threadpool(embedder.embed, texts)).astype("<f4")
     data = _encode_items(dialect, vectors, parsed.encoding_format)
     if fault in ITEM_FAULTS:
         assert injector is not None

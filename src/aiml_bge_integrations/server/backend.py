@@ -27,7 +27,9 @@ import threading
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["HashingEmbedder"]
+from ..tokens import count_tokens_batch
+
+__all__ = ["HashingEmbedder", "TokenCounter"]
 
 _WORD_RE = re.compile(r"[a-z0-9]+")
 _WORD_WEIGHT = 1.0
@@ -139,3 +141,30 @@ class HashingEmbedder:
         """The unit vector of one text, as a list of ``dim`` floats."""
         vec: list[float] = self.embed([text])[0].tolist()
         return vec
+
+
+class TokenCounter:
+    """Exact BGE token counts, as ``tokens.count_tokens_batch`` gives them, but cached.
+
+    BGE's tokenizer (BERT normaliser, whitespace-and-punctuation pre-tokenizer, WordPiece)
+    never joins anything across an ASCII space, so a text's count is ``2`` (``[CLS]``,
+    ``[SEP]``) plus the counts of its space-separated chunks. Each chunk is counted once with
+    ``count_tokens_batch`` and remembered, which makes counting natural text several times
+    faster than tokenizing every request from scratch. Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[str, int] = {}
+
+    def count(self, texts: list[str]) -> list[int]:
+        """The BGE token count of each text, ``[CLS]`` and ``[SEP]`` included."""
+        cache = self._cache
+        chunked = [text.split(" ") for text in texts]
+        missing = {chunk for chunks in chunked for chunk in chunks if chunk not in cache}
+        if missing:
+            new = list(missing)
+            if len(cache) + len(new) > _CACHE_LIMIT:
+                cache.clear()
+            for chunk, n in zip(new, count_tokens_batch(new), strict=True):
+                cache[chunk] = n - 2
+        return [2 + sum(cache[chunk] for chunk in chunks) for chunks in chunked]
