@@ -146,3 +146,21 @@ def cli_usage_code() -> int:
     from aiml_bge_integrations.cli import EXIT_USAGE
 
     return EXIT_USAGE
+
+
+def test_demo_runs_the_core_part_when_the_frameworks_are_missing(
+    server_env: Any, run_cli: Any, monkeypatch: Any
+) -> None:
+    import sys
+
+    # A None entry in sys.modules makes the import raise ImportError, as if not installed.
+    monkeypatch.setitem(sys.modules, "langchain_core.vectorstores", None)
+    monkeypatch.setitem(sys.modules, "llama_index.core", None)
+    result = run_cli("demo")
+    assert result.code == 0, result.err
+    parts = sections(result.out)
+    assert f"{len(QUERIES)}/{len(QUERIES)} queries answered" in parts["Core"]
+    assert "skipped: LangChain is not installed" in parts["LangChain"]
+    assert "[langchain]" in parts["LangChain"]
+    assert "skipped: LlamaIndex is not installed" in parts["LlamaIndex"]
+    assert "[llama-index]" in parts["LlamaIndex"]
