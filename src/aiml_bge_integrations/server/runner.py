@@ -95,13 +95,15 @@ class LocalServer:
     Example::
 
         with LocalServer(latency=0.05, faults=FaultConfig(script=["503"])) as server:
-            client = httpx.Client(base_url=server.base_url,
-                                  headers={"Authorization": f"Bearer {server.api_key}"})
-            client.post("/embeddings", json={"model": "BAAI/bge-base-en-v1.5", "input": "hi"})
+            # server.base_url and server.api_key go to any client; or use server.client():
+            with server.client() as http:
+                http.post("/embeddings", json={"model": "BAAI/bge-base-en-v1.5", "input": "hi"})
             server.stats["requests"]
 
-    Keyword arguments are ``ServerConfig`` fields. ``api_key`` defaults to a fresh random
-    ``local-...`` key so that auth is really exercised; pass ``api_key=None`` for open mode.
+    ``port`` (0: any free one) and ``shutdown_timeout`` (seconds ``stop`` lets requests in
+    flight finish) aside, keyword arguments are ``ServerConfig`` fields. ``api_key`` defaults
+    to a fresh random ``local-...`` key so that auth is really exercised; pass ``api_key=None``
+    for open mode.
     ``config`` may be changed while the server runs (latency, limits, faults, dialect).
     """
 
