@@ -281,7 +281,9 @@ def batch_limit_in_message(message: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-_TOO_LONG_RE = re.compile(r"too long|token|length|characters|exceeds? the", re.I)
+# Whole words only: the AI/ML API's schema hint "string (minLength 1)" is about the request
+# as a whole, not about one input's length.
+_TOO_LONG_RE = re.compile(r"\b(?:too long|tokens?|length|characters?|exceeds? the)\b", re.I)
 
 
 def says_input_too_long(message: str) -> bool:

@@ -495,3 +495,16 @@ def test_usage_credits_from_the_body_or_else_the_header() -> None:
     assert (usage.prompt_tokens, usage.total_tokens) == (9, 9)
     assert usage.usd == pytest.approx(0.0000015)
     assert (usage.requests, usage.texts) == (2, 2)
+
+
+def test_a_400_refusing_the_whole_body_is_not_bisected_or_blamed_on_an_input() -> None:
+    message = (
+        "Body validation error! input must not be empty. Expected string (minLength 1) | "
+        "array<string> (minItems 1), Received []"
+    )
+    recorder = Recorder(aiml_error(400, message))
+    with make(recorder) as client, pytest.raises(BadRequestError) as info:
+        client.embed_documents(["a", "b", "c", "d"])
+    assert type(info.value) is BadRequestError
+    assert len(recorder.requests) == 1
+    assert client.usage.splits == 0

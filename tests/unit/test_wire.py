@@ -324,6 +324,21 @@ def test_size_refusals_are_recognised() -> None:
     assert not says_batch_too_large(401, "payload too large")
 
 
+AIML_BODY_ERROR = (
+    "Body validation error! input must not be empty. Expected string (minLength 1) | "
+    "array<string> (minItems 1), Received []"
+)
+
+
 def test_length_refusals_are_recognised() -> None:
     assert says_input_too_long("input is too long: 9000 characters")
+    assert says_input_too_long("input[2] has 600 tokens; at most 512 are allowed")
+    assert says_input_too_long(
+        "Input validation error: `inputs` must have less than 512 tokens. Given: 600"
+    )
+    assert says_input_too_long("Input length exceeds the model's context length")
     assert not says_input_too_long("Body validation error! Expected string, received number")
+    # "minLength" in a schema hint is not an input's length.
+    assert not says_input_too_long(AIML_BODY_ERROR)
+    assert not says_batch_too_large(400, AIML_BODY_ERROR)
+    assert item_index_in_message(AIML_BODY_ERROR) is None
