@@ -239,20 +239,7 @@ def _empty_input(body: bytes) -> bytes:
     return orjson.dumps(doc)
 
 
-VALIDATION_DIALECTS = [
-    pytest.param(
-        "aiml",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason=(
-                "core bug: _wire.says_input_too_long matches 'length' inside the AI/ML API's "
-                "schema hint '(minLength 1)', so a 400 refusing the whole body is bisected "
-                "and blamed on input 0 (ItemRejectedError after 3 requests)"
-            ),
-        ),
-    ),
-    *[d for d in DIALECTS if d != "aiml"],
-]
+VALIDATION_DIALECTS = list(DIALECTS)
 
 
 @pytest.mark.parametrize("dialect", VALIDATION_DIALECTS)
