@@ -307,6 +307,9 @@ class _BaseClient:
         self.long_text = long_text
         self.allow_insecure_http = allow_insecure_http
         self.default_headers = dict(default_headers or {})
+        if any(k.lower() in ("authorization", "proxy-authorization") for k in self.default_headers):
+            # Headers are settings (printed, serialised, pickled); credentials are not.
+            raise ConfigurationError("put the API key in api_key, not in default_headers")
         self._check_transport_security()
         self.rate_limiter = rate_limiter or (
             RateLimiter(requests_per_minute, tokens_per_minute)
@@ -324,7 +327,7 @@ class _BaseClient:
             "Content-Type": "application/json",
             "Accept": "application/json",
             "User-Agent": _USER_AGENT,
-            **{k: v for k, v in self.default_headers.items() if k.lower() != "authorization"},
+            **self.default_headers,
         }
         self._init_kwargs = {
             "base_url": self.base_url,
@@ -527,7 +530,10 @@ class _BaseClient:
                     "OpenAI-compatible server that hosts BGE (README: 'Self-hosting BGE')."
                 )
             else:
-                message = f"{message}. Check base_url ({self.base_url}); it should end in /v1."
+                message = (
+                    f"{message}. Requests go to {self._url}: check base_url (the AI/ML API "
+                    "and most servers want the root ending in /v1)."
+                )
         elif status == 401:
             message = f"{message}. Check the API key (api_key=... or {API_KEY_ENV})."
         elif status == 403 and any(

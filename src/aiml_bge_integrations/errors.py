@@ -196,7 +196,7 @@ class InsufficientCreditsError(PermissionDeniedError):
 
 
 class NotFoundError(APIStatusError):
-    """404: unknown endpoint (check ``base_url``, which should end in ``/v1``)."""
+    """404: unknown endpoint (check ``base_url``: requests go to ``{base_url}/embeddings``)."""
 
     status_code = 404
 

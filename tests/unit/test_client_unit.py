@@ -333,9 +333,7 @@ def test_bad_settings_fail_at_construction(settings: dict[str, Any]) -> None:
 
 def test_request_shape_and_headers() -> None:
     recorder = Recorder(ok)
-    with make(
-        recorder, default_headers={"X-Team": "search", "Authorization": "Bearer other"}
-    ) as client:
+    with make(recorder, default_headers={"X-Team": "search"}) as client:
         client.embed_documents(["Laura is a DJ.", "  spaced  "])
     request = recorder.requests[0]
     assert request.method == "POST"
@@ -344,9 +342,18 @@ def test_request_shape_and_headers() -> None:
         "model": "test-model",
         "input": ["Laura is a DJ.", "  spaced  "],
     }
-    assert request.headers["authorization"] == f"Bearer {KEY}"  # default_headers cannot replace it
+    assert request.headers["authorization"] == f"Bearer {KEY}"
     assert request.headers["x-team"] == "search"
     assert request.headers["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize("name", ["Authorization", "proxy-authorization"])
+def test_credentials_in_default_headers_are_refused(name: str) -> None:
+    # Headers are settings that get printed and pickled: a credential there would leak.
+    recorder = Recorder(ok)
+    with pytest.raises(ConfigurationError, match="api_key"):
+        make(recorder, default_headers={name: "Bearer other"})
+    assert recorder.requests == []
 
 
 # -- secrets ----------------------------------------------------------------------------------
