@@ -19,6 +19,7 @@ MODULES = [
     "aiml_bge_integrations._retry",
     "aiml_bge_integrations._batching",
     "aiml_bge_integrations._settings",
+    "aiml_bge_integrations._adapter",
     "aiml_bge_integrations.langchain",
     "aiml_bge_integrations.llama_index",
     "aiml_bge_integrations.server",
@@ -87,3 +88,13 @@ def test_package_ships_typing_marker_and_vocabulary() -> None:
     assert root.joinpath("py.typed").is_file()
     vocab = root.joinpath("bge_vocab.txt").read_text(encoding="utf-8").splitlines()
     assert len(vocab) == 30522 and vocab[101] == "[CLS]" and vocab[102] == "[SEP]"
+
+
+def test_adapters_carry_every_core_setting() -> None:
+    import inspect
+
+    from aiml_bge_integrations._adapter import CORE_SETTINGS
+    from aiml_bge_integrations.client import _BaseClient
+
+    core = set(inspect.signature(_BaseClient.__init__).parameters) - {"self", "rate_limiter"}
+    assert set(CORE_SETTINGS) == core

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import threading
 from typing import Any, Literal
 
 import httpx
@@ -39,6 +38,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import SkipJsonSchema
 from typing_extensions import Self
 
+from ._adapter import CoreClients, core_error
 from ._settings import (
     API_KEY_ENV,
     BASE_URL_ENV,
@@ -52,7 +52,7 @@ from ._settings import (
     default_query_instruction,
 )
 from .client import AsyncEmbeddingsClient, EmbeddingsClient, RateLimiter, Usage
-from .errors import AimlBgeError, ConfigurationError
+from .errors import ConfigurationError
 
 __all__ = ["AimlBgeEmbedding"]
 
@@ -64,29 +64,6 @@ _INJECTED = ("http_client", "http_async_client")
 
 _UNSET_MODEL_NAME = "unknown"
 """``BaseEmbedding.model_name``'s placeholder default."""
-
-
-class _Clients:
-    """The adapter's core clients (built on first use) and their shared rate limiter.
-
-    A copy (``copy``, ``deepcopy``, ``model_copy``, pickle) starts empty, so a copy never
-    shares connection pools or usage totals with its original, and never carries the key
-    the clients hold in their headers.
-    """
-
-    __slots__ = ("async_client", "lock", "rate_limiter", "sync_client")
-
-    def __init__(self) -> None:
-        self.sync_client: EmbeddingsClient | None = None
-        self.async_client: AsyncEmbeddingsClient | None = None
-        self.rate_limiter: RateLimiter | None = None
-        self.lock = threading.Lock()
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> _Clients:
-        return _Clients()
-
-    def __reduce__(self) -> tuple[type[_Clients], tuple[()]]:
-        return (_Clients, ())
 
 
 def _env_key() -> SecretStr | None:
@@ -239,7 +216,7 @@ class AimlBgeEmbedding(BaseEmbedding):
         description="Your own httpx.AsyncClient for the async path (never serialised or pickled).",
     )
 
-    _clients: _Clients = PrivateAttr(default_factory=_Clients)
+    _clients: CoreClients = PrivateAttr(default_factory=CoreClients)
     _shared_rate_limiter: RateLimiter | None = PrivateAttr(default=None)
 
     # -- construction -------------------------------------------------------------------
@@ -249,7 +226,7 @@ class AimlBgeEmbedding(BaseEmbedding):
         try:
             super().__init__(**data)
         except ValidationError as err:
-            cause = _core_error(err)
+            cause = core_error(err)
             if cause is None:
                 raise
             raise cause from None
@@ -304,55 +281,18 @@ class AimlBgeEmbedding(BaseEmbedding):
         self._clients.async_client = self._build_async()
         return self
 
-    def _core_settings(self) -> dict[str, Any]:
-        clients = self._clients
-        if clients.rate_limiter is None:
-            clients.rate_limiter = self._shared_rate_limiter or (
-                RateLimiter(self.requests_per_minute, self.tokens_per_minute)
-                if self.requests_per_minute or self.tokens_per_minute
-                else None
-            )
-        return {
-            "api_key": self.api_key,
-            "base_url": self.base_url,
-            "model": self.model,
-            "batch_size": self.batch_size,
-            "max_concurrency": self.max_concurrency,
-            "max_retries": self.max_retries,
-            "timeout": self.timeout,
-            "deadline": self.deadline,
-            "query_instruction": self.query_instruction,
-            "default_headers": self.default_headers,
-            "encoding_format": self.encoding_format,
-            "long_text": self.long_text,
-            "allow_insecure_http": self.allow_insecure_http,
-            "requests_per_minute": self.requests_per_minute,
-            "tokens_per_minute": self.tokens_per_minute,
-            "rate_limiter": clients.rate_limiter,
-        }
-
     def _build_async(self) -> AsyncEmbeddingsClient:
-        return AsyncEmbeddingsClient(http_client=self.http_async_client, **self._core_settings())
+        return self._clients.build_async(self, self._shared_rate_limiter, self.http_async_client)
 
     @property
     def client(self) -> EmbeddingsClient:
         """The core ``EmbeddingsClient`` behind the sync methods (built on first use)."""
-        clients = self._clients
-        with clients.lock:
-            if clients.sync_client is None:
-                clients.sync_client = EmbeddingsClient(
-                    http_client=self.http_client, **self._core_settings()
-                )
-            return clients.sync_client
+        return self._clients.sync(self, self._shared_rate_limiter, self.http_client)
 
     @property
     def async_client(self) -> AsyncEmbeddingsClient:
         """The core ``AsyncEmbeddingsClient`` behind the async methods."""
-        clients = self._clients
-        with clients.lock:
-            if clients.async_client is None:
-                clients.async_client = self._build_async()
-            return clients.async_client
+        return self._clients.async_(self, self._shared_rate_limiter, self.http_async_client)
 
     # -- LlamaIndex hooks: each is one call on the core ------------------------------------
 
@@ -396,32 +336,19 @@ class AimlBgeEmbedding(BaseEmbedding):
     @property
     def usage(self) -> Usage:
         """Totals of the sync and async paths together: requests, retries, tokens, credits."""
-        clients = self._clients
-        total = Usage()
-        for core in (clients.sync_client, clients.async_client):
-            if core is not None:
-                total = total + core.usage
-        return total
+        return self._clients.usage
 
     def reset_usage(self) -> Usage:
         """Return the totals so far and start counting from zero."""
-        clients = self._clients
-        total = Usage()
-        for core in (clients.sync_client, clients.async_client):
-            if core is not None:
-                total = total + core.reset_usage()
-        return total
+        return self._clients.reset_usage()
 
     def close(self) -> None:
         """Close the sync client's connection pool and worker threads."""
-        if self._clients.sync_client is not None:
-            self._clients.sync_client.close()
+        self._clients.close()
 
     async def aclose(self) -> None:
         """Close the async client's connection pool for this event loop, and the sync client."""
-        if self._clients.async_client is not None:
-            await self._clients.async_client.aclose()
-        self.close()
+        await self._clients.aclose()
 
     # -- copies and pickling ---------------------------------------------------------------
 
@@ -447,7 +374,7 @@ class AimlBgeEmbedding(BaseEmbedding):
             "__pydantic_extra__": self.__pydantic_extra__,
             "__pydantic_fields_set__": set(self.__pydantic_fields_set__),
             # A shared rate limiter belongs to this process and is left behind.
-            "__pydantic_private__": {"_clients": _Clients(), "_shared_rate_limiter": None},
+            "__pydantic_private__": {"_clients": CoreClients(), "_shared_rate_limiter": None},
         }
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
@@ -456,7 +383,7 @@ class AimlBgeEmbedding(BaseEmbedding):
 
     def __copy__(self) -> Self:
         clone = super().__copy__()
-        clone._clients = _Clients()
+        clone._clients = CoreClients()
         return clone
 
     def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
@@ -465,13 +392,3 @@ class AimlBgeEmbedding(BaseEmbedding):
             if shared is not None:
                 memo[id(shared)] = shared
         return super().__deepcopy__(memo)
-
-
-def _core_error(err: ValidationError) -> AimlBgeError | None:
-    """The core's own error, when it is what made pydantic's validation fail."""
-    details = err.errors(include_url=False, include_input=False)
-    if len(details) == 1:
-        cause = details[0].get("ctx", {}).get("error")
-        if isinstance(cause, AimlBgeError):
-            return cause
-    return None
