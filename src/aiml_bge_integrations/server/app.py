@@ -11,8 +11,9 @@ Routes::
 
 A ``POST /v1/embeddings`` goes through, in order: auth (401), the per-minute and concurrency
 limits (429), the body size (413), validation (400/422), the model (404), the item count
-(413), item characters (400), item tokens (dialect's refusal, or truncation), then latency,
-then fault injection, then the stand-in embedding. Every reply carries
+(413), item characters (400), item tokens (dialect's refusal, or truncation), then fault
+injection and the stand-in embedding; the reply leaves ``latency`` seconds after the request
+was admitted (the stand-in's own work counts inside that time, as a real model's would). Every reply carries
 ``x-aiml-bge-backend: hashing-stand-in``: the vectors are not the real model's.
 
 Credits (AI/ML dialect): ``credits_for(tokens) = max(1, ceil(tokens / 1000))`` and
@@ -117,7 +118,8 @@ class ServerConfig:
     dim: int = 768
     """Length of the stand-in vectors."""
     latency: float = 0.0
-    """Seconds every accepted request waits before its reply (requests overlap)."""
+    """Seconds from admission to reply for every accepted request, the stand-in's own compute
+    included (requests overlap), as an upstream whose inference takes that long."""
     max_concurrent_requests: int | None = None
     """Requests handled at once; one more gets 429 at once."""
     requests_per_minute: int | None = None
@@ -385,8 +387,9 @@ async def _admitted(
     credits = credits_for(tokens)
     stats.count_accepted(len(texts), tokens, credits)
 
-    if config.latency > 0:
-        await asyncio.sleep(config.latency)
+    # The simulated upstream latency is the whole time a request spends upstream, the model's
+    # own compute included: the stand-in's work below happens inside it, not on top of it.
+    reply_at = started + config.latency
 
     injector = state.injector()
     fault = injector.next_fault() if injector is not None else None
@@ -394,6 +397,7 @@ async def _admitted(
         stats.count_fault(fault)
         assert injector is not None
         faults = injector.config
+        await _sleep_until(reply_at)
         if fault.startswith("429"):
             announce = retry_after_header(fault, faults.retry_after_seconds, time.time())
             return finish(dialect.rate_limited(ctx, {"retry-after": announce} if announce else {}))
@@ -412,6 +416,7 @@ async def _admitted(
         assert injector is not None
         data = mutate_items(fault, data, injector.random())
     body = orjson.dumps(dialect.success_body(model, data, tokens, credits), option=_NUMPY_JSON)
+    await _sleep_until(reply_at)
     elapsed_ms = int((time.perf_counter() - started) * 1000)
     chars = sum(len(t) for t in texts)
     headers = {
@@ -428,6 +433,12 @@ async def _admitted(
     healthy = fault is None or fault == "slow"
     stats.count_reply(200, healthy)
     return Response(body, status_code=200, media_type="application/json", headers=headers)
+
+
+async def _sleep_until(moment: float) -> None:
+    wait = moment - time.perf_counter()
+    if wait > 0:
+        await asyncio.sleep(wait)
 
 
 async def _models(request: Request) -> Response:
