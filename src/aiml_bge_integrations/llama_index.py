@@ -12,8 +12,9 @@ the adapter (one callback event, one cache lookup per chunk); the core cuts each
 requests of at most ``batch_size`` texts and runs up to ``max_concurrency`` of them at once.
 So a request carries ``min(embed_batch_size, batch_size)`` texts at most: the smaller one wins,
 and neither ever merges or re-splits what the other decided. Left unset, ``embed_batch_size``
-is ``batch_size * max_concurrency`` (at most 2048, LlamaIndex's cap), so that one chunk fills
-every concurrency slot even on LlamaIndex's sequential sync path.
+is ``4 * batch_size * max_concurrency`` (at most 2048, LlamaIndex's cap): one chunk fills
+every concurrency slot four times over even on LlamaIndex's sequential sync path, so the
+slots drain at a chunk boundary only once every four rounds of requests.
 
 Install with ``pip install "aiml-bge-integrations[llama-index]"``.
 """
@@ -59,6 +60,9 @@ __all__ = ["AimlBgeEmbedding"]
 _MAX_EMBED_BATCH_SIZE = 2048
 """LlamaIndex's own upper bound on ``embed_batch_size``."""
 
+_CHUNK_ROUNDS = 4
+"""Rounds of ``max_concurrency`` requests in one default LlamaIndex chunk."""
+
 _INJECTED = ("http_client", "http_async_client")
 """Caller-supplied objects: shared by copies, never serialised or pickled."""
 
@@ -99,7 +103,7 @@ class AimlBgeEmbedding(BaseEmbedding):
         base_url: ``AIMLAPI_BASE_URL``, else ``https://api.aimlapi.com/v1``.
         batch_size, max_concurrency: texts per request; requests in flight (per client).
         embed_batch_size: texts LlamaIndex hands over per call; default
-            ``batch_size * max_concurrency`` (see the module docstring for which wins).
+            ``4 * batch_size * max_concurrency``, at most 2048 (see the module docstring).
         query_instruction: unset, the model's default; ``None`` disables it.
         max_retries, timeout, deadline, long_text, encoding_format, default_headers,
         allow_insecure_http, requests_per_minute, tokens_per_minute: as in the core.
@@ -273,7 +277,7 @@ class AimlBgeEmbedding(BaseEmbedding):
             self.rate_limiter = None
         if "embed_batch_size" not in self.model_fields_set:
             self.embed_batch_size = min(
-                _MAX_EMBED_BATCH_SIZE, self.batch_size * self.max_concurrency
+                _MAX_EMBED_BATCH_SIZE, _CHUNK_ROUNDS * self.batch_size * self.max_concurrency
             )
         # The core checks every setting (the key included). Its async client opens no
         # connection before its first request, so building it here costs nothing and makes a

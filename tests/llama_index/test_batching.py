@@ -41,8 +41,8 @@ class _Sizes:
 
 
 def test_default_embed_batch_size_fills_every_concurrency_slot() -> None:
-    assert AimlBgeEmbedding(api_key="k").embed_batch_size == 128 * 4
-    assert AimlBgeEmbedding(api_key="k", batch_size=8, max_concurrency=3).embed_batch_size == 24
+    assert AimlBgeEmbedding(api_key="k").embed_batch_size == 2048  # 4 * 128 * 4
+    assert AimlBgeEmbedding(api_key="k", batch_size=8, max_concurrency=3).embed_batch_size == 96
     # LlamaIndex caps its own setting at 2048.
     assert AimlBgeEmbedding(api_key="k", batch_size=1000).embed_batch_size == 2048
     assert AimlBgeEmbedding(api_key="k", batch_size=8, embed_batch_size=5).embed_batch_size == 5
@@ -118,7 +118,7 @@ def test_default_lets_the_sync_path_overlap_requests(
 ) -> None:
     # LlamaIndex's sync path hands over one chunk at a time. With embed_batch_size equal to
     # batch_size every chunk is one request, so requests go one after another; the default
-    # (batch_size * max_concurrency) lets the core run a chunk's requests side by side.
+    # (4 * batch_size * max_concurrency) lets the core run a chunk's requests side by side.
     server = make_server(latency=0.05)
     one_by_one = make_embed(server, batch_size=2, max_concurrency=4, embed_batch_size=2)
     one_by_one.get_text_embedding_batch(TEXTS[:16])
@@ -127,7 +127,7 @@ def test_default_lets_the_sync_path_overlap_requests(
 
     server.reset_stats()
     default = make_embed(server, batch_size=2, max_concurrency=4)
-    assert default.embed_batch_size == 8
+    assert default.embed_batch_size == 32
     default.get_text_embedding_batch(TEXTS[:16])
     assert server.stats.requests == 8
     assert 1 < server.stats.peak_in_flight <= 4
