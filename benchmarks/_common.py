@@ -185,6 +185,8 @@ class ServerProcess:
     latency: float
     max_concurrent_requests: int | None
     extra_args: tuple[str, ...] = ()
+    module: str = "aiml_bge_integrations.server"
+    """What ``python -m`` runs: the project's server unless a diagnostic names another."""
 
     def __post_init__(self) -> None:
         self.proc: subprocess.Popen[str] | None = None
@@ -193,7 +195,7 @@ class ServerProcess:
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
         """Start the server (port 0: it picks a free one and announces its URL) and wait for it."""
-        args = [sys.executable, "-m", "aiml_bge_integrations.server", "--port", "0"]
+        args = [sys.executable, "-m", self.module, "--port", "0"]
         args += ["--latency", str(self.latency)]
         if self.max_concurrent_requests:
             args += ["--max-concurrent-requests", str(self.max_concurrent_requests)]

@@ -559,14 +559,25 @@ def run_throughput(
     del expected
     capacity = args.limit * args.batch_size / args.latency if args.latency > 0 else None
     rows: list[dict[str, Any]] = []
+    ceiling: dict[str, Any] = {}
     try:
-        with ServerProcess(args.latency, args.limit) as server:
+        with ServerProcess(args.latency, args.limit, module=args.server_module) as server:
             # One untimed pass first, so that no contestant pays for the server's cold caches.
             t0 = time.perf_counter()
             _REFERENCE_LIMIT[0] = args.limit
             _raw_httpx(texts, server.base_url, args.batch_size)
             log(
                 f"  (server warmed up with one pass of the texts in {time.perf_counter() - t0:.0f} s)"
+            )
+            ceiling = measure_server_ceiling(server.base_url, texts, args)
+            if capacity:
+                ceiling["capacity_ratio"] = ceiling["texts_per_s"] / capacity
+            log(
+                f"  server ceiling (client that does not parse, {args.limit} in flight): "
+                f"{ceiling['texts_per_s']:,.0f} texts/s = "
+                f"{_fmt(ceiling.get('capacity_ratio'), '.0%')} of capacity; round trip "
+                f"{ceiling['rtt_ms_alone']:.0f} ms alone, {ceiling['rtt_ms_at_limit']:.0f} ms "
+                f"with {args.limit} in flight"
             )
             del texts
             for key in keys:
@@ -636,13 +647,60 @@ def run_throughput(
         base = by_key.get(f"langchain-openai-{r['mode']}")
         r["vs_langchain_openai"] = r["texts_per_s"] / base["texts_per_s"] if base else None
         r["vs_reference"] = r["texts_per_s"] / reference["texts_per_s"] if reference else None
-    return {"capacity_texts_per_s": capacity, "rows": rows}
+    return {"capacity_texts_per_s": capacity, "server_ceiling": ceiling, "rows": rows}
+
+
+def measure_server_ceiling(
+    base_url: str, texts: list[str], args: argparse.Namespace
+) -> dict[str, Any]:
+    """What the server delivers to a client that costs nothing: bodies are read, never parsed.
+
+    Requests are pre-built; ``limit`` loops send them back to back. No client can beat this
+    figure on this machine, so it separates the server's own limit from the clients'.
+    """
+    import statistics
+
+    import httpx
+    import orjson
+
+    count = min(len(texts), 40 * args.batch_size)
+    bodies = [
+        orjson.dumps({"model": MODEL, "input": texts[i : i + args.batch_size]})
+        for i in range(0, count, args.batch_size)
+    ]
+    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+
+    async def go() -> dict[str, Any]:
+        async with httpx.AsyncClient(timeout=120) as http:
+
+            async def loop(k: int, step: int, rtts: list[float]) -> None:
+                for j in range(k, len(bodies), step):
+                    t0 = time.perf_counter()
+                    reply = await http.post(
+                        base_url + "/embeddings", content=bodies[j], headers=headers
+                    )
+                    reply.raise_for_status()
+                    rtts.append(time.perf_counter() - t0)
+
+            alone: list[float] = []
+            await loop(0, max(1, len(bodies) // 8), alone)
+            at_limit: list[float] = []
+            t0 = time.perf_counter()
+            await asyncio.gather(*(loop(k, args.limit, at_limit) for k in range(args.limit)))
+            wall = time.perf_counter() - t0
+        return {
+            "texts_per_s": count / wall,
+            "rtt_ms_alone": statistics.median(alone) * 1000,
+            "rtt_ms_at_limit": statistics.median(at_limit) * 1000,
+        }
+
+    return asyncio.run(go())
 
 
 def run_stream(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     """``iter_embeddings`` over a small and a large lazily generated input, zero latency."""
     out: dict[str, Any] = {"sizes": [args.stream_small, args.stream_large], "runs": []}
-    with ServerProcess(0.0, None) as server:
+    with ServerProcess(0.0, None, module=args.server_module) as server:
         for mode in args.stream_modes:
             for n in (args.stream_small, args.stream_large):
                 spec = {
@@ -801,11 +859,17 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         if all(asyncs):
             worst = min(r["capacity_ratio"] for r in asyncs if r)
             n429 = sum(r["429s"] for r in asyncs if r)
+            ceiling = tp.get("server_ceiling", {}).get("capacity_ratio")
             add(
                 "async paths >= 90% of server capacity, zero 429s",
                 worst >= 0.9 and n429 == 0,
                 "; ".join(
                     f"{r['key']} {r['capacity_ratio']:.1%}, {r['429s']} x 429" for r in asyncs if r
+                )
+                + (
+                    f" (a client doing no work gets {ceiling:.0%} from this server)"
+                    if ceiling
+                    else ""
                 ),
             )
         else:
@@ -901,10 +965,20 @@ def render_report(report: dict[str, Any]) -> str:
     tp = report.get("throughput")
     if tp:
         cap = tp["capacity_texts_per_s"]
+        ceiling = tp.get("server_ceiling") or {}
+        ceiling_text = (
+            f" What this server delivers to a client that does no work at all (bodies read, "
+            f"never parsed; {cfg['limit']} in flight): {ceiling['texts_per_s']:,.0f} texts/s = "
+            f"{_fmt(ceiling.get('capacity_ratio'), '.0%')} of capacity, round trip "
+            f"{ceiling['rtt_ms_alone']:.0f} ms alone and {ceiling['rtt_ms_at_limit']:.0f} ms with "
+            f"{cfg['limit']} in flight (the latency is {cfg['latency'] * 1000:.0f} ms)."
+            if ceiling
+            else ""
+        )
         parts.append(
             f"### Throughput\n\nServer capacity: {cfg['limit']} x {cfg['batch_size']} / "
-            f"{cfg['latency']} s = {_fmt(cap, ',.0f')} texts/s. Bold rows are this project.\n\n"
-            + throughput_table(tp, cfg["n"])
+            f"{cfg['latency']} s = {_fmt(cap, ',.0f')} texts/s.{ceiling_text} Bold rows are this "
+            "project.\n\n" + throughput_table(tp, cfg["n"])
         )
     parse = report.get("parse")
     if parse:
@@ -1039,6 +1113,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=600, help="seconds per contestant process")
     p.add_argument("--out", type=Path, default=REPO / "bench-results", help="output directory")
     p.add_argument("--quick", action="store_true", help="small sizes: a check that it all runs")
+    p.add_argument(
+        "--server-module",
+        default="aiml_bge_integrations.server",
+        help="module run with python -m as the server (diagnostics only; it must accept "
+        "the same flags)",
+    )
     p.add_argument("--child", help=argparse.SUPPRESS)
     return p
 
@@ -1074,6 +1154,7 @@ def main(argv: list[str] | None = None) -> int:
             "limit": args.limit,
             "seed": args.seed,
             "quick": quick,
+            "server_module": args.server_module,
         },
         "machine": machine_description(),
         "load_average_at_start": _load_average(),
