@@ -1,9 +1,9 @@
 """Client CPU per 1,000 768-d vectors spent reading replies, isolated from the network.
 
-Replies are built once the way the local server builds them (the float body is orjson's
-rendering of the server's float64 vectors, the base64 body little-endian float32), for a
-batch of 128 texts. Then each parser reads the same bytes many times and the process CPU it
-used is divided by the vectors it produced:
+Replies are built once exactly as the local server builds them (its stand-in vectors as
+float32, the AI/ML dialect's body, JSON floats at float32 precision or base64 float32), for a
+batch of 128 texts. Then each parser reads the same bytes many times, in interleaved rounds,
+and the process CPU it used is divided by the vectors it produced:
 
 - ``_wire.parse_embeddings_response``: what this project's clients run on every 200 reply;
 - ``orjson.loads`` alone: the floor (no checks, no placement by index, base64 not decoded);
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gc
 import json
 import sys
 import time
@@ -42,47 +43,63 @@ DIM = 768
 
 
 def build_bodies(texts: list[str]) -> dict[str, bytes]:
-    """The float and base64 200-replies the local server would send for ``texts``."""
-    import numpy as np
+    """The float and base64 200-replies the local server sends for ``texts``, byte for byte.
+
+    The same steps as the server's app: stand-in vectors cast to little-endian float32, the
+    AI/ML dialect's items and body, ``orjson.dumps`` with ``OPT_SERIALIZE_NUMPY`` (so JSON
+    floats are printed at float32 precision, as real float32 models reply).
+    """
     import orjson
 
     from aiml_bge_integrations.server.backend import HashingEmbedder
+    from aiml_bge_integrations.server.dialects import get_dialect
 
-    vectors = HashingEmbedder(DIM).embed(texts)
-    usage = {"prompt_tokens": 60 * len(texts), "total_tokens": 60 * len(texts)}
+    dialect = get_dialect("aiml")
+    vectors = HashingEmbedder(DIM).embed(texts).astype("<f4")
+    tokens = 60 * len(texts)
 
     def body(items: list[Any]) -> bytes:
-        data = [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(items)]
-        return orjson.dumps({"object": "list", "data": data, "model": MODEL, "usage": usage})
+        data = [dialect.item(i, e) for i, e in enumerate(items)]
+        doc = dialect.success_body(MODEL, data, tokens, 1)
+        return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
 
-    as_float = body([v.tolist() for v in vectors])
-    as_b64 = body([base64.b64encode(v.astype("<f4").tobytes()).decode("ascii") for v in vectors])
-    assert np.asarray(orjson.loads(as_float)["data"][0]["embedding"]).shape == (DIM,)
+    as_float = body(list(vectors))
+    as_b64 = body([base64.b64encode(row.tobytes()).decode("ascii") for row in vectors])
+    first = orjson.loads(as_float)["data"][0]["embedding"]
+    assert len(first) == DIM and all(type(x) is float for x in first)
     return {"float": as_float, "base64": as_b64}
 
 
-def _time_per_1k(
-    fn: Callable[[], int], min_vectors: int, rounds: int, budget: float = 3.0
-) -> float:
-    """Best-of-``rounds`` CPU seconds per 1,000 vectors; each round makes >= ``min_vectors``.
+def _timed_rounds(
+    entries: list[tuple[str, str, Callable[[], int]]],
+    min_vectors: int,
+    rounds: int,
+    budget: float = 3.0,
+) -> list[float]:
+    """Best CPU seconds per 1,000 vectors for each entry, over interleaved rounds.
 
-    A very slow parser (the SDK building pydantic objects float by float) stops early: a
-    round ends after ``budget / rounds`` CPU seconds, and no row takes much over ``budget``.
+    Every round times each entry in turn (until it has made ``min_vectors`` or spent
+    ``budget / rounds`` CPU seconds), so a drift in the machine's speed touches all entries
+    alike; an entry's figure is its best round. A very slow entry (the SDK building pydantic
+    objects float by float) stops after ``budget`` CPU seconds in all.
     """
-    fn()  # warm caches and lazy imports outside the timing
-    best = float("inf")
-    spent = 0.0
+    for _, _, fn in entries:
+        fn()  # warm caches and lazy imports outside the timing
+    best = [float("inf")] * len(entries)
+    spent = [0.0] * len(entries)
     for _ in range(rounds):
-        made = 0
-        start = time.process_time()
-        elapsed = 0.0
-        while made < min_vectors and elapsed < budget / rounds:
-            made += fn()
-            elapsed = time.process_time() - start
-        best = min(best, elapsed / made * 1000)
-        spent += elapsed
-        if spent >= budget:
-            break
+        for i, (_, _, fn) in enumerate(entries):
+            if spent[i] >= budget:
+                continue
+            gc.collect()
+            made = 0
+            elapsed = 0.0
+            start = time.process_time()
+            while made < min_vectors and elapsed < budget / rounds:
+                made += fn()
+                elapsed = time.process_time() - start
+            best[i] = min(best[i], elapsed / made * 1000)
+            spent[i] += elapsed
     return best
 
 
@@ -250,8 +267,9 @@ def run(vectors_per_round: int = 5120, rounds: int = 5, seed: int = 1234) -> dic
         ("parse", _parsers(bodies)),
         ("call", _full_calls(texts, bodies)),
     ):
-        for name, enc, fn in entries:
-            per_1k = _time_per_1k(fn, vectors_per_round, rounds)
+        for (name, enc, _), per_1k in zip(
+            entries, _timed_rounds(entries, vectors_per_round, rounds), strict=True
+        ):
             rows.append({"group": group, "name": name, "body": enc, "cpu_ms_per_1k": per_1k * 1000})
 
     def find(name: str, enc: str) -> float:
