@@ -1100,7 +1100,7 @@ def _parser() -> argparse.ArgumentParser:
         "--stream-large", type=int, default=None, help="large streaming run (default 200000)"
     )
     p.add_argument(
-        "--stream-modes", default="sync", help="iter_embeddings flavours to stream: sync,async"
+        "--stream-modes", default="sync,async", help="iter_embeddings flavours to stream"
     )
     p.add_argument(
         "--stream-words",
