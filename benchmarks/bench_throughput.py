@@ -1051,6 +1051,14 @@ def write_chart(report: dict[str, Any], path: Path) -> None:
     if cap:
         ax1.axvline(cap, color="#d62728", linestyle="--", label=f"server capacity {cap:,.0f}/s")
         ax1.axvline(0.9 * cap, color="#d62728", linestyle=":", label="90% of capacity")
+        ceiling = report["throughput"].get("server_ceiling") or {}
+        if ceiling:
+            ax1.axvline(
+                ceiling["texts_per_s"],
+                color="#555555",
+                linestyle="-.",
+                label=f"client doing no work {ceiling['texts_per_s']:,.0f}/s",
+            )
         ax1.legend(loc="lower right", fontsize=8)
     ax1.set_yticks(list(y), names, fontsize=8)
     ax1.invert_yaxis()
