@@ -86,7 +86,13 @@ def test_parse_stream_import_and_targets_are_reported(report: dict[str, Any]) ->
     assert "orjson.loads alone (floor)" in names
     assert all(r["cpu_ms_per_1k"] > 0 for r in parse["rows"])
     runs = report["stream"]["runs"]
-    assert [(r["n"], r["count"], r["wrong"]) for r in runs] == [(256, 256, 0), (512, 512, 0)]
+    assert [(r["mode"], r["n"], r["count"], r["wrong"]) for r in runs] == [
+        ("sync", 256, 256, 0),
+        ("sync", 512, 512, 0),
+        ("async", 256, 256, 0),
+        ("async", 512, 512, 0),
+    ]
+    assert all(not r["numpy_loaded"] for r in runs)  # the streaming process holds the client only
     assert report["import"]["heavy_loaded"] == []
     targets = {t["target"] for t in report["targets"]}
     assert any("langchain-openai" not in t and "import" in t for t in targets)
