@@ -1022,6 +1022,9 @@ class AsyncEmbeddingsClient(_BaseClient):
                 )
             except httpx.TransportError as err:
                 return self._transport_outcome(err)
+        # Let a request waiting for the slot just freed go out before this reply is parsed:
+        # parsing holds the event loop for milliseconds, the server's time is the scarce one.
+        await asyncio.sleep(0)
         return self._interpret(
             response.status_code, response.headers, response.content, texts, offset
         )
