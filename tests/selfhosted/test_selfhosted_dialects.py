@@ -1,7 +1,7 @@
 """The core client against every server dialect over real HTTP: vectors, and errors as typed errors.
 
 For each dialect a dedicated local server answers the way the real server does (see
-``aiml_bge_integrations.server.dialects`` and docs/self-hosting.md). The client is used with
+``aiml_bge_integrations.server.dialects`` and the README, "Self-hosting BGE"). The client is used with
 its defaults plus ``base_url`` and ``api_key``: nothing dialect-specific is configured.
 """
 
@@ -92,7 +92,7 @@ LARGE = HashingEmbedder(1024)  # bge-large-en-v1.5 vectors have 1024 dimensions
 
 
 def test_ollama_tag_names_work_with_an_explicit_instruction(serve: Any, sync_client: Any) -> None:
-    # Ollama serves BAAI/bge-large-en-v1.5 as "bge-large" (docs/self-hosting.md).
+    # Ollama serves BAAI/bge-large-en-v1.5 as "bge-large" (the README, "Self-hosting BGE").
     server = serve("ollama", served_models=["bge-large"], dim=1024)
     client = sync_client(server, model="bge-large", query_instruction=BGE_QUERY_INSTRUCTION)
 
