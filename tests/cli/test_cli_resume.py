@@ -254,7 +254,9 @@ def test_rows_with_unexpected_ids_are_not_adopted(
 def test_ctrl_c_saves_a_checkpoint_and_says_how_to_continue(
     make_server: Any, tmp_path: Path
 ) -> None:
-    server = make_server(latency=0.05)
+    # Slow enough (about 10 s for the whole run) that the run cannot finish between reaching
+    # 10% and receiving the signal, even on a loaded machine.
+    server = make_server(latency=0.2)
     env = child_env(server)
     src = corpus(tmp_path / "corpus.txt")
     out = tmp_path / "vectors.jsonl"
