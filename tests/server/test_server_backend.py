@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from aiml_bge_integrations.server.backend import HashingEmbedder, TokenCounter
+from aiml_bge_integrations.server.backend import HashingEmbedder, TokenCounter, VectorCache
 from aiml_bge_integrations.tokens import count_tokens_batch
 
 TEXTS = ["Laura is a DJ.", "DJs play music at parties", "the cat sat on the mat", "", "  ", "?!"]
@@ -126,4 +126,33 @@ def test_token_counter_matches_the_tokenizer_exactly() -> None:
     counter = TokenCounter()
     assert counter.count(texts) == count_tokens_batch(texts)
     assert counter.count(texts) == count_tokens_batch(texts)  # from the cache this time
+    assert counter.count(["Laura is a DJ."]) == [7]
+
+
+def test_vector_cache_gives_the_embedders_float32_rows_and_stays_bounded() -> None:
+    embedder = HashingEmbedder()
+    cache = VectorCache(embedder, max_rows=3)
+    texts = ["alpha beta", "gamma", "alpha beta", "delta", "epsilon", "zeta", "x" * 5000]
+    expected = embedder.embed(texts).astype("<f4")
+    first = cache.embed(texts)
+    assert first.dtype == np.dtype("<f4") and first.shape == (len(texts), 768)
+    np.testing.assert_array_equal(first, expected)
+    assert len(cache._rows) == 3  # the oldest went first; the 5,000-character text never stays
+    assert "x" * 5000 not in cache._rows
+    np.testing.assert_array_equal(cache.embed(list(reversed(texts))), expected[::-1])
+    # A cached row is a copy: changing what a caller got back changes nothing kept.
+    again = cache.embed(["zeta"])
+    again[0, :] = 0.0
+    np.testing.assert_array_equal(cache.embed(["zeta"])[0], expected[5])
+    assert cache.embed([]).shape == (0, 768)
+    assert VectorCache(embedder, max_rows=0).embed(["gamma"]).shape == (1, 768)
+
+
+def test_token_counter_caches_whole_texts_only_when_short() -> None:
+    counter = TokenCounter()
+    long_text = "word " * 2000
+    assert counter.count(["Laura is a DJ.", long_text]) == count_tokens_batch(
+        ["Laura is a DJ.", long_text]
+    )
+    assert "Laura is a DJ." in counter._texts and long_text not in counter._texts
     assert counter.count(["Laura is a DJ."]) == [7]

@@ -49,7 +49,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._settings import DEFAULT_MODEL
 from ..tokens import BGE_MAX_TOKENS
-from .backend import HashingEmbedder, TokenCounter
+from .backend import HashingEmbedder, TokenCounter, VectorCache
 from .dialects import (
     DIALECTS,
     BadRequest,
@@ -167,7 +167,7 @@ class _State:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.stats = ServerStats()
-        self.embedder = HashingEmbedder(config.dim)
+        self.vectors = VectorCache(HashingEmbedder(config.dim))
         self.tokens = TokenCounter()
         self.window: deque[float] = deque()
         self._injector: FaultInjector | None = None
@@ -180,10 +180,10 @@ class _State:
             self._injector = FaultInjector(faults)
         return self._injector
 
-    def embedder_for(self, dim: int) -> HashingEmbedder:
-        if self.embedder.dim != dim:
-            self.embedder = HashingEmbedder(dim)
-        return self.embedder
+    def vectors_for(self, dim: int) -> VectorCache:
+        if self.vectors.embedder.dim != dim:
+            self.vectors = VectorCache(HashingEmbedder(dim))
+        return self.vectors
 
     def rate_ok(self, per_minute: int | None) -> bool:
         if per_minute is None:
@@ -409,8 +409,7 @@ async def _admitted(
             # The client gave up (its timeout fired): nobody reads a reply, none is counted.
             return Response(b"", status_code=499)
 
-    embedder = state.embedder_for(config.dim)
-    vectors = (await run_in_threadpool(embedder.embed, texts)).astype("<f4")
+    vectors = await run_in_threadpool(state.vectors_for(config.dim).embed, texts)
     data = _encode_items(dialect, vectors, parsed.encoding_format)
     if fault in ITEM_FAULTS:
         assert injector is not None

@@ -29,13 +29,15 @@ import numpy.typing as npt
 
 from ..tokens import count_tokens_batch
 
-__all__ = ["HashingEmbedder", "TokenCounter"]
+__all__ = ["HashingEmbedder", "TokenCounter", "VectorCache"]
 
 _WORD_RE = re.compile(r"[a-z0-9]+")
 _WORD_WEIGHT = 1.0
 _TRIGRAM_WEIGHT = 0.25
 _HASH_KEY = b"aiml-bge-hashing-v1"
 _CACHE_LIMIT = 500_000
+_TEXT_CACHE_MAX_CHARS = 4096
+"""Longer texts are never cached whole (they are rare, and costly to keep)."""
 
 _Features = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
 
@@ -143,6 +145,51 @@ class HashingEmbedder:
         return vec
 
 
+class VectorCache:
+    """Wire-ready float32 rows of recently embedded texts: a repeated text costs one lookup.
+
+    The local server stands in for a remote model whose compute happens elsewhere; on a small
+    machine shared with the client under test, re-embedding every text would take CPU from
+    that client. Texts up to 4,096 characters are kept, at most ``max_rows`` of them (the
+    oldest go first; 32,768 rows of 768 dimensions are 96 MiB). Rows equal
+    ``embedder.embed(texts).astype("<f4")`` exactly. Thread-safe.
+    """
+
+    def __init__(self, embedder: HashingEmbedder, max_rows: int = 32_768) -> None:
+        self.embedder = embedder
+        """Where rows that are not cached come from."""
+        self.max_rows = max_rows
+        """How many rows are kept at most (0 keeps none)."""
+        self._rows: dict[str, npt.NDArray[np.float32]] = {}
+        self._lock = threading.Lock()
+
+    def embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        """Little-endian float32 unit vectors for ``texts``, shape ``(len(texts), dim)``."""
+        rows = self._rows
+        found = [rows.get(text) for text in texts]
+        missing = [i for i, row in enumerate(found) if row is None]
+        if missing:
+            fresh = self.embedder.embed([texts[i] for i in missing]).astype("<f4")
+            for i, row in zip(missing, fresh, strict=True):
+                found[i] = row
+            self._remember([texts[i] for i in missing], fresh)
+        if not texts:
+            return np.zeros((0, self.embedder.dim), dtype="<f4")
+        return np.stack(found)  # type: ignore[arg-type]
+
+    def _remember(self, texts: list[str], fresh: npt.NDArray[np.float32]) -> None:
+        if self.max_rows <= 0:
+            return
+        with self._lock:
+            rows = self._rows
+            for text, row in zip(texts, fresh, strict=True):
+                if len(text) > _TEXT_CACHE_MAX_CHARS or text in rows:
+                    continue
+                if len(rows) >= self.max_rows:
+                    del rows[next(iter(rows))]  # dicts keep insertion order: the oldest
+                rows[text] = row.copy()  # a row of its own, not a view of the whole batch
+
+
 class TokenCounter:
     """Exact BGE token counts, as ``tokens.count_tokens_batch`` gives them, but cached.
 
@@ -155,9 +202,23 @@ class TokenCounter:
 
     def __init__(self) -> None:
         self._cache: dict[str, int] = {}
+        self._texts: dict[str, int] = {}
 
     def count(self, texts: list[str]) -> list[int]:
         """The BGE token count of each text, ``[CLS]`` and ``[SEP]`` included."""
+        known = self._texts
+        found = [known.get(text) for text in texts]
+        if None not in found:
+            return found  # type: ignore[return-value]
+        counts = self._count(texts)
+        if len(known) + len(texts) > _CACHE_LIMIT:
+            known.clear()
+        for text, n in zip(texts, counts, strict=True):
+            if len(text) <= _TEXT_CACHE_MAX_CHARS:
+                known[text] = n
+        return counts
+
+    def _count(self, texts: list[str]) -> list[int]:
         cache = self._cache
         chunked = [text.split(" ") for text in texts]
         missing = {chunk for chunks in chunked for chunk in chunks if chunk not in cache}
