@@ -670,7 +670,7 @@ class EmbeddingsClient(_BaseClient):
             timeout=httpx.Timeout(self.timeout),
             limits=httpx.Limits(
                 max_connections=self.max_concurrency * 2,
-                max_keepalive_connections=self.max_concurrency,
+                max_keepalive_connections=self.max_concurrency * 2,
             ),
         )
         self._slots = threading.BoundedSemaphore(self.max_concurrency)
@@ -743,8 +743,10 @@ class EmbeddingsClient(_BaseClient):
     def _executor(self) -> ThreadPoolExecutor:
         with self._pool_lock:
             if self._pool is None:
+                # Twice the slots: a worker reading and parsing a reply has already given up
+                # its slot, so another can send meanwhile.
                 self._pool = ThreadPoolExecutor(
-                    max_workers=self.max_concurrency, thread_name_prefix="aiml-bge"
+                    max_workers=2 * self.max_concurrency, thread_name_prefix="aiml-bge"
                 )
             return self._pool
 
@@ -810,20 +812,26 @@ class EmbeddingsClient(_BaseClient):
         )
 
     def _send(self, body: bytes, texts: list[str], offset: int, call: _Call) -> _Outcome:
+        request = self._http.build_request(
+            "POST",
+            self._url,
+            content=body,
+            headers=self._request_headers(),
+            timeout=self._request_timeout(call),
+        )
         self._count(requests=1)
         try:
             with self._slots:
-                response = self._http.post(
-                    self._url,
-                    content=body,
-                    headers=self._request_headers(),
-                    timeout=self._request_timeout(call),
-                )
+                response = self._http.send(request, stream=True)
+            # The slot is free once the reply has begun: the server is done with the request,
+            # and another worker sends the next one while this body is still arriving.
+            try:
+                content = response.read()
+            finally:
+                response.close()
         except httpx.TransportError as err:
             return self._transport_outcome(err)
-        return self._interpret(
-            response.status_code, response.headers, response.content, texts, offset
-        )
+        return self._interpret(response.status_code, response.headers, content, texts, offset)
 
 
 @dataclass
@@ -907,7 +915,7 @@ class AsyncEmbeddingsClient(_BaseClient):
                     timeout=httpx.Timeout(self.timeout),
                     limits=httpx.Limits(
                         max_connections=self.max_concurrency * 2,
-                        max_keepalive_connections=self.max_concurrency,
+                        max_keepalive_connections=self.max_concurrency * 2,
                     ),
                 )
                 state = _LoopState(
@@ -1011,20 +1019,29 @@ class AsyncEmbeddingsClient(_BaseClient):
 
     async def _send(self, body: bytes, texts: list[str], offset: int, call: _Call) -> _Outcome:
         state = await self._loop_state()
+        http = state.http
+        request = http.build_request(
+            "POST",
+            self._url,
+            content=body,
+            headers=self._request_headers(),
+            timeout=self._request_timeout(call),
+        )
         async with state.semaphore:
             self._count(requests=1)
             try:
-                response = await state.http.post(
-                    self._url,
-                    content=body,
-                    headers=self._request_headers(),
-                    timeout=self._request_timeout(call),
-                )
+                response = await http.send(request, stream=True)
             except httpx.TransportError as err:
                 return self._transport_outcome(err)
+        # The slot is free once the reply has begun: the server is done with the request, and
+        # the next one goes out while this body is still arriving.
+        try:
+            content = await response.aread()
+        except httpx.TransportError as err:
+            return self._transport_outcome(err)
+        finally:
+            await response.aclose()
         # Let a request waiting for the slot just freed go out before this reply is parsed:
         # parsing holds the event loop for milliseconds, the server's time is the scarce one.
         await asyncio.sleep(0)
-        return self._interpret(
-            response.status_code, response.headers, response.content, texts, offset
-        )
+        return self._interpret(response.status_code, response.headers, content, texts, offset)
