@@ -421,6 +421,18 @@ class _BaseClient:
         for start in range(0, len(texts), size):
             yield start, texts[start : start + size]
 
+    def _chunk_batches(self, texts: list[str], chunk_size: int) -> Iterator[tuple[int, list[str]]]:
+        # Requests never straddle a chunk: each chunk is cut as embed_documents would cut it.
+        size = self.effective_batch_size
+        for start in range(0, len(texts), chunk_size):
+            end = min(start + chunk_size, len(texts))
+            for first in range(start, end, size):
+                yield first, texts[first : min(first + size, end)]
+
+    def _prepare_chunks(self, texts: object, chunk_size: object) -> list[str]:
+        _check_int("chunk_size", chunk_size, 1)
+        return self._prepare_documents(texts)
+
     def _stream_batches(self, texts: object) -> Iterator[tuple[int, list[str]]]:
         for offset, chunk in iter_checked_chunks(texts, self.effective_batch_size):
             yield offset, apply_long_text_policy(chunk, self.model, self.long_text, offset)
@@ -738,6 +750,33 @@ class EmbeddingsClient(_BaseClient):
             for vectors in results:
                 yield from vectors
 
+    def iter_chunks(
+        self, texts: Iterable[str], chunk_size: int
+    ) -> Generator[list[list[float]], None, None]:
+        """The vectors of each run of ``chunk_size`` texts, in order, while later runs are in flight.
+
+        Like calling ``embed_documents`` on successive slices of ``texts`` (requests never
+        straddle two slices), except that the requests of the next slices keep going while the
+        caller works on the current one: no pause at slice boundaries. Every text is checked
+        before anything is sent (an error names its index in ``texts``). The deadline, if set,
+        applies to each request's batch, as in ``iter_embeddings``. Closing the iterator early
+        stops the requests not yet sent.
+        """
+        prepared = self._prepare_chunks(texts, chunk_size)
+        return self._iter_chunks(prepared, chunk_size)
+
+    def _iter_chunks(
+        self, texts: list[str], chunk_size: int
+    ) -> Generator[list[list[float]], None, None]:
+        results = self._run(self._chunk_batches(texts, chunk_size), None)
+        with contextlib.closing(results):
+            for start in range(0, len(texts), chunk_size):
+                want = min(chunk_size, len(texts) - start)
+                chunk: list[list[float]] = []
+                while len(chunk) < want:
+                    chunk.extend(next(results))
+                yield chunk
+
     # -- machinery ------------------------------------------------------------------------
 
     def _executor(self) -> ThreadPoolExecutor:
@@ -959,6 +998,25 @@ class AsyncEmbeddingsClient(_BaseClient):
             async for vectors in results:
                 for vector in vectors:
                     yield vector
+
+    def iter_chunks(
+        self, texts: Iterable[str], chunk_size: int
+    ) -> AsyncGenerator[list[list[float]], None]:
+        """Async ``EmbeddingsClient.iter_chunks``: use ``async for``. Texts are checked at the call."""
+        prepared = self._prepare_chunks(texts, chunk_size)
+        return self._iter_chunks(prepared, chunk_size)
+
+    async def _iter_chunks(
+        self, texts: list[str], chunk_size: int
+    ) -> AsyncGenerator[list[list[float]], None]:
+        results = self._run(self._chunk_batches(texts, chunk_size), None)
+        async with contextlib.aclosing(results):
+            for start in range(0, len(texts), chunk_size):
+                want = min(chunk_size, len(texts) - start)
+                chunk: list[list[float]] = []
+                while len(chunk) < want:
+                    chunk.extend(await results.__anext__())
+                yield chunk
 
     # -- machinery ------------------------------------------------------------------------
 

@@ -21,11 +21,13 @@ Install with ``pip install "aiml-bge-integrations[llama-index]"``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 from typing import Any, Literal
 
 import httpx
+import llama_index.core.instrumentation as instrument
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import (
     ConfigDict,
@@ -34,6 +36,11 @@ from llama_index.core.bridge.pydantic import (
     SecretStr,
     ValidationError,
     model_validator,
+)
+from llama_index.core.callbacks.schema import CBEventType, EventPayload
+from llama_index.core.instrumentation.events.embedding import (
+    EmbeddingEndEvent,
+    EmbeddingStartEvent,
 )
 from pydantic import BaseModel
 from pydantic.json_schema import SkipJsonSchema
@@ -68,6 +75,33 @@ _INJECTED = ("http_client", "http_async_client")
 
 _UNSET_MODEL_NAME = "unknown"
 """``BaseEmbedding.model_name``'s placeholder default."""
+
+_PROGRESS_LABEL = "Generating embeddings"
+"""LlamaIndex's progress bar label for batch embedding."""
+
+dispatcher = instrument.get_dispatcher(__name__)  # type: ignore[attr-defined]
+
+
+class _NoProgress:
+    def __enter__(self) -> _NoProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int) -> None:
+        return None
+
+
+def _progress(enabled: bool, total: int) -> Any:
+    """A tqdm bar over texts when asked for and tqdm is installed (as LlamaIndex does)."""
+    if enabled:
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:  # LlamaIndex also goes on without a bar
+            return _NoProgress()
+        return tqdm(total=total, desc=_PROGRESS_LABEL)
+    return _NoProgress()
 
 
 def _env_key() -> SecretStr | None:
@@ -324,6 +358,88 @@ class AimlBgeEmbedding(BaseEmbedding):
         """Async ``_get_text_embeddings``; requests in flight stay within ``max_concurrency``
         however many chunks LlamaIndex gathers at once."""
         return await self.async_client.embed_documents(texts)
+
+    # -- LlamaIndex's batch methods, with the chunks pipelined ------------------------------
+    #
+    # BaseEmbedding cuts a batch into chunks of ``embed_batch_size`` and awaits each chunk
+    # before it sends the next (sync), or reports every chunk only once all are done (async).
+    # Both of these keep its events, callbacks and chunking exactly, but the core works through
+    # all the chunks as one stream: requests for the next chunk are in flight while LlamaIndex
+    # builds the events of the current one. With an embeddings cache, a LlamaIndex rate
+    # limiter, or a subclass that overrides ``_get_text_embeddings``, LlamaIndex's own methods
+    # run instead, since each of those works chunk by chunk.
+
+    def _pipelined(self, hook: str) -> bool:
+        own = getattr(AimlBgeEmbedding, hook)
+        return (
+            getattr(type(self), hook) is own
+            and self.embeddings_cache is None
+            and self.rate_limiter is None
+        )
+
+    @dispatcher.span  # type: ignore[misc]
+    def get_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False, **kwargs: Any
+    ) -> list[Embedding]:
+        """Vectors for ``texts`` in order: LlamaIndex's events per chunk, no pause between chunks."""
+        if not self._pipelined("_get_text_embeddings"):
+            return super().get_text_embedding_batch(texts, show_progress=show_progress, **kwargs)
+        texts = list(texts)
+        size = self.embed_batch_size
+        chunks = self.client.iter_chunks(texts, size)  # checks every text, sends nothing yet
+        model_dict = self.to_payload()
+        out: list[Embedding] = []
+        progress = _progress(show_progress, len(texts))
+        with progress, contextlib.closing(chunks):
+            for start in range(0, len(texts), size):
+                cur = texts[start : start + size]
+                dispatcher.event(EmbeddingStartEvent(model_dict=model_dict))
+                with self.callback_manager.event(
+                    CBEventType.EMBEDDING, payload={EventPayload.SERIALIZED: model_dict}
+                ) as event:
+                    embeddings = next(chunks)
+                    out.extend(embeddings)
+                    event.on_end(
+                        payload={EventPayload.CHUNKS: cur, EventPayload.EMBEDDINGS: embeddings}
+                    )
+                dispatcher.event(EmbeddingEndEvent(chunks=cur, embeddings=embeddings))
+                progress.update(len(cur))
+        return out
+
+    @dispatcher.span  # type: ignore[misc]
+    async def aget_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False, **kwargs: Any
+    ) -> list[Embedding]:
+        """Async twin: each chunk's end event comes as soon as that chunk is done, in order."""
+        if not self._pipelined("_aget_text_embeddings"):
+            return await super().aget_text_embedding_batch(
+                texts, show_progress=show_progress, **kwargs
+            )
+        texts = list(texts)
+        size = self.embed_batch_size
+        chunks = self.async_client.iter_chunks(texts, size)
+        model_dict = self.to_payload()
+        started: list[tuple[str, list[str]]] = []
+        for start in range(0, len(texts), size):
+            dispatcher.event(EmbeddingStartEvent(model_dict=model_dict))
+            event_id = self.callback_manager.on_event_start(
+                CBEventType.EMBEDDING, payload={EventPayload.SERIALIZED: model_dict}
+            )
+            started.append((event_id, texts[start : start + size]))
+        out: list[Embedding] = []
+        with _progress(show_progress, len(texts)) as progress:
+            async with contextlib.aclosing(chunks):
+                for event_id, cur in started:
+                    embeddings = await chunks.__anext__()
+                    out.extend(embeddings)
+                    dispatcher.event(EmbeddingEndEvent(chunks=cur, embeddings=embeddings))
+                    self.callback_manager.on_event_end(
+                        CBEventType.EMBEDDING,
+                        payload={EventPayload.CHUNKS: cur, EventPayload.EMBEDDINGS: embeddings},
+                        event_id=event_id,
+                    )
+                    progress.update(len(cur))
+        return out
 
     # -- observability, usage and lifecycle ------------------------------------------------
 

@@ -113,17 +113,18 @@ async def test_async_requests_carry_the_smaller_of_the_two(
     assert local_server.stats.requests == len(expected)
 
 
-def test_default_lets_the_sync_path_overlap_requests(
+def test_sync_path_overlaps_requests_across_chunks(
     make_server: Callable[..., Any], make_embed: Callable[..., AimlBgeEmbedding]
 ) -> None:
-    # LlamaIndex's sync path hands over one chunk at a time. With embed_batch_size equal to
-    # batch_size every chunk is one request, so requests go one after another; the default
-    # (4 * batch_size * max_concurrency) lets the core run a chunk's requests side by side.
+    # LlamaIndex's own sync path awaits one chunk before it sends the next. The adapter keeps
+    # its chunks and events but streams them through the core, so even chunks of one request
+    # each run side by side, up to max_concurrency.
     server = make_server(latency=0.05)
-    one_by_one = make_embed(server, batch_size=2, max_concurrency=4, embed_batch_size=2)
-    one_by_one.get_text_embedding_batch(TEXTS[:16])
-    assert server.stats.requests == 8
-    assert server.stats.peak_in_flight == 1
+    small_chunks = make_embed(server, batch_size=2, max_concurrency=4, embed_batch_size=2)
+    vectors = small_chunks.get_text_embedding_batch(TEXTS[:16])
+    assert vectors == small_chunks.client.embed_documents(TEXTS[:16])
+    assert server.stats.requests == 8 + 8
+    assert 1 < server.stats.peak_in_flight <= 4
 
     server.reset_stats()
     default = make_embed(server, batch_size=2, max_concurrency=4)
@@ -131,3 +132,20 @@ def test_default_lets_the_sync_path_overlap_requests(
     default.get_text_embedding_batch(TEXTS[:16])
     assert server.stats.requests == 8
     assert 1 < server.stats.peak_in_flight <= 4
+
+
+def test_llama_index_rate_limiter_keeps_its_chunk_by_chunk_path(
+    make_server: Callable[..., Any], make_embed: Callable[..., AimlBgeEmbedding]
+) -> None:
+    # A LlamaIndex rate limiter is acquired once per chunk, before the chunk is sent: that is
+    # LlamaIndex's own path, one chunk at a time.
+    from llama_index.core.rate_limiter import TokenBucketRateLimiter
+
+    server = make_server(latency=0.05)
+    limiter = TokenBucketRateLimiter(requests_per_minute=6000)
+    embed = make_embed(
+        server, batch_size=2, max_concurrency=4, embed_batch_size=2, rate_limiter=limiter
+    )
+    assert len(embed.get_text_embedding_batch(TEXTS[:8])) == 8
+    assert server.stats.requests == 4
+    assert server.stats.peak_in_flight == 1
