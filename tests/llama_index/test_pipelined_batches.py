@@ -21,6 +21,7 @@ from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.span_handlers import SimpleSpanHandler
+from pydantic import Field
 
 from aiml_bge_integrations import InputTypeError, InvalidInputError
 from aiml_bge_integrations.llama_index import AimlBgeEmbedding
@@ -70,7 +71,7 @@ class _Callbacks(BaseCallbackHandler):
 
 
 class _Events(BaseEventHandler):
-    log: list[tuple[str, Any]] = []
+    log: list[tuple[str, Any]] = Field(default_factory=list)
 
     @classmethod
     def class_name(cls) -> str:
@@ -121,9 +122,7 @@ def test_sync_batch_matches_llama_indexs_own_method(
     embed = make_embed(local_server, embed_batch_size=embed_batch_size, batch_size=batch_size)
     ours = _observe(embed, events, lambda: embed.get_text_embedding_batch(TEXTS))
     sent_by_ours = local_server.stats.requests
-    theirs = _observe(
-        embed, events, lambda: BaseEmbedding.get_text_embedding_batch(embed, TEXTS)
-    )
+    theirs = _observe(embed, events, lambda: BaseEmbedding.get_text_embedding_batch(embed, TEXTS))
     assert ours == theirs
     # Same requests too: chunks are cut into batches as LlamaIndex's own path cuts them.
     assert local_server.stats.requests == 2 * sent_by_ours
