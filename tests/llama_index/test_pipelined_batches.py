@@ -72,6 +72,7 @@ class _Callbacks(BaseCallbackHandler):
 
 class _Events(BaseEventHandler):
     log: list[tuple[str, Any]] = Field(default_factory=list)
+    stamps: list[bool] = Field(default_factory=list)
 
     @classmethod
     def class_name(cls) -> str:
@@ -84,6 +85,10 @@ class _Events(BaseEventHandler):
         elif name == "EmbeddingEndEvent":
             chunks, vectors = event.chunks, event.embeddings  # type: ignore[attr-defined]
             self.log.append((name, (list(chunks), [v[:3] for v in vectors])))
+        # Every event is stamped as LlamaIndex stamps it: an id, a time, the enclosing span.
+        stamped = bool(event.id_) and event.timestamp is not None
+        in_span = event.span_id is not None and "get_text_embedding_batch" in event.span_id
+        self.stamps.append(stamped and in_span)
 
 
 @pytest.fixture
@@ -124,6 +129,7 @@ def test_sync_batch_matches_llama_indexs_own_method(
     sent_by_ours = local_server.stats.requests
     theirs = _observe(embed, events, lambda: BaseEmbedding.get_text_embedding_batch(embed, TEXTS))
     assert ours == theirs
+    assert events.stamps and all(events.stamps)
     # Same requests too: chunks are cut into batches as LlamaIndex's own path cuts them.
     assert local_server.stats.requests == 2 * sent_by_ours
     chunks = -(-len(TEXTS) // embed_batch_size)
@@ -155,6 +161,7 @@ async def test_async_batch_matches_llama_indexs_own_method(
         list(events.log),
     )
     assert ours == theirs
+    assert events.stamps and all(events.stamps)
     chunks = -(-len(TEXTS) // embed_batch_size)
     # LlamaIndex's async order: every chunk starts, then each ends in order.
     assert [kind for kind, _ in ours[1]] == ["start"] * chunks + ["end"] * chunks
