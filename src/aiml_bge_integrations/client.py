@@ -632,6 +632,68 @@ class _BaseClient:
         return APITimeoutError(f"deadline of {call.deadline_seconds}s for this call ran out")
 
 
+class _Exchange:
+    """One request and its whole reply, in a task of its own that is never cancelled natively.
+
+    httpcore protects its connection pool's bookkeeping from cancellation with anyio shields,
+    which a plain ``Task.cancel()`` goes through: a request cancelled while its reply is being
+    closed can leave a pool slot taken for good (encode/httpcore#1093). So the request runs in
+    an inner task inside an anyio cancel scope. Cancelling the caller cancels that scope,
+    which anyio delivers around httpcore's shields, and waits for the inner task to finish
+    cleaning up. The request slot is held from sending until the reply's headers arrive.
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        request: httpx.Request,
+        slots: asyncio.Semaphore,
+        on_send: Callable[[], None],
+    ) -> None:
+        self._http, self._request, self._slots, self._on_send = http, request, slots, on_send
+        self._scope: Any = None
+
+    async def run(self) -> tuple[httpx.Response, bytes]:
+        inner = asyncio.ensure_future(self._inner())
+        try:
+            return await asyncio.shield(inner)
+        except asyncio.CancelledError:
+            if self._scope is not None:
+                self._scope.cancel()
+            else:  # not started: nothing of httpcore's to protect
+                inner.cancel()
+            with contextlib.suppress(BaseException):
+                await inner  # the cleanup; a second cancellation abandons it
+            raise
+
+    async def _inner(self) -> tuple[httpx.Response, bytes]:
+        import anyio  # httpx's own dependency; imported only once a request is made
+
+        with anyio.CancelScope() as scope:
+            self._scope = scope
+            async with self._slots:
+                self._on_send()
+                response = await self._http.send(self._request, stream=True)
+            # The slot is free once the reply has begun: the server is done with the request,
+            # and the next one goes out while this body is still arriving.
+            try:
+                content = b"".join([part async for part in response.aiter_bytes()])
+            finally:
+                await response.aclose()
+                _release(response)
+            return response, content
+        raise asyncio.CancelledError  # the scope was cancelled: the caller is being cancelled
+
+
+def _release(response: httpx.Response) -> None:
+    # An httpx response and its stream refer to each other, so a finished response (with its
+    # request body) waits for the cycle collector; over a long streaming run that is most of
+    # the client's memory. Its body has been read into a bytes object of our own (read()
+    # would also keep it on the response), so the cycle is cut and reference counting frees
+    # the response as soon as it is dropped.
+    response.stream = httpx.ByteStream(b"")
+
+
 def _is_loopback_ip(host: str) -> bool:
     # An address, not a prefix: "127.0.0.1.example.com" is a remote name like any other.
     try:
@@ -865,9 +927,10 @@ class EmbeddingsClient(_BaseClient):
             # The slot is free once the reply has begun: the server is done with the request,
             # and another worker sends the next one while this body is still arriving.
             try:
-                content = response.read()
+                content = b"".join(response.iter_bytes())
             finally:
                 response.close()
+                _release(response)
         except httpx.TransportError as err:
             return self._transport_outcome(err)
         return self._interpret(response.status_code, response.headers, content, texts, offset)
@@ -1085,20 +1148,11 @@ class AsyncEmbeddingsClient(_BaseClient):
             headers=self._request_headers(),
             timeout=self._request_timeout(call),
         )
-        async with state.semaphore:
-            self._count(requests=1)
-            try:
-                response = await http.send(request, stream=True)
-            except httpx.TransportError as err:
-                return self._transport_outcome(err)
-        # The slot is free once the reply has begun: the server is done with the request, and
-        # the next one goes out while this body is still arriving.
+        exchange = _Exchange(http, request, state.semaphore, lambda: self._count(requests=1))
         try:
-            content = await response.aread()
+            response, content = await exchange.run()
         except httpx.TransportError as err:
             return self._transport_outcome(err)
-        finally:
-            await response.aclose()
         # Let a request waiting for the slot just freed go out before this reply is parsed:
         # parsing holds the event loop for milliseconds, the server's time is the scarce one.
         await asyncio.sleep(0)

@@ -122,6 +122,24 @@ async def test_a_failing_progress_callback_leaves_nothing_running(serve: Any) ->
         await _wait_for(lambda: _connections_quiet(_pool(client)), "connections released")
 
 
+async def test_repeated_cancellations_never_leak_a_pool_slot(serve: Any) -> None:
+    # httpcore's pool can lose a connection slot for good when a task is cancelled while a
+    # reply is being closed (encode/httpcore#1093); before the client ran each request in a
+    # task of its own, this loop left a slot taken within a few rounds.
+    server = serve(latency=0.05)
+    texts = texts_of(40)
+
+    def progress(done: int) -> None:
+        raise RuntimeError("stop")
+
+    async with async_client(server, batch_size=2, max_concurrency=4) as client:
+        for _ in range(30):
+            with pytest.raises(RuntimeError):
+                await client.embed_documents(texts, progress=progress)
+            await _wait_for(lambda: _connections_quiet(_pool(client)), "connections released")
+        assert await client.embed_documents(texts) == server_vectors(texts)
+
+
 async def test_closing_a_stream_early_cancels_its_batches(serve: Any) -> None:
     server = serve(latency=0.05)
     async with async_client(server, batch_size=2, max_concurrency=2) as client:
