@@ -120,11 +120,12 @@ def apply_long_text_policy(texts: list[str], model: str, policy: str, offset: in
         raise ValueError(f"long_text must be one of {LONG_TEXT_POLICIES}, not {policy!r}")
     if policy == "none" or not is_bge_model(model):
         return texts
-    if all(t.isascii() and len(t) <= BGE_MAX_TOKENS - 2 for t in texts):
-        # An ASCII character never yields more than one token, so nothing can be over. Other
-        # scripts can (Hangul decomposes into jamo: 510 characters can be 1,000+ tokens).
+    from .tokens import surely_fits, truncate_texts
+
+    if all(surely_fits(t) for t in texts):
+        # An ASCII character other than a space is at most one token, so nothing can be over.
+        # Other scripts can (Hangul decomposes into jamo: 510 characters can be 1,000+ tokens).
         return texts
-    from .tokens import truncate_texts
 
     result = truncate_texts(texts, cut=policy == "truncate")
     if not result.over_limit:

@@ -30,11 +30,17 @@ __all__ = [
 _lock = threading.Lock()
 _tokenizer: Any = None
 
-# One WordPiece token always covers at least one character of the normalised text; for ASCII
-# that is one character of the input, so an ASCII text of at most this many characters cannot
-# exceed the window and is never tokenized by ``truncate_texts``. Other scripts can expand
-# (Hangul syllables decompose into two or three jamo), so they are always tokenized.
-_SAFE_CHARS = BGE_MAX_TOKENS - 2
+
+def surely_fits(text: str, max_tokens: int = BGE_MAX_TOKENS) -> bool:
+    """Whether ``text`` is certainly within ``max_tokens`` (``[CLS]``/``[SEP]`` included) untokenized.
+
+    True only for ASCII text whose characters other than spaces number at most
+    ``max_tokens - 2``; False means "tokenize to know", not "too long". One WordPiece token
+    always covers at least one character of the normalised text, and never a space; for ASCII
+    a character of the normalised text is one of the input. Other scripts can expand (Hangul
+    syllables decompose into two or three jamo), so they are always tokenized.
+    """
+    return text.isascii() and len(text) - text.count(" ") <= max_tokens - 2
 
 
 def get_tokenizer() -> Any:
@@ -85,7 +91,7 @@ def truncate_texts(
     ends a word, so the kept text tokenizes to the same tokens. Short ASCII texts are not tokenized.
     """
     out = list(texts)
-    long_idx = [i for i, t in enumerate(out) if len(t) > max_tokens - 2 or not t.isascii()]
+    long_idx = [i for i, t in enumerate(out) if not surely_fits(t, max_tokens)]
     over: dict[int, int] = {}
     if not long_idx:
         return TruncationResult(out, over)

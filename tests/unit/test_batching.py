@@ -15,7 +15,12 @@ from aiml_bge_integrations._batching import (
     plan_batches,
 )
 from aiml_bge_integrations.errors import InputTypeError, InvalidInputError, TextTooLongError
-from aiml_bge_integrations.tokens import count_tokens, count_tokens_batch, truncate_texts
+from aiml_bge_integrations.tokens import (
+    count_tokens,
+    count_tokens_batch,
+    surely_fits,
+    truncate_texts,
+)
 
 BGE = "BAAI/bge-base-en-v1.5"
 LONG = "The quick brown fox jumps over the lazy dog. " * 80  # about 800 tokens
@@ -193,3 +198,26 @@ def test_exactly_512_tokens_is_kept_whole() -> None:
 def test_unknown_policy_is_refused() -> None:
     with pytest.raises(ValueError):
         apply_long_text_policy(["x"], BGE, "drop")
+
+
+def test_surely_fits_never_passes_an_ascii_text_that_is_over() -> None:
+    # The shortcut that skips tokenizing: ASCII text with at most 510 characters other than
+    # spaces. Worst cases for it: every character its own token (punctuation, single letters
+    # between spaces, unknown runs), tabs and newlines, and texts just over the bound.
+    import random
+
+    rng = random.Random(5)
+    alphabet = "ab.,;:!?'\"()-_/\\\t\n" + "xyz" * 3
+    texts = ["." * 510, ". " * 510, "a " * 510, "a\t" * 255, "!" * 511, "a" * 511]
+    for _ in range(400):
+        n = rng.randint(400, 700)
+        texts.append("".join(rng.choice(alphabet + " " * 4) for _ in range(n)))
+    counts = count_tokens_batch(texts)
+    fits = [surely_fits(t) for t in texts]
+    assert any(fits) and not all(fits)
+    for text, n, ok in zip(texts, counts, fits, strict=True):
+        if ok:
+            assert n <= 512, (text[:40], n)
+    assert surely_fits("word " * 127 + "wo")  # 510 characters other than spaces
+    assert not surely_fits("word " * 127 + "wor")  # 511: tokenize to know
+    assert not surely_fits("한국")  # other scripts are always tokenized
