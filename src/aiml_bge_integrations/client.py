@@ -294,7 +294,8 @@ class _BaseClient:
         self.batch_size = batch_size
         """Inputs per request (lowered automatically when a server states a smaller limit)."""
         self.max_concurrency = max_concurrency
-        """Requests in flight at once, across every call on this client."""
+        """Requests awaiting their reply at once, across every call on this client (a request
+        holds its slot from sending until its reply's headers arrive)."""
         self.max_retries = max_retries
         self.timeout = float(timeout)
         self.deadline = deadline

@@ -176,7 +176,7 @@ class AimlBgeEmbeddings(Serializable, Embeddings):
     batch_size: int = DEFAULT_BATCH_SIZE
     """Texts per request (lowered automatically when a server states a smaller limit)."""
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
-    """Requests in flight at once, per client (the sync and the async one each)."""
+    """Requests awaiting their reply at once, per client (the sync and the async one each)."""
     max_retries: int = DEFAULT_MAX_RETRIES
     """Retries per request for retryable failures (429, 5xx, 408/409, connection, timeout)."""
     timeout: float = DEFAULT_TIMEOUT

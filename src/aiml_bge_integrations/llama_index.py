@@ -209,7 +209,7 @@ class AimlBgeEmbedding(BaseEmbedding):
     )
     max_concurrency: int = _frozen(
         DEFAULT_MAX_CONCURRENCY,
-        "Requests in flight at once per client, across all concurrent calls.",
+        "Requests awaiting their reply at once per client, across all concurrent calls.",
         ge=1,
         strict=True,
     )
