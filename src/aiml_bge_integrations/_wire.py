@@ -15,6 +15,11 @@ from typing import Any
 
 import orjson
 
+try:  # SIMD base64: six times the standard library's speed (see pyproject.toml)
+    from pybase64 import b64decode as _b64decode
+except ImportError:  # pragma: no cover - a dependency, but the fallback is exact too
+    _b64decode = base64.b64decode  # type: ignore[assignment]
+
 __all__ = [
     "ErrorInfo",
     "ParsedEmbeddings",
@@ -65,7 +70,7 @@ class ParsedEmbeddings:
 
 def _decode_base64(value: str) -> list[float]:
     try:
-        raw = base64.b64decode(value, validate=True)
+        raw = _b64decode(value, validate=True)
     except ValueError as err:  # binascii.Error
         raise WireError(f"embedding is not valid base64 ({err})") from None
     if len(raw) % 4:

@@ -342,3 +342,22 @@ def test_length_refusals_are_recognised() -> None:
     assert not says_input_too_long(AIML_BODY_ERROR)
     assert not says_batch_too_large(400, AIML_BODY_ERROR)
     assert item_index_in_message(AIML_BODY_ERROR) is None
+
+
+def test_fast_base64_decoder_agrees_with_the_standard_library() -> None:
+    import binascii
+    import random
+
+    from aiml_bge_integrations import _wire
+
+    rng = random.Random(3)
+    for n in (0, 4, 3072, 3076):
+        raw = bytes(rng.randrange(256) for _ in range(n))
+        text = base64.b64encode(raw).decode()
+        assert _wire._b64decode(text, validate=True) == base64.b64decode(text, validate=True)
+    # Each is refused (binascii.Error is a ValueError), as a malformed reply must be; the fast
+    # decoder is stricter than the standard library about surplus padding ("AAAA====").
+    for bad in ("!!!!", "AAA", "AAAA\n", "AA=A", "AAAA====", "ÄÄÄÄ"):
+        with pytest.raises(ValueError):
+            _wire._b64decode(bad, validate=True)
+    assert issubclass(binascii.Error, ValueError)
