@@ -925,13 +925,17 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     if stream:
         ratios = stream.get("ratios", {})
         if ratios:
-            worst = max(v["growth_ratio"] for v in ratios.values())
+            # Judged on the process's peak RSS, as the target reads. Growth over the baseline
+            # is shown too: it also moves with the allocator (freed 2 MB reply buffers are
+            # reused from the heap, not returned), which tracemalloc in tests/unit/test_memory.py
+            # separates from what the client itself holds.
+            worst = max(v["peak_rss_ratio"] for v in ratios.values())
             add(
                 "streaming memory: peak(200k) <= 1.2x peak(20k)",
                 worst <= 1.2,
                 "; ".join(
-                    f"{mode}: growth {v['growth_mb'][0]:.1f} -> {v['growth_mb'][1]:.1f} MB "
-                    f"({v['growth_ratio']:.2f}x), peak RSS {v['peak_rss_ratio']:.2f}x"
+                    f"{mode}: peak RSS {v['peak_rss_ratio']:.2f}x; growth over the baseline "
+                    f"{v['growth_mb'][0]:.1f} -> {v['growth_mb'][1]:.1f} MB ({v['growth_ratio']:.2f}x)"
                     for mode, v in ratios.items()
                 ),
             )
