@@ -374,8 +374,13 @@ async def _admitted(
                 return finish(dialect.too_many_chars(i, len(text), config.max_chars_per_item, ctx))
 
     # Counting and embedding run in worker threads, so the event loop keeps accepting (and
-    # refusing) requests while a large batch is being worked on.
-    counts = await run_in_threadpool(state.tokens.count, texts)
+    # refusing) requests while a large batch is being worked on; texts seen before are a
+    # lookup, done inline (a thread hop would cost more than the work).
+    counts = (
+        state.tokens.count(texts)
+        if state.tokens.has_all(texts)
+        else await run_in_threadpool(state.tokens.count, texts)
+    )
     cap = config.max_tokens_per_item
     if cap is not None:
         for i, n in enumerate(counts):
@@ -409,7 +414,10 @@ async def _admitted(
             # The client gave up (its timeout fired): nobody reads a reply, none is counted.
             return Response(b"", status_code=499)
 
-    vectors = await run_in_threadpool(state.vectors_for(config.dim).embed, texts)
+    cache = state.vectors_for(config.dim)
+    vectors = (
+        cache.embed(texts) if cache.has_all(texts) else await run_in_threadpool(cache.embed, texts)
+    )
     data = _encode_items(dialect, vectors, parsed.encoding_format)
     if fault in ITEM_FAULTS:
         assert injector is not None

@@ -163,6 +163,11 @@ class VectorCache:
         self._rows: dict[str, npt.NDArray[np.float32]] = {}
         self._lock = threading.Lock()
 
+    def has_all(self, texts: list[str]) -> bool:
+        """Whether every text's row is kept (so ``embed`` is a lookup, cheap enough inline)."""
+        rows = self._rows
+        return all(text in rows for text in texts)
+
     def embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
         """Little-endian float32 unit vectors for ``texts``, shape ``(len(texts), dim)``."""
         rows = self._rows
@@ -203,6 +208,11 @@ class TokenCounter:
     def __init__(self) -> None:
         self._cache: dict[str, int] = {}
         self._texts: dict[str, int] = {}
+
+    def has_all(self, texts: list[str]) -> bool:
+        """Whether every text's count is kept (so ``count`` is a lookup, cheap enough inline)."""
+        known = self._texts
+        return all(text in known for text in texts)
 
     def count(self, texts: list[str]) -> list[int]:
         """The BGE token count of each text, ``[CLS]`` and ``[SEP]`` included."""
