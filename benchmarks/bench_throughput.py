@@ -76,17 +76,22 @@ class Contestant:
     run: Callable[[list[str], str, int], list[list[float]]]
 
 
+def _ours(base_url: str, batch: int, encoding: str | None) -> dict[str, Any]:
+    """This project's settings for a contestant: defaults apart from the batch size."""
+    return {
+        "api_key": API_KEY,
+        "base_url": base_url,
+        "model": MODEL,
+        "batch_size": batch,
+        "encoding_format": encoding,
+    }
+
+
 def _core_sync(encoding: str | None) -> Callable[[list[str], str, int], list[list[float]]]:
     def run(texts: list[str], base_url: str, batch: int) -> list[list[float]]:
         from aiml_bge_integrations import EmbeddingsClient
 
-        with EmbeddingsClient(
-            api_key=API_KEY,
-            base_url=base_url,
-            model=MODEL,
-            batch_size=batch,
-            encoding_format=encoding,
-        ) as c:
+        with EmbeddingsClient(**_ours(base_url, batch, encoding)) as c:
             return c.embed_documents(texts)
 
     return run
@@ -97,13 +102,7 @@ def _core_async(encoding: str | None) -> Callable[[list[str], str, int], list[li
         from aiml_bge_integrations import AsyncEmbeddingsClient
 
         async def go() -> list[list[float]]:
-            async with AsyncEmbeddingsClient(
-                api_key=API_KEY,
-                base_url=base_url,
-                model=MODEL,
-                batch_size=batch,
-                encoding_format=encoding,
-            ) as c:
+            async with AsyncEmbeddingsClient(**_ours(base_url, batch, encoding)) as c:
                 return await c.embed_documents(texts)
 
         return asyncio.run(go())
@@ -117,13 +116,7 @@ def _langchain_adapter(
     def run(texts: list[str], base_url: str, batch: int) -> list[list[float]]:
         from aiml_bge_integrations.langchain import AimlBgeEmbeddings
 
-        emb = AimlBgeEmbeddings(
-            api_key=API_KEY,
-            base_url=base_url,
-            model=MODEL,
-            batch_size=batch,
-            encoding_format=encoding,  # type: ignore[arg-type]
-        )
+        emb = AimlBgeEmbeddings(**_ours(base_url, batch, encoding))
         if mode == "sync":
             return emb.embed_documents(texts)
         return asyncio.run(emb.aembed_documents(texts))
@@ -137,13 +130,7 @@ def _llama_index_adapter(
     def run(texts: list[str], base_url: str, batch: int) -> list[list[float]]:
         from aiml_bge_integrations.llama_index import AimlBgeEmbedding
 
-        emb = AimlBgeEmbedding(
-            api_key=API_KEY,
-            base_url=base_url,
-            model=MODEL,
-            batch_size=batch,
-            encoding_format=encoding,  # type: ignore[arg-type]
-        )
+        emb = AimlBgeEmbedding(**_ours(base_url, batch, encoding))
         if mode == "sync":
             return emb.get_text_embedding_batch(texts)
         return asyncio.run(emb.aget_text_embedding_batch(texts))
