@@ -686,6 +686,13 @@ class _Exchange:
         raise asyncio.CancelledError  # the scope was cancelled: the caller is being cancelled
 
 
+def _enlarge_reads(http: httpx.Client | httpx.AsyncClient) -> None:
+    # Imported here: httpcore loads with the first client, not with the package.
+    from ._transport import enlarge_reads
+
+    enlarge_reads(http)
+
+
 def _release(response: httpx.Response) -> None:
     # An httpx response and its stream refer to each other, so a finished response (with its
     # request body) waits for the cycle collector; over a long streaming run that is most of
@@ -740,14 +747,17 @@ class EmbeddingsClient(_BaseClient):
     def __init__(self, *, http_client: httpx.Client | None = None, **settings: Any) -> None:
         super().__init__(**settings)
         self._owns_http = http_client is None
-        self._http = http_client or httpx.Client(
-            verify=_ssl_context(),
-            timeout=httpx.Timeout(self.timeout),
-            limits=httpx.Limits(
-                max_connections=self.max_concurrency * 2,
-                max_keepalive_connections=self.max_concurrency * 2,
-            ),
-        )
+        if http_client is None:
+            http_client = httpx.Client(
+                verify=_ssl_context(),
+                timeout=httpx.Timeout(self.timeout),
+                limits=httpx.Limits(
+                    max_connections=self.max_concurrency * 2,
+                    max_keepalive_connections=self.max_concurrency * 2,
+                ),
+            )
+            _enlarge_reads(http_client)
+        self._http = http_client
         self._slots = threading.BoundedSemaphore(self.max_concurrency)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -1013,14 +1023,17 @@ class AsyncEmbeddingsClient(_BaseClient):
                 del self._states[finished]
             state = self._states.get(loop)
             if state is None:
-                http = self._injected_http or httpx.AsyncClient(
-                    verify=_ssl_context(),
-                    timeout=httpx.Timeout(self.timeout),
-                    limits=httpx.Limits(
-                        max_connections=self.max_concurrency * 2,
-                        max_keepalive_connections=self.max_concurrency * 2,
-                    ),
-                )
+                http = self._injected_http
+                if http is None:
+                    http = httpx.AsyncClient(
+                        verify=_ssl_context(),
+                        timeout=httpx.Timeout(self.timeout),
+                        limits=httpx.Limits(
+                            max_connections=self.max_concurrency * 2,
+                            max_keepalive_connections=self.max_concurrency * 2,
+                        ),
+                    )
+                    _enlarge_reads(http)
                 state = _LoopState(
                     asyncio.Semaphore(self.max_concurrency), http, self._injected_http is None
                 )
