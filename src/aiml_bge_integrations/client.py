@@ -418,9 +418,7 @@ class _BaseClient:
         return _Call(_retry.Deadline(self.deadline), self.deadline)
 
     def _batches(self, texts: list[str]) -> Iterator[tuple[int, list[str]]]:
-        size = self.effective_batch_size
-        for start in range(0, len(texts), size):
-            yield start, texts[start : start + size]
+        return self._chunk_batches(texts, max(1, len(texts)))
 
     def _chunk_batches(self, texts: list[str], chunk_size: int) -> Iterator[tuple[int, list[str]]]:
         # Requests never straddle a chunk: each chunk is cut as embed_documents would cut it.
@@ -449,6 +447,17 @@ class _BaseClient:
 
     def _request_headers(self) -> dict[str, str]:
         return {**self._headers, "X-Client-Request-Id": uuid.uuid4().hex}
+
+    def _build_request(
+        self, http: httpx.Client | httpx.AsyncClient, body: bytes, call: _Call
+    ) -> httpx.Request:
+        return http.build_request(
+            "POST",
+            self._url,
+            content=body,
+            headers=self._request_headers(),
+            timeout=self._request_timeout(call),
+        )
 
     def _request_timeout(self, call: _Call) -> float:
         left = call.deadline.remaining()
@@ -686,11 +695,28 @@ class _Exchange:
         raise asyncio.CancelledError  # the scope was cancelled: the caller is being cancelled
 
 
-def _enlarge_reads(http: httpx.Client | httpx.AsyncClient) -> None:
+_Http = TypeVar("_Http", httpx.Client, httpx.AsyncClient)
+
+
+def _own_pool(cls: type[_Http], max_concurrency: int, timeout: float) -> _Http:
+    """The connection pool a client builds when given none.
+
+    Twice ``max_concurrency`` connections, all kept alive: a reply's body is still being read
+    after its slot is free and the next request has gone out. TLS is verified, and reads are
+    up to 1 MiB (``_transport``).
+    """
     # Imported here: httpcore loads with the first client, not with the package.
     from ._transport import enlarge_reads
 
+    http = cls(
+        verify=_ssl_context(),
+        timeout=httpx.Timeout(timeout),
+        limits=httpx.Limits(
+            max_connections=max_concurrency * 2, max_keepalive_connections=max_concurrency * 2
+        ),
+    )
     enlarge_reads(http)
+    return http
 
 
 def _release(response: httpx.Response) -> None:
@@ -747,17 +773,7 @@ class EmbeddingsClient(_BaseClient):
     def __init__(self, *, http_client: httpx.Client | None = None, **settings: Any) -> None:
         super().__init__(**settings)
         self._owns_http = http_client is None
-        if http_client is None:
-            http_client = httpx.Client(
-                verify=_ssl_context(),
-                timeout=httpx.Timeout(self.timeout),
-                limits=httpx.Limits(
-                    max_connections=self.max_concurrency * 2,
-                    max_keepalive_connections=self.max_concurrency * 2,
-                ),
-            )
-            _enlarge_reads(http_client)
-        self._http = http_client
+        self._http = http_client or _own_pool(httpx.Client, self.max_concurrency, self.timeout)
         self._slots = threading.BoundedSemaphore(self.max_concurrency)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -924,13 +940,7 @@ class EmbeddingsClient(_BaseClient):
         )
 
     def _send(self, body: bytes, texts: list[str], offset: int, call: _Call) -> _Outcome:
-        request = self._http.build_request(
-            "POST",
-            self._url,
-            content=body,
-            headers=self._request_headers(),
-            timeout=self._request_timeout(call),
-        )
+        request = self._build_request(self._http, body, call)
         self._count(requests=1)
         try:
             with self._slots:
@@ -1023,17 +1033,9 @@ class AsyncEmbeddingsClient(_BaseClient):
                 del self._states[finished]
             state = self._states.get(loop)
             if state is None:
-                http = self._injected_http
-                if http is None:
-                    http = httpx.AsyncClient(
-                        verify=_ssl_context(),
-                        timeout=httpx.Timeout(self.timeout),
-                        limits=httpx.Limits(
-                            max_connections=self.max_concurrency * 2,
-                            max_keepalive_connections=self.max_concurrency * 2,
-                        ),
-                    )
-                    _enlarge_reads(http)
+                http = self._injected_http or _own_pool(
+                    httpx.AsyncClient, self.max_concurrency, self.timeout
+                )
                 state = _LoopState(
                     asyncio.Semaphore(self.max_concurrency), http, self._injected_http is None
                 )
@@ -1154,15 +1156,8 @@ class AsyncEmbeddingsClient(_BaseClient):
 
     async def _send(self, body: bytes, texts: list[str], offset: int, call: _Call) -> _Outcome:
         state = await self._loop_state()
-        http = state.http
-        request = http.build_request(
-            "POST",
-            self._url,
-            content=body,
-            headers=self._request_headers(),
-            timeout=self._request_timeout(call),
-        )
-        exchange = _Exchange(http, request, state.semaphore, lambda: self._count(requests=1))
+        request = self._build_request(state.http, body, call)
+        exchange = _Exchange(state.http, request, state.semaphore, lambda: self._count(requests=1))
         try:
             response, content = await exchange.run()
         except httpx.TransportError as err:
