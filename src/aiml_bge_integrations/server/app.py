@@ -376,11 +376,9 @@ async def _admitted(
     # Counting and embedding run in worker threads, so the event loop keeps accepting (and
     # refusing) requests while a large batch is being worked on; texts seen before are a
     # lookup, done inline (a thread hop would cost more than the work).
-    counts = (
-        state.tokens.count(texts)
-        if state.tokens.has_all(texts)
-        else await run_in_threadpool(state.tokens.count, texts)
-    )
+    counts = state.tokens.lookup(texts)
+    if counts is None:
+        counts = await run_in_threadpool(state.tokens.count, texts)
     cap = config.max_tokens_per_item
     if cap is not None:
         for i, n in enumerate(counts):
@@ -415,9 +413,9 @@ async def _admitted(
             return Response(b"", status_code=499)
 
     cache = state.vectors_for(config.dim)
-    vectors = (
-        cache.embed(texts) if cache.has_all(texts) else await run_in_threadpool(cache.embed, texts)
-    )
+    vectors = cache.lookup(texts)
+    if vectors is None:
+        vectors = await run_in_threadpool(cache.embed, texts)
     data = _encode_items(dialect, vectors, parsed.encoding_format)
     if fault in ITEM_FAULTS:
         assert injector is not None

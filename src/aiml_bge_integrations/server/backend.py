@@ -163,23 +163,28 @@ class VectorCache:
         self._rows: dict[str, npt.NDArray[np.float32]] = {}
         self._lock = threading.Lock()
 
-    def has_all(self, texts: list[str]) -> bool:
-        """Whether every text's row is kept (so ``embed`` is a lookup, cheap enough inline)."""
+    def lookup(self, texts: list[str]) -> npt.NDArray[np.float32] | None:
+        """``embed(texts)`` when every row is kept (a lookup, cheap enough inline), else None."""
+        if not texts:
+            return np.zeros((0, self.embedder.dim), dtype="<f4")
         rows = self._rows
-        return all(text in rows for text in texts)
+        try:
+            return np.stack([rows[text] for text in texts])
+        except KeyError:
+            return None
 
     def embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
         """Little-endian float32 unit vectors for ``texts``, shape ``(len(texts), dim)``."""
+        kept = self.lookup(texts)
+        if kept is not None:
+            return kept
         rows = self._rows
         found = [rows.get(text) for text in texts]
         missing = [i for i, row in enumerate(found) if row is None]
-        if missing:
-            fresh = self.embedder.embed([texts[i] for i in missing]).astype("<f4")
-            for i, row in zip(missing, fresh, strict=True):
-                found[i] = row
-            self._remember([texts[i] for i in missing], fresh)
-        if not texts:
-            return np.zeros((0, self.embedder.dim), dtype="<f4")
+        fresh = self.embedder.embed([texts[i] for i in missing]).astype("<f4")
+        for i, row in zip(missing, fresh, strict=True):
+            found[i] = row
+        self._remember([texts[i] for i in missing], fresh)
         return np.stack(found)  # type: ignore[arg-type]
 
     def _remember(self, texts: list[str], fresh: npt.NDArray[np.float32]) -> None:
@@ -209,17 +214,20 @@ class TokenCounter:
         self._cache: dict[str, int] = {}
         self._texts: dict[str, int] = {}
 
-    def has_all(self, texts: list[str]) -> bool:
-        """Whether every text's count is kept (so ``count`` is a lookup, cheap enough inline)."""
+    def lookup(self, texts: list[str]) -> list[int] | None:
+        """``count(texts)`` when every text's count is kept (a lookup, cheap enough inline), else None."""
         known = self._texts
-        return all(text in known for text in texts)
+        try:
+            return [known[text] for text in texts]
+        except KeyError:
+            return None
 
     def count(self, texts: list[str]) -> list[int]:
         """The BGE token count of each text, ``[CLS]`` and ``[SEP]`` included."""
+        kept = self.lookup(texts)
+        if kept is not None:
+            return kept
         known = self._texts
-        found = [known.get(text) for text in texts]
-        if None not in found:
-            return found  # type: ignore[return-value]
         counts = self._count(texts)
         if len(known) + len(texts) > _CACHE_LIMIT:
             known.clear()
