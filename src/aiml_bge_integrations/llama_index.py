@@ -397,8 +397,7 @@ class AimlBgeEmbedding(BaseEmbedding):
         chunks = self.client.iter_chunks(texts, size)  # checks every text, sends nothing yet
         model_dict = self.to_payload()
         out: list[Embedding] = []
-        progress = _progress(show_progress, len(texts))
-        with progress, contextlib.closing(chunks):
+        with _progress(show_progress, len(texts)) as progress, contextlib.closing(chunks):
             for start in range(0, len(texts), size):
                 cur = texts[start : start + size]
                 dispatcher.event(EmbeddingStartEvent(model_dict=model_dict))
