@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import random
 import struct
+import sys
 from typing import Any
 
 import orjson
@@ -86,6 +88,18 @@ def test_base64_vectors_decode_to_python_floats_in_order() -> None:
     parsed = parse_embeddings_response(reply(items), 2)
     assert parsed.vectors == [vec(0), vec(1)]
     assert all(type(x) is float for v in parsed.vectors for x in v)
+
+
+@pytest.mark.skipif(sys.implementation.name != "cpython", reason="CPython's cycle collector")
+@pytest.mark.parametrize("encode", [list, b64], ids=["float", "base64"])
+def test_vectors_are_left_out_of_the_cycle_collectors_walks(encode: Any) -> None:
+    # Lists of floats cannot form cycles; a tracked one costs the collector 768 visits per pass.
+    items = [item(i, encode(vec(i, 768))) for i in range(3)]
+    parsed = parse_embeddings_response(reply(items), 3)
+    assert not any(gc.is_tracked(v) for v in parsed.vectors)
+    # Still ordinary lists of floats.
+    assert all(type(v) is list and type(v[0]) is float for v in parsed.vectors)
+    assert parsed.vectors == [vec(i, 768) for i in range(3)]
 
 
 def test_base64_float32_rounding_is_within_float32_tolerance() -> None:
