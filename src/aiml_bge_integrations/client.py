@@ -698,7 +698,7 @@ class _Exchange:
 _Http = TypeVar("_Http", httpx.Client, httpx.AsyncClient)
 
 
-def _own_pool(cls: type[_Http], max_concurrency: int, timeout: float) -> _Http:
+def _own_pool(cls: type[_Http], max_concurrency: int, timeout: float, base_url: str) -> _Http:
     """The connection pool a client builds when given none.
 
     Twice ``max_concurrency`` connections, all kept alive: a reply's body is still being read
@@ -709,7 +709,7 @@ def _own_pool(cls: type[_Http], max_concurrency: int, timeout: float) -> _Http:
     from ._transport import enlarge_reads
 
     http = cls(
-        verify=_ssl_context(),
+        verify=_ssl_context() if base_url.startswith("https:") else _no_tls_context(),
         timeout=httpx.Timeout(timeout),
         limits=httpx.Limits(
             max_connections=max_concurrency * 2, max_keepalive_connections=max_concurrency * 2
@@ -744,6 +744,14 @@ def _ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+@functools.lru_cache(maxsize=1)
+def _no_tls_context() -> ssl.SSLContext:
+    # For a plain-http base URL (the local server) no TLS is ever spoken, so the CA bundle is
+    # not loaded. The context still verifies: with no trust anchors, an https connection made
+    # through this pool would fail, never be trusted.
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
 def _rebuild(cls: type[_T], kwargs: dict[str, Any]) -> _T:
     return cls(**kwargs)
 
@@ -773,7 +781,9 @@ class EmbeddingsClient(_BaseClient):
     def __init__(self, *, http_client: httpx.Client | None = None, **settings: Any) -> None:
         super().__init__(**settings)
         self._owns_http = http_client is None
-        self._http = http_client or _own_pool(httpx.Client, self.max_concurrency, self.timeout)
+        self._http = http_client or _own_pool(
+            httpx.Client, self.max_concurrency, self.timeout, self.base_url
+        )
         self._slots = threading.BoundedSemaphore(self.max_concurrency)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -1034,7 +1044,7 @@ class AsyncEmbeddingsClient(_BaseClient):
             state = self._states.get(loop)
             if state is None:
                 http = self._injected_http or _own_pool(
-                    httpx.AsyncClient, self.max_concurrency, self.timeout
+                    httpx.AsyncClient, self.max_concurrency, self.timeout, self.base_url
                 )
                 state = _LoopState(
                     asyncio.Semaphore(self.max_concurrency), http, self._injected_http is None

@@ -478,6 +478,18 @@ async def test_tls_verification_is_on_in_the_async_client() -> None:
         assert _verifies(client._state().http._transport._pool)  # type: ignore[attr-defined]
 
 
+def test_a_plain_http_client_skips_the_ca_bundle_but_still_verifies() -> None:
+    # Loading the CA bundle costs ~80 ms of CPU; an http base URL never speaks TLS.
+    with EmbeddingsClient(api_key=KEY, base_url="http://127.0.0.1:9/v1") as plain:
+        pool = plain._http._transport._pool  # type: ignore[attr-defined]
+        assert _verifies(pool)
+        assert pool._ssl_context.cert_store_stats()["x509_ca"] == 0
+    with EmbeddingsClient(api_key=KEY) as tls:
+        pool = tls._http._transport._pool  # type: ignore[attr-defined]
+        assert _verifies(pool)
+        assert pool._ssl_context.cert_store_stats()["x509_ca"] > 0
+
+
 def test_usage_credits_from_the_body_or_else_the_header() -> None:
     def body_credits(request: httpx.Request) -> httpx.Response:
         reply = ok(request)
