@@ -73,6 +73,7 @@ class _Callbacks(BaseCallbackHandler):
 class _Events(BaseEventHandler):
     log: list[tuple[str, Any]] = Field(default_factory=list)
     stamps: list[bool] = Field(default_factory=list)
+    ids: list[str] = Field(default_factory=list)
 
     @classmethod
     def class_name(cls) -> str:
@@ -89,6 +90,7 @@ class _Events(BaseEventHandler):
         stamped = bool(event.id_) and event.timestamp is not None
         in_span = event.span_id is not None and "get_text_embedding_batch" in event.span_id
         self.stamps.append(stamped and in_span)
+        self.ids.append(event.id_)
 
 
 @pytest.fixture
@@ -130,6 +132,7 @@ def test_sync_batch_matches_llama_indexs_own_method(
     theirs = _observe(embed, events, lambda: BaseEmbedding.get_text_embedding_batch(embed, TEXTS))
     assert ours == theirs
     assert events.stamps and all(events.stamps)
+    assert len(set(events.ids)) == len(events.ids)  # each event its own id
     # Same requests too: chunks are cut into batches as LlamaIndex's own path cuts them.
     assert local_server.stats.requests == 2 * sent_by_ours
     chunks = -(-len(TEXTS) // embed_batch_size)
@@ -162,6 +165,7 @@ async def test_async_batch_matches_llama_indexs_own_method(
     )
     assert ours == theirs
     assert events.stamps and all(events.stamps)
+    assert len(set(events.ids)) == len(events.ids)  # each event its own id
     chunks = -(-len(TEXTS) // embed_batch_size)
     # LlamaIndex's async order: every chunk starts, then each ends in order.
     assert [kind for kind, _ in ours[1]] == ["start"] * chunks + ["end"] * chunks
