@@ -175,6 +175,66 @@ def test_each_validation_failure_is_a_wire_error(
     assert words in str(info.value)
 
 
+_NOT_NUMBERS: list[Any] = [None, "x", "", True, False, [0.5], [], {"a": 1}, "1.5"]
+
+
+def _spellings(doc: dict[str, Any]) -> list[bytes]:
+    """One reply as different servers write it: compact, indented, escaped slashes, \\u escapes."""
+    compact = orjson.dumps(doc)
+    return [
+        compact,
+        json.dumps(doc, indent=2).encode(),
+        compact.replace(b"/", b"\\/"),
+        json.dumps({**doc, "model": "bge-\u00e9"}, ensure_ascii=True).encode(),
+    ]
+
+
+def test_a_non_number_anywhere_in_any_vector_is_named_however_the_reply_is_spelled() -> None:
+    rng = random.Random(11)
+    for _ in range(60):
+        count, dim = rng.randint(1, 6), rng.randint(1, 9)
+        vectors = [[rng.uniform(-1, 1) for _ in range(dim)] for _ in range(count)]
+        bad_index, bad_pos = rng.randrange(count), rng.randrange(dim)
+        bad = rng.choice(_NOT_NUMBERS)
+        vectors[bad_index][bad_pos] = bad
+        doc = {"object": "list", "data": [item(i, v) for i, v in enumerate(vectors)]}
+        doc["model"] = "BAAI/bge-base-en-v1.5"
+        for content in _spellings(doc):
+            with pytest.raises(WireError) as info:
+                parse_embeddings_response(content, count)
+            assert f"index {bad_index} " in str(info.value), (bad, content[:200])
+
+
+def test_numbers_pass_however_the_reply_is_spelled() -> None:
+    rng = random.Random(12)
+    vectors = [[rng.uniform(-1, 1) for _ in range(8)] for _ in range(5)]
+    vectors[1] = [0, 1, 0, 2, 0, 0, 0, 3]  # whole numbers only: made floats
+    vectors[2][0] = 0  # a leading whole number: the vector is made floats
+    vectors[3] = [1e-7, -2.5e3, 1e300, -0.0, 5e-324, 0.1, 2.0, -1]
+    doc = {"object": "list", "data": [item(i, v) for i, v in enumerate(vectors)]}
+    doc["model"] = "BAAI/bge-base-en-v1.5"
+    doc["usage"] = {"prompt_tokens": 7, "total_tokens": 7}
+    for content in _spellings(doc):
+        parsed = parse_embeddings_response(content, 5)
+        assert parsed.vectors == [[float(x) for x in v] for v in vectors]
+        assert all(type(x) is float for x in parsed.vectors[1] + parsed.vectors[2])
+
+
+def test_the_one_pass_check_clears_ordinary_replies_and_refers_the_rest() -> None:
+    from aiml_bge_integrations._wire import _vectors_hold_only_numbers
+
+    def clears(doc: dict[str, Any], content: bytes) -> bool:
+        return _vectors_hold_only_numbers(content, doc, doc["data"])
+
+    doc = {"object": "list", "data": [item(0, [0.5, -1.0]), item(1, [2, 3e-5])], "model": "a/b"}
+    compact, indented, slashes, escaped = _spellings(doc)
+    assert clears(doc, compact) and clears(doc, indented) and clears(doc, slashes)
+    assert not clears({**doc, "model": "bge-\u00e9"}, escaped)  # checked item by item instead
+    for bad in _NOT_NUMBERS:
+        spoiled = {**doc, "data": [item(0, [0.5, bad]), item(1, [2, 3e-5])]}
+        assert not clears(spoiled, orjson.dumps(spoiled)), bad
+
+
 @pytest.mark.parametrize(
     ("content", "words"),
     [
