@@ -87,8 +87,8 @@ def _load_untrack() -> Callable[[object], None]:
 
     A vector holds only floats, so it can never be part of a reference cycle, yet CPython's
     cycle collector walks all 768 items of every list it tracks, on every pass, for as long
-    as the vector lives. Measured on the benchmark (20,000 vectors kept): 480-690 ms of
-    collector passes per run, single pauses of 90-180 ms. Untracking costs 0.75 us per vector.
+    as the vector lives. Measured on the benchmark (20,000 vectors kept): 430-690 ms of
+    collector passes per run, single pauses of 85-185 ms. Untracking costs 0.75 us per vector.
     A list that is later made to hold a container is still freed by reference counting; only
     a cycle built through it would outlive its last reference.
     """
