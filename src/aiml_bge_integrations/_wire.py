@@ -123,9 +123,9 @@ def _vectors_hold_only_numbers(content: bytes, doc: dict[str, Any], data: list[A
     held only numbers (a string, ``null``, ``true``, a nested list or an object would leave
     quotes, letters or brackets behind). One pass over the bytes, 3-4 ms per 1,000 vectors,
     where collecting the type of every item costs about 40 ms and ``sum()`` (which would let
-    ``true`` through) 9 ms. Escaped slashes (``BAAI\\/bge``,
-    as PHP writes them) are undone before comparing; anything else orjson would spell
-    differently (``\\u`` escapes, repeated keys) gives False, and every item is checked.
+    ``true`` through) 9 ms. Escaped slashes (``BAAI\\/bge``, as PHP writes them) are undone
+    before comparing; anything else orjson would spell differently (``\\u`` escapes,
+    repeated keys) gives False, and every item is checked.
     """
     try:
         emptied = {**doc, "data": [{**item, "embedding": []} for item in data]}

@@ -709,7 +709,7 @@ def _own_pool(cls: type[_Http], max_concurrency: int, timeout: float, base_url: 
     from ._transport import enlarge_reads
 
     http = cls(
-        verify=_ssl_context() if base_url.startswith("https:") else _no_tls_context(),
+        verify=_no_tls_context() if base_url[:5].lower() == "http:" else _ssl_context(),
         timeout=httpx.Timeout(timeout),
         limits=httpx.Limits(
             max_connections=max_concurrency * 2, max_keepalive_connections=max_concurrency * 2

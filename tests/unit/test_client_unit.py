@@ -484,10 +484,11 @@ def test_a_plain_http_client_skips_the_ca_bundle_but_still_verifies() -> None:
         pool = plain._http._transport._pool  # type: ignore[attr-defined]
         assert _verifies(pool)
         assert pool._ssl_context.cert_store_stats()["x509_ca"] == 0
-    with EmbeddingsClient(api_key=KEY) as tls:
-        pool = tls._http._transport._pool  # type: ignore[attr-defined]
-        assert _verifies(pool)
-        assert pool._ssl_context.cert_store_stats()["x509_ca"] > 0
+    for url in (None, "HTTPS://api.example.test/v1"):  # the default base URL, any case
+        with EmbeddingsClient(api_key=KEY, base_url=url) as tls:
+            pool = tls._http._transport._pool  # type: ignore[attr-defined]
+            assert _verifies(pool)
+            assert pool._ssl_context.cert_store_stats()["x509_ca"] > 0
 
 
 def test_usage_credits_from_the_body_or_else_the_header() -> None:
