@@ -120,13 +120,9 @@ def apply_long_text_policy(texts: list[str], model: str, policy: str, offset: in
         raise ValueError(f"long_text must be one of {LONG_TEXT_POLICIES}, not {policy!r}")
     if policy == "none" or not is_bge_model(model):
         return texts
-    from .tokens import surely_fits, truncate_texts
+    from .tokens import truncate_texts
 
-    if all(surely_fits(t) for t in texts):
-        # An ASCII character other than a space is at most one token, so nothing can be over.
-        # Other scripts can (Hangul decomposes into jamo: 510 characters can be 1,000+ tokens).
-        return texts
-
+    # Short ASCII texts are not tokenized: truncate_texts skips whatever surely fits.
     result = truncate_texts(texts, cut=policy == "truncate")
     if not result.over_limit:
         return texts
