@@ -58,6 +58,7 @@ def test_package_exports_clients_errors_and_version() -> None:
         "cli",
         "demo",
         "demo_corpus",
+        "ray",
     }
     assert public_names - modules - {"annotations"} <= set(aiml_bge_integrations.__all__)
 

@@ -1,0 +1,356 @@
+"""Ray Data: embed a dataset on a Ray cluster, with limits that hold for the whole cluster.
+
+Needs the ``ray`` extra (``pip install 'aiml-bge-integrations[ray]'``: ``ray[data]`` 2.51 or
+newer)::
+
+    import ray
+    from aiml_bge_integrations.ray import embed_dataset
+
+    ds = ray.data.read_parquet("s3://bucket/passages/")          # columns id, text, ...
+    out = embed_dataset(ds, actors=4, max_concurrency=16, base_url=...)
+    out.write_parquet("s3://bucket/vectors/")                     # id, text, ..., embedding
+
+- ``BgeEmbedder`` is the callable class ``Dataset.map_batches`` runs in each actor: it builds
+  one ``AsyncEmbeddingsClient`` per actor, takes Arrow batches, and appends the vectors as an
+  Arrow ``fixed_size_list<float32>[dim]`` column (the type ``aiml-bge embed`` writes to
+  Parquet), every other column kept.
+- ``embed_dataset`` is the one call most users need: it splits the limits, sizes the actor
+  pool, gives each actor a fraction of a CPU, and cuts the data into blocks small enough that
+  every actor has work.
+- ``embed_parquet`` reads Parquet, embeds and writes Parquet with Ray Data's checkpointing by
+  id, so that a job run again after a failure embeds only the ids not yet written.
+
+**Limits for the whole cluster.** ``max_concurrency``, ``requests_per_minute`` and
+``tokens_per_minute`` given to ``embed_dataset`` hold for all actors together: each of the
+``actors`` actors gets an equal share (``split_limits``) and its client enforces that share
+locally. The shares add up to at most the limit, so the cluster never exceeds it, without a
+coordinator on the request path.
+
+**The API key** never goes through Ray: no task argument, actor argument or object carries
+it. Each actor reads it from an environment variable of the worker process (by default
+``AIMLAPI_API_KEY``; ``api_key_env`` names another), which the cluster's nodes set from a
+secret (see docs/ray.md, "How the key reaches the workers").
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+try:
+    import numpy as np
+    import pyarrow as pa
+    import ray
+    import ray.data
+except ImportError as err:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "aiml_bge_integrations.ray needs Ray Data: pip install 'aiml-bge-integrations[ray]'"
+    ) from err
+
+from ._settings import API_KEY_ENV, DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONCURRENCY
+from .client import AsyncEmbeddingsClient, EmbeddingsClient
+from .errors import ConfigurationError, InvalidInputError, MissingAPIKeyError
+
+__all__ = [
+    "BgeEmbedder",
+    "SyncBgeEmbedder",
+    "embed_dataset",
+    "embed_parquet",
+    "split_limits",
+]
+
+DEFAULT_ACTORS = 2
+"""Actors ``embed_dataset`` starts when not told."""
+DEFAULT_ACTOR_CPUS = 0.25
+"""CPU share reserved per actor: an actor mostly waits on the network."""
+
+_REFUSED_SETTINGS = {
+    "api_key": "the key would travel in Ray's task arguments; set it in the workers' "
+    "environment (AIMLAPI_API_KEY, or name the variable with api_key_env)",
+    "http_client": "an HTTP client cannot be shipped to actors; each actor builds its own",
+    "rate_limiter": "a limiter object is per process; give requests_per_minute and "
+    "tokens_per_minute, which embed_dataset shares between the actors",
+}
+
+
+# -- limits ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ActorShare:
+    """What one actor's client may use so that all ``actors`` together stay within the limits."""
+
+    actors: int
+    """Actors to start (fewer than asked when the concurrency cannot give each one a slot)."""
+    max_concurrency: int
+    """Requests in flight for this actor's client."""
+    requests_per_minute: float | None
+    """This actor's pace, or ``None`` for no pace."""
+    tokens_per_minute: float | None
+    """This actor's token pace, or ``None``."""
+
+
+def split_limits(
+    actors: int,
+    max_concurrency: int,
+    requests_per_minute: float | None = None,
+    tokens_per_minute: float | None = None,
+) -> ActorShare:
+    """Split cluster-wide limits into equal per-actor shares whose sum never exceeds them.
+
+    Concurrency is split by floor division (``actors * share <= max_concurrency``); when there
+    are more actors than slots, the number of actors drops to ``max_concurrency`` (one slot
+    each). Per-minute limits are divided evenly: each actor's client paces its requests
+    evenly at its share, so the sum of the paces is the limit.
+    """
+    for name, value in (("actors", actors), ("max_concurrency", max_concurrency)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigurationError(f"{name} must be an integer >= 1, not {value!r}")
+    for name, rate in (
+        ("requests_per_minute", requests_per_minute),
+        ("tokens_per_minute", tokens_per_minute),
+    ):
+        if rate is not None and not rate > 0:
+            raise ConfigurationError(f"{name} must be positive, not {rate!r}")
+    n = min(actors, max_concurrency)
+    return ActorShare(
+        actors=n,
+        max_concurrency=max_concurrency // n,
+        requests_per_minute=None if requests_per_minute is None else requests_per_minute / n,
+        tokens_per_minute=None if tokens_per_minute is None else tokens_per_minute / n,
+    )
+
+
+# -- the map_batches class ------------------------------------------------------------------
+
+
+def _check_settings(settings: Mapping[str, Any]) -> None:
+    for name, why in _REFUSED_SETTINGS.items():
+        if name in settings:
+            raise ConfigurationError(f"{name} is not accepted on Ray: {why}")
+
+
+def _key_from_env(api_key_env: str) -> str:
+    key = os.environ.get(api_key_env, "").strip()
+    if not key:
+        raise MissingAPIKeyError(
+            f"no API key in this Ray worker: set {api_key_env} in the environment of every "
+            "node (or the job's runtime environment); see docs/ray.md"
+        )
+    return key
+
+
+class _EmbedderBase:
+    def __init__(
+        self,
+        *,
+        text_column: str = "text",
+        output_column: str = "embedding",
+        api_key_env: str = API_KEY_ENV,
+        **settings: Any,
+    ) -> None:
+        _check_settings(settings)
+        self.text_column = text_column
+        """Column holding the texts."""
+        self.output_column = output_column
+        """Column the vectors are written to."""
+        self._dim: int | None = None
+
+    def _texts(self, batch: pa.Table) -> list[str]:
+        if self.text_column not in batch.column_names:
+            raise InvalidInputError(
+                f"no column {self.text_column!r} in the batch (columns: "
+                f"{', '.join(batch.column_names)}); choose one with text_column="
+            )
+        if self.output_column in batch.column_names:
+            raise InvalidInputError(
+                f"the batch already has a column {self.output_column!r}; choose another "
+                "output_column="
+            )
+        texts: list[str] = batch.column(self.text_column).to_pylist()
+        return texts
+
+    def _append(self, batch: pa.Table, vectors: list[list[float]], dim_hint: int | None) -> Any:
+        if vectors:
+            matrix = np.asarray(vectors, dtype=np.float32)
+            self._dim = matrix.shape[1]
+        else:
+            self._dim = self._dim or dim_hint or 0
+            matrix = np.zeros((0, self._dim), dtype=np.float32)
+        values = pa.array(matrix.reshape(-1), type=pa.float32())
+        column = pa.FixedSizeListArray.from_arrays(values, self._dim)
+        return batch.append_column(self.output_column, column)
+
+
+class BgeEmbedder(_EmbedderBase):
+    """A callable class for ``Dataset.map_batches``: appends a vector column to Arrow batches.
+
+    Usage::
+
+        ds.map_batches(
+            BgeEmbedder,
+            fn_constructor_kwargs={"text_column": "text", "max_concurrency": 4},
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=2),
+            num_cpus=0.25,
+        )
+
+    Each actor builds one ``AsyncEmbeddingsClient`` from the keyword ``settings`` (those of
+    the client; ``api_key``, ``http_client`` and ``rate_limiter`` are refused) and a key read
+    from the worker's environment variable ``api_key_env``. ``__call__`` is ``async``: Ray
+    Data runs several batches of one actor at once on one event loop, and the client's
+    ``max_concurrency`` holds across all of them, so the actor keeps its share of requests in
+    flight without the pause a synchronous call has at the end of each batch (measured in
+    docs/ray.md). Prefer ``embed_dataset``, which also splits cluster-wide limits.
+    """
+
+    def __init__(
+        self,
+        *,
+        text_column: str = "text",
+        output_column: str = "embedding",
+        api_key_env: str = API_KEY_ENV,
+        **settings: Any,
+    ) -> None:
+        super().__init__(
+            text_column=text_column, output_column=output_column, api_key_env=api_key_env
+        )
+        _check_settings(settings)
+        self._client = AsyncEmbeddingsClient(api_key=_key_from_env(api_key_env), **settings)
+
+    async def __call__(self, batch: pa.Table) -> pa.Table:
+        """The batch with the vectors of its texts appended as ``output_column``."""
+        texts = self._texts(batch)
+        vectors = await self._client.embed_documents(texts) if texts else []
+        return self._append(batch, vectors, self._client._expected_dim)
+
+
+class SyncBgeEmbedder(_EmbedderBase):
+    """``BgeEmbedder`` with a synchronous ``__call__`` over ``EmbeddingsClient`` (threads).
+
+    One batch at a time per actor; the requests of a batch run on up to ``max_concurrency``
+    threads. Kept for comparison (see docs/ray.md) and for pipelines that cannot run async
+    functions; ``BgeEmbedder`` is the default.
+    """
+
+    def __init__(
+        self,
+        *,
+        text_column: str = "text",
+        output_column: str = "embedding",
+        api_key_env: str = API_KEY_ENV,
+        **settings: Any,
+    ) -> None:
+        super().__init__(
+            text_column=text_column, output_column=output_column, api_key_env=api_key_env
+        )
+        _check_settings(settings)
+        self._client = EmbeddingsClient(api_key=_key_from_env(api_key_env), **settings)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        """The batch with the vectors of its texts appended as ``output_column``."""
+        texts = self._texts(batch)
+        vectors = self._client.embed_documents(texts) if texts else []
+        return self._append(batch, vectors, self._client._expected_dim)
+
+
+# -- the one call ---------------------------------------------------------------------------
+
+
+def _validate_client_settings(settings: Mapping[str, Any]) -> None:
+    # Every check of the core, on the driver, before an actor starts; the throwaway key never
+    # leaves this function.
+    EmbeddingsClient(api_key="settings-check", **settings).close()
+
+
+def embed_dataset(
+    ds: ray.data.Dataset,
+    *,
+    text_column: str = "text",
+    output_column: str = "embedding",
+    actors: int = DEFAULT_ACTORS,
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    requests_per_minute: float | None = None,
+    tokens_per_minute: float | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    num_cpus: float = DEFAULT_ACTOR_CPUS,
+    rows_per_block: int | None = None,
+    api_key_env: str = API_KEY_ENV,
+    embedder: type[_EmbedderBase] | None = None,
+    **settings: Any,
+) -> ray.data.Dataset:
+    """``ds`` with a column of vectors appended (lazily, as Ray Data does everything).
+
+    ``max_concurrency``, ``requests_per_minute`` and ``tokens_per_minute`` are limits for the
+    whole cluster, split between the ``actors`` (``split_limits``): give the server's limits
+    here, not per actor. ``batch_size`` is inputs per request; other keyword ``settings`` go
+    to each actor's client as they are (``base_url``, ``model``, ``max_retries``,
+    ``long_text``...). ``num_cpus`` is the CPU share reserved per actor (default a quarter:
+    an actor waits on the network). Blocks are cut (streaming, no shuffle) to at most
+    ``rows_per_block`` rows, by default enough for two rounds of the actor's requests, so
+    that every actor has work even when the input has few large files. ``embedder`` picks
+    the map class (default ``BgeEmbedder``). The key is read by each actor from its
+    environment variable ``api_key_env``.
+
+    Raises ``ConfigurationError`` at once for bad settings, before any actor starts.
+    """
+    _check_settings(settings)
+    share = split_limits(actors, max_concurrency, requests_per_minute, tokens_per_minute)
+    client_settings: dict[str, Any] = {
+        **settings,
+        "batch_size": batch_size,
+        "max_concurrency": share.max_concurrency,
+    }
+    if share.requests_per_minute is not None:
+        client_settings["requests_per_minute"] = share.requests_per_minute
+    if share.tokens_per_minute is not None:
+        client_settings["tokens_per_minute"] = share.tokens_per_minute
+    _validate_client_settings(client_settings)
+    if not num_cpus > 0:
+        raise ConfigurationError(f"num_cpus must be positive, not {num_cpus!r}")
+    rows = rows_per_block or 2 * batch_size * share.max_concurrency
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+        raise ConfigurationError(f"rows_per_block must be an integer >= 1, not {rows!r}")
+    return ds.repartition(target_num_rows_per_block=rows).map_batches(
+        embedder or BgeEmbedder,
+        fn_constructor_kwargs={
+            "text_column": text_column,
+            "output_column": output_column,
+            "api_key_env": api_key_env,
+            **client_settings,
+        },
+        batch_size=None,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=share.actors),
+        num_cpus=num_cpus,
+    )
+
+
+def embed_parquet(
+    input_path: str | list[str],
+    output_path: str,
+    *,
+    id_column: str = "id",
+    checkpoint_path: str | None = None,
+    **options: Any,
+) -> None:
+    """Read Parquet, embed (``embed_dataset`` with ``options``), write Parquet; resumable by id.
+
+    Ray Data's checkpointing by ``id_column`` is on: every block written is recorded under
+    ``checkpoint_path`` (default ``output_path + ".checkpoint"``) in the same step as its
+    file, and a run started again after a failure filters the recorded ids out when reading,
+    so each id is embedded and written once. Its conditions: the ids are unique and never
+    change; the input is read with a ``ray.data.read_*`` call at the start and written at the
+    end; ``checkpoint_path`` and ``output_path`` are on storage every node sees (object
+    storage, or a shared file system). On success the checkpoint is deleted.
+    """
+    from ray.data.checkpoint import CheckpointConfig
+
+    ds = ray.data.read_parquet(input_path)
+    ds.context.checkpoint_config = CheckpointConfig(
+        id_column=id_column,
+        checkpoint_path=checkpoint_path or output_path.rstrip("/") + ".checkpoint",
+    )
+    embed_dataset(ds, **options).write_parquet(output_path)

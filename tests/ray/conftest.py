@@ -1,0 +1,128 @@
+"""Fixtures of the Ray tests: one single-node Ray session per module, on 127.0.0.1 only.
+
+Ray reads ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` when it is first imported: set to 0 it keeps
+the node's address (and so every socket of its processes) on the loopback address. The
+variables are set here, before any test module of this directory imports Ray.
+
+The key reaches the workers the way docs/ray.md recommends on a cluster: it is in the
+environment of the node's processes (the raylet inherits it from the process that starts
+the node, and every worker inherits it from the raylet), and nothing else carries it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+# No progress bars in the test output.
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+
+ray = pytest.importorskip("ray", reason="Ray Data is not installed (extra [ray])")
+pytest.importorskip("ray.data")
+
+if str(Path(__file__).parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).parent))
+
+from aiml_bge_integrations._settings import API_KEY_ENV  # noqa: E402
+from aiml_bge_integrations.server import LocalServer  # noqa: E402
+
+NUM_CPUS = 2
+"""Logical CPUs of the test node; actors take a quarter each."""
+
+
+@pytest.fixture(scope="module")
+def ray_server() -> Iterator[LocalServer]:
+    """A local server for this module, its key in the environment the Ray node inherits."""
+    with LocalServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def ray_session(ray_server: LocalServer) -> Iterator[dict[str, Any]]:
+    """A single-node Ray session on 127.0.0.1, started with the server's key in its environment.
+
+    Yields ``{"temp_dir": Path, "pids": ...}``; the session is shut down and its files removed
+    at the end of the module.
+    """
+    assert ray_server.api_key
+    previous = os.environ.get(API_KEY_ENV)
+    os.environ[API_KEY_ENV] = ray_server.api_key
+    # A short root of its own: Ray's unix socket paths must stay under 108 bytes, and the key
+    # test searches exactly this session's files.
+    temp_dir = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+    try:
+        ray.init(
+            _node_ip_address="127.0.0.1",
+            include_dashboard=False,
+            num_cpus=NUM_CPUS,
+            log_to_driver=False,
+            _temp_dir=str(temp_dir),
+            configure_logging=False,
+        )
+    finally:
+        # Only the node's processes keep it; the driver's tests run without it (tests/conftest.py).
+        if previous is None:
+            os.environ.pop(API_KEY_ENV, None)
+        else:
+            os.environ[API_KEY_ENV] = previous
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    try:
+        assert_ray_on_loopback()
+        yield {"temp_dir": temp_dir, "server": ray_server}
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def ray_processes() -> list[Any]:
+    """This process and every process it started (the Ray node's processes and workers)."""
+    import psutil
+
+    me = psutil.Process()
+    return [me, *me.children(recursive=True)]
+
+
+def _loopback(ip: str) -> bool:
+    addr = ipaddress.ip_address(ip.split("%")[0])
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr.is_loopback
+
+
+def non_loopback_sockets() -> list[str]:
+    """Every inet socket of the Ray processes whose local or remote address is not loopback."""
+    import psutil
+
+    pids = {p.pid: p for p in ray_processes()}
+    bad = []
+    for conn in psutil.net_connections(kind="inet"):
+        if conn.pid not in pids:
+            continue
+        for end in (conn.laddr, conn.raddr):
+            if end and not _loopback(end.ip):
+                bad.append(f"pid {conn.pid} {conn.status} {conn.laddr} -> {conn.raddr}")
+    return bad
+
+
+def assert_ray_on_loopback() -> None:
+    """Fail unless Ray's processes listen and connect on loopback only."""
+    listening = [
+        c
+        for c in __import__("psutil").net_connections(kind="inet")
+        if c.pid in {p.pid for p in ray_processes()} and c.status == "LISTEN"
+    ]
+    assert listening, "found no listening socket of the Ray processes: the check sees nothing"
+    bad = non_loopback_sockets()
+    assert not bad, "Ray sockets off loopback:\n" + "\n".join(bad)
