@@ -36,8 +36,9 @@ if str(Path(__file__).parent) not in sys.path:
 from aiml_bge_integrations._settings import API_KEY_ENV  # noqa: E402
 from aiml_bge_integrations.server import LocalServer  # noqa: E402
 
-NUM_CPUS = 2
-"""Logical CPUs of the test node; actors take a quarter each."""
+NUM_CPUS = 8
+"""Logical CPUs of the test node (tokens, not cores: actors take a quarter each, and a
+resumed job adds checkpoint-filter actors of one CPU each)."""
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,157 @@
+"""Resume: a job that failed, or whose driver was killed, embeds only the ids not yet written."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import ray
+from ray_helpers import ROWS, corpus, reference_vectors, vectors_of, write_corpus
+
+from aiml_bge_integrations.ray import embed_parquet
+from aiml_bge_integrations.server import FaultConfig
+
+pytestmark = pytest.mark.slow
+
+ROWS_PER_BLOCK = 100
+"""Small blocks, so that a failure leaves most of the corpus written and resumable."""
+
+
+@pytest.fixture
+def server(ray_session: dict[str, Any]) -> Iterator[Any]:
+    srv = ray_session["server"]
+    srv.config.faults = None
+    srv.reset_stats()
+    yield srv
+    srv.config.faults = None
+
+
+def read_output(path: Path) -> Any:
+    return pq.read_table(path).sort_by("id")
+
+
+def _committed_ids(ckpt: Path) -> int:
+    """Ids in committed checkpoint files (``*.pending.parquet`` are not committed yet)."""
+    files = [p for p in ckpt.glob("*.parquet") if not p.name.endswith(".pending.parquet")]
+    return sum(pq.read_metadata(p).num_rows for p in files)
+
+
+def _wait(condition: Any, seconds: float) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_a_failed_job_run_again_embeds_only_what_was_not_written(
+    server: Any, tmp_path: Path
+) -> None:
+    source = write_corpus(tmp_path / "in")
+    out, ckpt = tmp_path / "out", tmp_path / "ckpt"
+    options = {
+        "base_url": server.base_url,
+        "batch_size": 50,
+        "actors": 1,
+        "max_concurrency": 2,
+        "rows_per_block": ROWS_PER_BLOCK,
+        "checkpoint_path": str(ckpt),
+    }
+    # Request 13 fails for good (no retries): its block's task raises, the job stops.
+    server.config.faults = FaultConfig(script=[None] * 30 + ["500"])
+    with pytest.raises(Exception, match="500"):
+        embed_parquet(str(source), str(out), max_retries=0, **options)
+    first = server.stats.items
+    # Committed blocks only: a data file whose checkpoint is still pending is removed and its
+    # ids embedded again by the next run (Ray Data's two-phase commit).
+    written = _committed_ids(ckpt)
+    assert 0 < written < ROWS, "the failure should leave a partly written output"
+
+    server.config.faults = None
+    server.reset_stats()
+    embed_parquet(str(source), str(out), **options)
+    second = server.stats.items
+
+    table = read_output(out)
+    assert table.column("id").to_pylist() == list(range(ROWS))  # each id written once
+    # Only the ids not yet written were embedded again: an id written is never re-embedded.
+    # What the failure cost (first - written) is the blocks embedded but not yet written.
+    assert second == ROWS - written
+    assert first >= written
+    np.testing.assert_array_equal(
+        vectors_of(table), reference_vectors(server, corpus().column("text").to_pylist())
+    )
+    assert not ckpt.exists()  # deleted on success
+
+
+_DRIVER = textwrap.dedent(
+    """
+    import sys
+    import ray
+    from aiml_bge_integrations.ray import embed_parquet
+
+    address, source, out, ckpt, base_url = sys.argv[1:]
+    ray.init(address=address, log_to_driver=False, configure_logging=False)
+    embed_parquet(source, out, checkpoint_path=ckpt, base_url=base_url, batch_size=50,
+                  actors=1, max_concurrency=2, rows_per_block=100)
+    print("finished")
+    """
+)
+
+
+def test_a_job_whose_driver_was_killed_resumes_where_it_was(
+    server: Any, tmp_path: Path, ray_session: dict[str, Any]
+) -> None:
+    source = write_corpus(tmp_path / "in")
+    out, ckpt = tmp_path / "out", tmp_path / "ckpt"
+    server.config.latency = 0.2  # slow enough to kill the driver halfway
+    address = ray.get_runtime_context().gcs_address
+    driver = subprocess.Popen(
+        [sys.executable, "-c", _DRIVER, address, str(source), str(out), str(ckpt), server.base_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert _wait(lambda: _committed_ids(ckpt) >= 300, 120), "the driver wrote nothing"
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert b"finished" not in (driver.stdout.read() if driver.stdout else b"")
+    # The job's actors die with their driver: wait until nothing more reaches the server.
+    server.config.latency = 0.0
+    assert _wait(lambda: server.stats.in_flight == 0, 30)
+    time.sleep(1.0)
+    committed = _committed_ids(ckpt)
+    assert 0 < committed < ROWS
+    server.reset_stats()
+
+    embed_parquet(
+        str(source),
+        str(out),
+        checkpoint_path=str(ckpt),
+        base_url=server.base_url,
+        batch_size=50,
+        actors=1,
+        max_concurrency=2,
+        rows_per_block=100,
+    )
+    table = read_output(out)
+    assert table.column("id").to_pylist() == list(range(ROWS))  # each id written once
+    assert server.stats.items == ROWS - committed  # only the ids not yet written
+    np.testing.assert_array_equal(
+        vectors_of(table), reference_vectors(server, corpus().column("text").to_pylist())
+    )
