@@ -69,6 +69,8 @@ def ray_session(ray_server: LocalServer) -> Iterator[dict[str, Any]]:
             log_to_driver=False,
             _temp_dir=str(temp_dir),
             configure_logging=False,
+            # Small, so that the key test can read all of it.
+            object_store_memory=100 * 1024 * 1024,
         )
     finally:
         # Only the node's processes keep it; the driver's tests run without it (tests/conftest.py).
@@ -127,3 +129,48 @@ def assert_ray_on_loopback() -> None:
     assert listening, "found no listening socket of the Ray processes: the check sees nothing"
     bad = non_loopback_sockets()
     assert not bad, "Ray sockets off loopback:\n" + "\n".join(bad)
+
+
+def _chunks_contain(path: Path, needle: bytes) -> bool:
+    overlap = len(needle) - 1
+    tail = b""
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            if needle in tail + chunk:
+                return True
+            tail = chunk[-overlap:] if overlap else b""
+    return False
+
+
+def _mapped_by_ray(path: str) -> bool:
+    # Shared libraries and Python files are code, not data Ray stores.
+    return not (".so" in path or path.startswith(("/usr/", "/lib")) or "/site-packages/" in path)
+
+
+def places_holding(needle: str, temp_dir: Path) -> list[str]:
+    """Where ``needle`` is in what Ray stores: its session files, spilled objects, /dev/shm,
+    and the object store's shared memory (read through the Ray processes' file mappings).
+    """
+    target = needle.encode("utf-8")
+    found: list[str] = []
+    files = [p for root in (temp_dir, Path("/dev/shm")) for p in root.rglob("*")]
+    for p in files:
+        try:
+            if p.is_file() and not p.is_symlink() and _chunks_contain(p, target):
+                found.append(str(p))
+        except OSError:
+            continue
+    for proc in ray_processes():
+        mapped = Path(f"/proc/{proc.pid}/map_files")
+        try:
+            entries = list(mapped.iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                where = os.readlink(entry)
+                if _mapped_by_ray(where) and _chunks_contain(entry, target):
+                    found.append(f"pid {proc.pid} mapping of {where}")
+            except OSError:
+                continue
+    return found

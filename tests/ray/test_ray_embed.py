@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -92,3 +93,40 @@ def test_cluster_wide_concurrency_holds_for_four_actors(server: Any) -> None:
     assert stats["rate_limited"] == 0, stats
     assert stats["by_status"].get("429", 0) == 0, stats
     assert 2 < stats["peak_in_flight"] <= 8, stats
+
+
+def test_the_key_is_nowhere_in_what_ray_stores(server: Any, ray_session: dict[str, Any]) -> None:
+    from conftest import places_holding
+
+    class Tagged:
+        """A map class given a marker the way a key would travel if it were an argument.
+
+        Defined here so that Ray ships it by value (workers cannot import test modules).
+        """
+
+        def __init__(self, tag: str) -> None:
+            self.tag = tag
+
+        def __call__(self, batch: Any) -> Any:
+            return batch
+
+    temp_dir = ray_session["temp_dir"]
+    out = run(server, corpus(400), actors=2, max_concurrency=2)
+    assert out.num_rows == 400
+    # The control: an actor argument is found by the same search, so the search can fail.
+    marker = "control-" + secrets.token_hex(12)
+    ray.data.from_arrow(corpus(10)).map_batches(
+        Tagged,
+        fn_constructor_kwargs={"tag": marker},
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=1),
+        num_cpus=0.25,
+    ).materialize()
+    assert places_holding(marker, temp_dir), "the search does not reach actor arguments"
+    assert places_holding(server.api_key, temp_dir) == []
+
+
+def test_every_ray_socket_is_on_loopback(ray_session: dict[str, Any]) -> None:
+    from conftest import assert_ray_on_loopback
+
+    assert_ray_on_loopback()  # again, now that actors and workers have come and gone
