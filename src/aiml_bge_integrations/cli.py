@@ -290,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     embed.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
     _add_client_settings(embed)
+    _add_ray_flags(embed)
     embed.set_defaults(handler=_cmd_embed)
 
     demo = sub.add_parser(
@@ -360,6 +361,8 @@ def _cmd_embed(args: argparse.Namespace) -> int:
             return _dry_run(args)
         if args.output is None:
             raise _Failure(EXIT_USAGE, "the output is required: -o OUTPUT")
+        if args.ray:
+            return _embed_on_ray(args)
         return _embed(args)
     except _Failure as failure:
         return _error(failure.code, failure.message)
@@ -497,6 +500,70 @@ def _embed(args: argparse.Namespace) -> int:
     bar.close()
     if not quiet:
         _summary(result)
+    return EXIT_OK
+
+
+def _add_ray_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "Ray (pip install 'aiml-bge-integrations[ray]'; --max-concurrency and the per-minute "
+        "paces then hold for the whole cluster)"
+    )
+    g.add_argument(
+        "--ray",
+        action="store_true",
+        help="embed on Ray Data: OUTPUT is a directory of Parquet files (id, text, the input's "
+        "other fields, embedding); run again to resume",
+    )
+    g.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="the Ray cluster to use (default: a single local node on 127.0.0.1)",
+    )
+    g.add_argument("--actors", type=_positive_int, help="embedding actors (default 2)")
+
+
+def _embed_on_ray(args: argparse.Namespace) -> int:
+    try:
+        from ._ray_job import run_ray_job
+    except ImportError as err:
+        return _error(EXIT_USAGE, f"--ray needs Ray Data ({err})")
+    if args.output_format not in ("auto", "parquet") or args.dtype != "float32":
+        return _error(EXIT_USAGE, "--ray writes float32 Parquet only")
+    quiet = args.quiet
+
+    def notice(message: str) -> None:
+        if not quiet:
+            print(f"{_PROG}: {message}", file=sys.stderr)
+
+    try:
+        # A remote cluster holds its own key; a local node inherits this process's.
+        key = read_api_key() if args.ray_address is None else None
+        result = run_ray_job(
+            input_path=args.input,
+            output=args.output,
+            input_format=args.input_format,
+            field=args.field,
+            id_field=args.id_field,
+            overwrite=args.overwrite,
+            restart=args.restart,
+            settings=_client_settings(args),
+            actors=args.actors,
+            ray_address=args.ray_address,
+            key=key,
+            notice=notice,
+        )
+    except KeyboardInterrupt:
+        return _error(EXIT_INTERRUPTED, "interrupted; run the same command to continue")
+    except AimlBgeError as err:
+        hint = "" if isinstance(err, ConfigurationError) else " (run the same command to continue)"
+        return _error(_code_for(err), str(err) + hint)
+    except ValueError as err:
+        return _error(EXIT_USAGE, str(err))
+    except OSError as err:
+        return _error(EXIT_OUTPUT, f"cannot write {args.output}: {err}")
+    if not quiet:
+        what = "finished the unfinished run: " if result.resumed else ""
+        print(f"{what}wrote {result.total:,} vectors to {result.output}/ in {result.seconds:.1f} s")
     return EXIT_OK
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow.parquet as pq
 import pytest
 import ray
@@ -155,3 +156,80 @@ def test_a_job_whose_driver_was_killed_resumes_where_it_was(
     np.testing.assert_array_equal(
         vectors_of(table), reference_vectors(server, corpus().column("text").to_pylist())
     )
+
+
+# -- the command line -------------------------------------------------------------------------
+
+
+def _write_jsonl(path: Path, rows: int = ROWS) -> Path:
+    table = corpus(rows)
+    lines = [
+        orjson.dumps({"text": t, "lang": lang})
+        for t, lang in zip(
+            table.column("text").to_pylist(), table.column("lang").to_pylist(), strict=True
+        )
+    ]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
+    from aiml_bge_integrations.cli import main
+
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_ray_writes_parquet_and_resumes_after_a_failure(
+    server: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("AIMLAPI_API_KEY", server.api_key)
+    source = _write_jsonl(tmp_path / "in.jsonl")
+    out = tmp_path / "vectors"
+    args = [
+        "embed", source, "-o", out, "--ray", "--actors", "1", "--base-url", server.base_url,
+        "--batch-size", "50", "--max-concurrency", "2",
+    ]  # fmt: skip
+    server.config.faults = FaultConfig(script=[None] * 24 + ["500"])
+    code, _, err = _cli(capsys, *args, "--max-retries", "0")
+    assert code == 1, err
+    assert "run the same command to continue" in err
+    assert server.api_key not in err
+    committed = _committed_ids(tmp_path / "vectors.partial" / "checkpoint")
+    assert 0 < committed < ROWS
+
+    server.config.faults = None
+    server.reset_stats()
+    code, printed, err = _cli(capsys, *args)
+    assert f"wrote {ROWS:,} vectors" in printed
+    assert code == 0, err
+    assert "continuing the unfinished run" in err
+    assert server.stats.items == ROWS - committed
+    assert not (tmp_path / "vectors.partial").exists()
+
+    table = read_output(out)
+    assert table.column_names == ["id", "text", "lang", "embedding"]
+    assert table.column("id").to_pylist() == list(range(1, ROWS + 1))  # line numbers, once
+    assert table.column("lang").to_pylist() == corpus().column("lang").to_pylist()
+    np.testing.assert_array_equal(
+        vectors_of(table), reference_vectors(server, corpus().column("text").to_pylist())
+    )
+    # Finished: a third run refuses to overwrite it.
+    code, _, err = _cli(capsys, *args)
+    assert code == 6 and "--overwrite" in err
+
+
+def test_cli_dry_run_is_the_same_with_ray(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _write_jsonl(tmp_path / "in.jsonl", rows=50)
+    plain = _cli(capsys, "embed", source, "-o", tmp_path / "out", "--dry-run")
+    on_ray = _cli(capsys, "embed", source, "-o", tmp_path / "out", "--dry-run", "--ray")
+    assert plain[0] == 0 and "nothing was sent" in plain[1]
+    assert on_ray == plain
+    assert not (tmp_path / "out").exists()
