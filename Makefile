@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: demo test lint typecheck pytest bench bench-cli soak clean
+.PHONY: demo test lint typecheck pytest bench bench-cli bench-ray soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ bench: $(STAMP)
 
 bench-cli: $(STAMP)
 	$(BIN)/python benchmarks/bench_cli.py
+
+bench-ray: $(STAMP)
+	$(BIN)/python benchmarks/bench_ray.py
 
 soak: $(STAMP)
 	$(BIN)/python benchmarks/soak.py --texts 20000

@@ -54,6 +54,7 @@ from .client import AsyncEmbeddingsClient, EmbeddingsClient
 from .errors import ConfigurationError, InvalidInputError, MissingAPIKeyError
 
 __all__ = [
+    "ActorShare",
     "BgeEmbedder",
     "SyncBgeEmbedder",
     "embed_dataset",

@@ -1,0 +1,256 @@
+"""Ray Data against the single-process client, on one machine: correctness and overhead.
+
+Starts the local server in its own process with 0.2 s latency and at most 8 requests in
+flight (a 9th gets 429 at once), then embeds the same N passages (default 4,000, 32 per
+request) with:
+
+- the single-process ``EmbeddingsClient`` (``max_concurrency=8``), the reference;
+- ``embed_dataset`` with 1, 2 and 4 actors sharing ``max_concurrency=8`` (async
+  ``BgeEmbedder``), and 2 actors with ``SyncBgeEmbedder`` (sync versus async);
+- a no-op map over the same blocks: Ray Data's own cost per block, without any request.
+
+Each Ray row gives the wall time, the time until the server saw the first request (start-up:
+planning, worker processes, actors, clients), texts per second over the whole run and from
+the first request to the last reply (the steady rate, from the server's counters polled
+every 20 ms), the server's 429 count and its peak in flight. It also times a call to a Ray actor (what a
+cluster-wide limiter actor would add to every request). One machine shows correctness and
+overhead, not scale: every actor shares the same 8 server slots, so no actor count can beat
+8 x 32 / 0.2 = 1,280 texts/s here (see docs/ray.md for the model of how it scales).
+
+Not part of the test suite. Usage::
+
+    python benchmarks/bench_ray.py [--n 4000] [--actors 1,2,4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# Read by Ray when it is imported: a single local node on 127.0.0.1, no usage reporting.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+
+from _common import API_KEY, ServerProcess, machine_description, make_passages, markdown_table
+
+LATENCY = 0.2
+CAP = 8
+BATCH = 32
+
+
+def _table(texts: list[str]) -> Any:
+    import pyarrow as pa
+
+    return pa.table({"id": pa.array(range(len(texts)), type=pa.int64()), "text": texts})
+
+
+def _run_single(server: ServerProcess, texts: list[str]) -> float:
+    from aiml_bge_integrations import EmbeddingsClient
+
+    with EmbeddingsClient(
+        api_key=API_KEY, base_url=server.base_url, batch_size=BATCH, max_concurrency=CAP
+    ) as client:
+        start = time.perf_counter()
+        vectors = client.embed_documents(texts)
+        seconds = time.perf_counter() - start
+    assert len(vectors) == len(texts)
+    return seconds
+
+
+class _FirstAndLast:
+    """Polls the server's counters: when the first text and the last of ``n`` were accepted."""
+
+    def __init__(self, server: ServerProcess, n: int) -> None:
+        self.first = self.last = 0.0
+        self._server, self._n = server, n
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            items = int(self._server.stats()["items"])
+            now = time.perf_counter()
+            if items and not self.first:
+                self.first = now
+            if items >= self._n and not self.last:
+                self.last = now
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _run_ray(
+    server: ServerProcess, texts: list[str], actors: int, embedder: type
+) -> tuple[float, float, float]:
+    """Wall seconds, seconds to the first request, and texts/s from the first request to the last."""
+    import ray
+
+    from aiml_bge_integrations.ray import embed_dataset
+
+    ds = ray.data.from_arrow(_table(texts))
+    out = embed_dataset(
+        ds,
+        actors=actors,
+        max_concurrency=CAP,
+        batch_size=BATCH,
+        base_url=server.base_url,
+        embedder=embedder,
+    )
+    start = time.perf_counter()
+    watch = _FirstAndLast(server, len(texts))
+    rows = sum(len(t) for t in ray.get(out.to_arrow_refs()))
+    end = time.perf_counter()
+    watch.stop()
+    assert rows == len(texts), rows
+    # The last request was accepted at ``last`` and answered LATENCY later.
+    steady = len(texts) / (watch.last + LATENCY - watch.first)
+    return end - start, watch.first - start, steady
+
+
+class _NoOp:
+    def __call__(self, batch: Any) -> Any:
+        return batch
+
+
+def _run_noop(texts: list[str], blocks: int) -> float:
+    import ray
+
+    ds = ray.data.from_arrow(_table(texts)).repartition(
+        target_num_rows_per_block=-(-len(texts) // blocks)
+    )
+    out = ds.map_batches(
+        _NoOp,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=2),
+        num_cpus=0.25,
+    )
+    start = time.perf_counter()
+    ray.get(out.to_arrow_refs())
+    return time.perf_counter() - start
+
+
+def _actor_call_ms(calls: int = 300) -> float:
+    import ray
+
+    @ray.remote(num_cpus=0.1)
+    class Counter:
+        def __init__(self) -> None:
+            self.n = 0
+
+        def reserve(self) -> int:
+            self.n += 1
+            return self.n
+
+    counter = Counter.remote()
+    ray.get(counter.reserve.remote())
+    start = time.perf_counter()
+    for _ in range(calls):
+        ray.get(counter.reserve.remote())
+    ms = (time.perf_counter() - start) / calls * 1000
+    ray.kill(counter)
+    return ms
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print a Markdown table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=4000, help="passages (default 4000)")
+    parser.add_argument("--actors", default="1,2,4", help="actor counts (default 1,2,4)")
+    args = parser.parse_args(argv)
+    actor_counts = [int(a) for a in args.actors.split(",")]
+    texts = make_passages(args.n)
+    ideal = CAP * BATCH / LATENCY
+
+    server = ServerProcess(latency=LATENCY, max_concurrent_requests=CAP).start()
+    temp_dir = tempfile.mkdtemp(prefix="rb", dir="/tmp")
+    rows: list[list[object]] = []
+    try:
+        import ray
+
+        from aiml_bge_integrations.ray import BgeEmbedder, SyncBgeEmbedder
+
+        os.environ["AIMLAPI_API_KEY"] = API_KEY  # inherited by the node's workers only
+        ray.init(
+            _node_ip_address="127.0.0.1",
+            include_dashboard=False,
+            num_cpus=8,
+            log_to_driver=False,
+            configure_logging=False,
+            _temp_dir=temp_dir,
+        )
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        os.environ.pop("AIMLAPI_API_KEY")
+
+        def stats() -> tuple[int, int]:
+            s = server.stats()
+            return int(s["by_status"].get("429", 0)), int(s["peak_in_flight"])
+
+        server.reset_stats()
+        seconds = _run_single(server, texts)
+        refused, peak = stats()
+        rows.append(
+            ["single process, max_concurrency=8", f"{seconds:.2f}", "-", f"{args.n / seconds:,.0f}",
+             "-", refused, peak]
+        )  # fmt: skip
+        configs = [(a, BgeEmbedder, "async") for a in actor_counts]
+        if 2 in actor_counts:
+            configs.append((2, SyncBgeEmbedder, "sync"))
+        for actors, embedder, kind in configs:
+            server.reset_stats()
+            seconds, first, steady = _run_ray(server, texts, actors, embedder)
+            refused, peak = stats()
+            rows.append(
+                [f"Ray, {actors} actor(s), {kind}, 8 shared", f"{seconds:.2f}", f"{first:.2f}",
+                 f"{args.n / seconds:,.0f}", f"{steady:,.0f}", refused, peak]
+            )  # fmt: skip
+        blocks = args.n // (2 * BATCH * (CAP // 2))
+        noop = _run_noop(texts, blocks)
+        noop_one = _run_noop(texts, 1)
+        per_block_ms = (noop - noop_one) / max(blocks - 1, 1) * 1000
+        call_ms = _actor_call_ms()
+    finally:
+        import ray
+
+        ray.shutdown()
+        server.stop()
+    print(
+        f"{args.n:,} passages, {BATCH} per request; server {LATENCY} s latency, at most {CAP} "
+        f"in flight (ceiling {ideal:,.0f} texts/s)"
+    )
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in machine_description().items()))
+    print(
+        markdown_table(
+            [
+                "run",
+                "wall s",
+                "to first request s",
+                "texts/s",
+                "texts/s, first to last request",
+                "429s",
+                "peak in flight",
+            ],
+            rows,
+        )
+    )
+    print(
+        f"\nRay Data overhead: a no-op map over {blocks} blocks took {noop:.2f} s, over 1 block "
+        f"{noop_one:.2f} s: {per_block_ms:.1f} ms per extra block (batch)."
+    )
+    print(f"A call to a Ray actor (what a limiter actor adds per request): {call_ms:.2f} ms.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
