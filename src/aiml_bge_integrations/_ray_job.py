@@ -59,6 +59,9 @@ def _work_dir(output: Path) -> Path:
     return output.with_name(output.name + ".partial")
 
 
+_RESERVED = ("id", "text", "embedding")
+
+
 def _jsonl_extras(source: JsonlSource) -> Iterator[dict[str, Any]]:
     # The other fields of each record, in the order records() yields them (blank lines skipped).
     with open(source.path, "rb") as f:
@@ -68,9 +71,17 @@ def _jsonl_extras(source: JsonlSource) -> Iterator[dict[str, Any]]:
             if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
             record = orjson.loads(raw)
-            yield {
-                k: v for k, v in record.items() if k not in (source.field, source.id_field, "id")
-            }
+            extras = {k: v for k, v in record.items() if k not in (source.field, source.id_field)}
+            clash = next((k for k in _RESERVED if k in extras), None)
+            if clash is not None:
+                raise InputFileError(
+                    f"{source.path}:{n}: field {clash!r} would clash with the output's "
+                    f"{clash!r} column; with --ray, name it with --field or --id-field, or "
+                    "rename it",
+                    path=source.path,
+                    line=n,
+                )
+            yield extras
 
 
 def _stage(source: InputSource, target: Path, text_column: str) -> None:

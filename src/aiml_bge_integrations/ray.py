@@ -49,7 +49,12 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
         "aiml_bge_integrations.ray needs Ray Data: pip install 'aiml-bge-integrations[ray]'"
     ) from err
 
-from ._settings import API_KEY_ENV, DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONCURRENCY
+from ._settings import (
+    API_KEY_ENV,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_CONCURRENCY,
+    expected_dimension,
+)
 from .client import AsyncEmbeddingsClient, EmbeddingsClient
 from .errors import ConfigurationError, InvalidInputError, MissingAPIKeyError
 
@@ -144,20 +149,12 @@ def _key_from_env(api_key_env: str) -> str:
 
 
 class _EmbedderBase:
-    def __init__(
-        self,
-        *,
-        text_column: str = "text",
-        output_column: str = "embedding",
-        api_key_env: str = API_KEY_ENV,
-        **settings: Any,
-    ) -> None:
-        _check_settings(settings)
+    def __init__(self, *, text_column: str, output_column: str, model: str) -> None:
         self.text_column = text_column
         """Column holding the texts."""
         self.output_column = output_column
         """Column the vectors are written to."""
-        self._dim: int | None = None
+        self._dim: int | None = expected_dimension(model)
 
     def _texts(self, batch: pa.Table) -> list[str]:
         if self.text_column not in batch.column_names:
@@ -173,12 +170,14 @@ class _EmbedderBase:
         texts: list[str] = batch.column(self.text_column).to_pylist()
         return texts
 
-    def _append(self, batch: pa.Table, vectors: list[list[float]], dim_hint: int | None) -> Any:
+    def _append(self, batch: pa.Table, vectors: list[list[float]]) -> Any:
         if vectors:
             matrix = np.asarray(vectors, dtype=np.float32)
             self._dim = matrix.shape[1]
         else:
-            self._dim = self._dim or dim_hint or 0
+            # An empty block: the model's known width, or the one seen so far, so that every
+            # block has the same schema.
+            self._dim = self._dim or 0
             matrix = np.zeros((0, self._dim), dtype=np.float32)
         values = pa.array(matrix.reshape(-1), type=pa.float32())
         column = pa.FixedSizeListArray.from_arrays(values, self._dim)
@@ -215,17 +214,17 @@ class BgeEmbedder(_EmbedderBase):
         api_key_env: str = API_KEY_ENV,
         **settings: Any,
     ) -> None:
-        super().__init__(
-            text_column=text_column, output_column=output_column, api_key_env=api_key_env
-        )
         _check_settings(settings)
         self._client = AsyncEmbeddingsClient(api_key=_key_from_env(api_key_env), **settings)
+        super().__init__(
+            text_column=text_column, output_column=output_column, model=self._client.model
+        )
 
     async def __call__(self, batch: pa.Table) -> pa.Table:
         """The batch with the vectors of its texts appended as ``output_column``."""
         texts = self._texts(batch)
         vectors = await self._client.embed_documents(texts) if texts else []
-        return self._append(batch, vectors, self._client._expected_dim)
+        return self._append(batch, vectors)
 
 
 class SyncBgeEmbedder(_EmbedderBase):
@@ -244,17 +243,17 @@ class SyncBgeEmbedder(_EmbedderBase):
         api_key_env: str = API_KEY_ENV,
         **settings: Any,
     ) -> None:
-        super().__init__(
-            text_column=text_column, output_column=output_column, api_key_env=api_key_env
-        )
         _check_settings(settings)
         self._client = EmbeddingsClient(api_key=_key_from_env(api_key_env), **settings)
+        super().__init__(
+            text_column=text_column, output_column=output_column, model=self._client.model
+        )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """The batch with the vectors of its texts appended as ``output_column``."""
         texts = self._texts(batch)
         vectors = self._client.embed_documents(texts) if texts else []
-        return self._append(batch, vectors, self._client._expected_dim)
+        return self._append(batch, vectors)
 
 
 # -- the one call ---------------------------------------------------------------------------
@@ -349,9 +348,16 @@ def embed_parquet(
     """
     from ray.data.checkpoint import CheckpointConfig
 
-    ds = ray.data.read_parquet(input_path)
-    ds.context.checkpoint_config = CheckpointConfig(
+    # The read copies the current DataContext: the checkpoint setting goes with this dataset
+    # only, and the caller's context is left as it was.
+    context = ray.data.DataContext.get_current()
+    saved = context.checkpoint_config
+    context.checkpoint_config = CheckpointConfig(
         id_column=id_column,
         checkpoint_path=checkpoint_path or output_path.rstrip("/") + ".checkpoint",
     )
+    try:
+        ds = ray.data.read_parquet(input_path)
+    finally:
+        context.checkpoint_config = saved
     embed_dataset(ds, **options).write_parquet(output_path)

@@ -1,5 +1,8 @@
 """Fixtures of the Ray tests: one single-node Ray session per module, on 127.0.0.1 only.
 
+Each test module skips itself (``pytest.importorskip``) where Ray Data is not installed; this
+file imports Ray only inside its fixtures.
+
 Ray reads ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` when it is first imported: set to 0 it keeps
 the node's address (and so every socket of its processes) on the loopback address. The
 variables are set here, before any test module of this directory imports Ray.
@@ -27,14 +30,11 @@ os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 # No progress bars in the test output.
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
-ray = pytest.importorskip("ray", reason="Ray Data is not installed (extra [ray])")
-pytest.importorskip("ray.data")
-
 if str(Path(__file__).parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).parent))
 
-from aiml_bge_integrations._settings import API_KEY_ENV  # noqa: E402
-from aiml_bge_integrations.server import LocalServer  # noqa: E402
+from aiml_bge_integrations._settings import API_KEY_ENV
+from aiml_bge_integrations.server import LocalServer
 
 NUM_CPUS = 8
 """Logical CPUs of the test node (tokens, not cores: actors take a quarter each, and a
@@ -55,6 +55,9 @@ def ray_session(ray_server: LocalServer) -> Iterator[dict[str, Any]]:
     Yields ``{"temp_dir": Path, "pids": ...}``; the session is shut down and its files removed
     at the end of the module.
     """
+    import ray
+    import ray.data
+
     assert ray_server.api_key
     previous = os.environ.get(API_KEY_ENV)
     os.environ[API_KEY_ENV] = ray_server.api_key

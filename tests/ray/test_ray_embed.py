@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("ray.data", reason="Ray Data is not installed (extra [ray])")
+
 import secrets
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pytest
 import ray
 from ray_helpers import ROWS, corpus, reference_vectors, vectors_of
 

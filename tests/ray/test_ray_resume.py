@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("ray.data", reason="Ray Data is not installed (extra [ray])")
+
 import os
 import signal
 import subprocess
@@ -15,7 +19,6 @@ from typing import Any
 import numpy as np
 import orjson
 import pyarrow.parquet as pq
-import pytest
 import ray
 from ray_helpers import ROWS, corpus, reference_vectors, vectors_of, write_corpus
 

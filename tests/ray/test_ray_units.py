@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import inspect
-
 import pytest
+
+pytest.importorskip("ray.data", reason="Ray Data is not installed (extra [ray])")
+
+import inspect
 
 import aiml_bge_integrations.ray as ray_module
 from aiml_bge_integrations.errors import ConfigurationError, MissingAPIKeyError
