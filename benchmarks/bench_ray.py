@@ -111,6 +111,7 @@ def _run_ray(
         base_url=server.base_url,
         embedder=embedder,
     )
+    server.reset_stats()
     start = time.perf_counter()
     watch = _FirstAndLast(server, len(texts))
     rows = sum(len(t) for t in ray.get(out.to_arrow_refs()))

@@ -48,12 +48,24 @@ def ray_server() -> Iterator[LocalServer]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def ray_temp_root() -> Iterator[Path]:
+    """One short root for every Ray session of the test run, removed at its end.
+
+    Short: Ray's unix socket paths must stay under 108 bytes. Kept until the end of the run:
+    Ray Data's logger keeps writing to the first session's log file in this process.
+    """
+    root = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
-def ray_session(ray_server: LocalServer) -> Iterator[dict[str, Any]]:
+def ray_session(ray_server: LocalServer, ray_temp_root: Path) -> Iterator[dict[str, Any]]:
     """A single-node Ray session on 127.0.0.1, started with the server's key in its environment.
 
-    Yields ``{"temp_dir": Path, "pids": ...}``; the session is shut down and its files removed
-    at the end of the module.
+    Yields ``{"temp_dir": Path, "server": LocalServer}``; the session is shut down at the end
+    of the module.
     """
     import ray
     import ray.data
@@ -61,9 +73,7 @@ def ray_session(ray_server: LocalServer) -> Iterator[dict[str, Any]]:
     assert ray_server.api_key
     previous = os.environ.get(API_KEY_ENV)
     os.environ[API_KEY_ENV] = ray_server.api_key
-    # A short root of its own: Ray's unix socket paths must stay under 108 bytes, and the key
-    # test searches exactly this session's files.
-    temp_dir = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+    temp_dir = ray_temp_root
     try:
         ray.init(
             _node_ip_address="127.0.0.1",
@@ -89,7 +99,6 @@ def ray_session(ray_server: LocalServer) -> Iterator[dict[str, Any]]:
         yield {"temp_dir": temp_dir, "server": ray_server}
     finally:
         ray.shutdown()
-        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def ray_processes() -> list[Any]:
