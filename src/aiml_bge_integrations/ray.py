@@ -200,9 +200,9 @@ class BgeEmbedder(_EmbedderBase):
     Each actor builds one ``AsyncEmbeddingsClient`` from the keyword ``settings`` (those of
     the client; ``api_key``, ``http_client`` and ``rate_limiter`` are refused) and a key read
     from the worker's environment variable ``api_key_env``. ``__call__`` is ``async``: Ray
-    Data runs several batches of one actor at once on one event loop, and the client's
-    ``max_concurrency`` holds across all of them, so the actor keeps its share of requests in
-    flight without the pause a synchronous call has at the end of each batch (measured in
+    Data runs several blocks of one actor at once on one event loop, and the client's
+    ``max_concurrency`` holds across all of them, so a block's slowest request does not leave
+    the actor's other slots idle. Sync and async measured equal within noise (see
     docs/ray.md). Prefer ``embed_dataset``, which also splits cluster-wide limits.
     """
 
