@@ -48,3 +48,10 @@ soak: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# infinity-emb 0.0.78 (torch's CPU build, all-MiniLM-L6-v2) in a venv of its own under .venv,
+# started on 127.0.0.1 for tests/realservers/test_infinity_live.py, then stopped.
+INFINITY_VENV ?= $(VENV)/infinity
+.PHONY: test-infinity
+test-infinity: $(STAMP)
+	INFINITY_VENV=$(INFINITY_VENV) TEST_PYTHON=$(BIN)/python PYTHON=$(PYTHON) scripts/test_infinity.sh
