@@ -2,8 +2,9 @@
 
 It speaks the AI/ML API's ``POST /v1/embeddings`` over real HTTP, with auth, limits, seeded
 fault injection and counters; another server's wording can be plugged in as a ``Dialect``
-(``ServerConfig(dialect=...)``, ``register_dialect``). Its vectors come from ``HashingEmbedder``: deterministic
-unit vectors from hashed words, **not** the real BAAI/bge-base-en-v1.5 model.
+(``ServerConfig(dialect=...)``, ``register_dialect``). Its vectors come from
+``HashingEmbedder``: deterministic unit vectors from hashed words, **not** the real
+BAAI/bge-base-en-v1.5 model.
 
 Modules: ``backend`` (the stand-in vectors), ``dialects`` (how replies are worded),
 ``faults`` (what can go wrong), ``app`` (the Starlette app and ``ServerConfig``), ``stats``
