@@ -13,10 +13,12 @@ import functools
 import ipaddress
 import logging
 import os
+import re
 import ssl
 import threading
 import time
 import uuid
+import warnings
 import weakref
 from collections import deque
 from collections.abc import (
@@ -35,6 +37,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
+import orjson
 
 from . import _retry
 from ._batching import (
@@ -58,6 +61,7 @@ from ._settings import (
     default_query_instruction,
     expected_dimension,
     is_bge_model,
+    same_model,
 )
 from ._wire import (
     ErrorInfo,
@@ -80,6 +84,7 @@ from .errors import (
     InsufficientCreditsError,
     ItemRejectedError,
     MissingAPIKeyError,
+    ModelMismatchWarning,
     ModelNotFoundError,
     ResponseValidationError,
     status_error_class,
@@ -328,6 +333,7 @@ class _BaseClient:
         self._expected_dim = expected_dimension(self.model)
         self._url = self.base_url + "/embeddings"
         self._learned_batch_limit: int | None = None
+        self._model_checked = False
         self._live_calls: weakref.WeakSet[threading.Event] = weakref.WeakSet()
         self._usage = Usage()
         self._usage_lock = threading.Lock()
@@ -481,12 +487,13 @@ class _BaseClient:
     # -- reading replies ------------------------------------------------------------------
 
     def _scrub(self, text: str) -> str:
-        key = self._key.get()
-        return text.replace(key, "***") if key and key in text else text
+        return _scrub_secret(text, self._key.get())
 
     def _scrub_bytes(self, content: bytes) -> bytes:
-        key = self._key.get().encode("utf-8")
-        return content.replace(key, b"***") if key in content else content
+        key = self._key.get()
+        if key not in content.decode("utf-8", "replace"):
+            return content
+        return _scrub_secret(content.decode("utf-8", "replace"), key).encode("utf-8")
 
     def _interpret(
         self, status: int, headers: Mapping[str, str], content: bytes, texts: list[str], offset: int
@@ -511,12 +518,13 @@ class _BaseClient:
         content = self._scrub_bytes(content)
         info = parse_error_body(content, headers)
         message = self._scrub(info.message)
+        body = self._error_body(content)
         if status in (400, 413, 422):
             # An input the server names is refused at once: splitting would only embed (and
             # bill) the rest of the batch before the same error.
-            pos = item_index_in_message(message)
+            pos = info.item_index if info.item_index is not None else item_index_in_message(message)
             if pos is not None and pos < len(texts):
-                return _Outcome(error=self._item_error(status, message, info, offset + pos))
+                return _Outcome(error=self._item_error(status, message, info, offset + pos, body))
             too_large = says_batch_too_large(status, message)
             if too_large or says_input_too_long(message):
                 if len(texts) > 1:
@@ -524,8 +532,8 @@ class _BaseClient:
                     if limit and 0 < limit < len(texts):
                         self._learn_batch_limit(limit)
                     return _Outcome(split=True, cause=str(status))
-                return _Outcome(error=self._item_error(status, message, info, offset))
-        error = self._status_error(status, message, info, content)
+                return _Outcome(error=self._item_error(status, message, info, offset, body))
+        error = self._status_error(status, message, info, body)
         return _Outcome(
             error=error,
             retry=_retry.is_retryable_status(status),
@@ -541,51 +549,70 @@ class _BaseClient:
             self._learned_batch_limit = limit
 
     def _item_error(
-        self, status: int, message: str, info: ErrorInfo, index: int
+        self, status: int, message: str, info: ErrorInfo, index: int, body: Any
     ) -> ItemRejectedError:
         err = ItemRejectedError(
-            f"the server refused the text at index {index}: {message}",
+            f"the server refused the text at index {index}: {_sentence(message)}",
             index=index,
             status_code=status,
             request_id=info.request_id,
+            body=body,
         )
         err.status_code = status
         return err
 
+    def _error_body(self, content: bytes) -> Any:
+        """The error reply's body, parsed (JSON) or as a short excerpt; already scrubbed."""
+        if not content:
+            return None
+        try:
+            return orjson.loads(content)
+        except ValueError:
+            return content[:500].decode("utf-8", "replace")
+
+    @property
+    def _is_aiml_api(self) -> bool:
+        host = (urlsplit(self.base_url).hostname or "").lower()
+        return host == "aimlapi.com" or host.endswith(".aimlapi.com")
+
     def _status_error(
-        self, status: int, message: str, info: ErrorInfo, content: bytes
+        self, status: int, message: str, info: ErrorInfo, body: Any
     ) -> APIStatusError:
         cls: type[APIStatusError] = status_error_class(status)
         lowered = message.lower()
+        advice = ""
         if status == 404:
             if "model" in lowered or "deprecated" in lowered or "not supported" in lowered:
                 cls = ModelNotFoundError
-                message = (
-                    f"{message}. The model {self.model!r} is not served at {self.base_url}: the AI/ML API "
-                    f"retired the BGE models from its list in 2026. Choose a served model with "
-                    f"model=... (or {MODEL_ENV}), or point base_url (or {BASE_URL_ENV}) at an "
-                    "OpenAI-compatible server that hosts BGE (README: 'Self-hosting BGE')."
-                )
+                if self._is_aiml_api:
+                    advice = (
+                        f"The AI/ML API does not serve {self.model!r}: it retired the BGE models "
+                        f"from its list in 2026. Choose a model it serves with model=... (or "
+                        f"{MODEL_ENV}), or point base_url (or {BASE_URL_ENV}) at an "
+                        "OpenAI-compatible server that hosts BGE (docs: Self-hosting BGE)."
+                    )
+                else:
+                    advice = (
+                        f"The server at {self.base_url} does not serve {self.model!r}: ask for a "
+                        f"model it serves with model=... (or {MODEL_ENV}; most servers list "
+                        f"theirs at {self.base_url}/models), or point base_url (or "
+                        f"{BASE_URL_ENV}) at a server that serves it."
+                    )
             else:
-                message = (
-                    f"{message}. Requests go to {self._url}: check base_url (the AI/ML API "
-                    "and most servers want the root ending in /v1)."
+                advice = (
+                    f"Requests go to {self._url}, which this server does not have: check "
+                    "base_url. The AI/ML API, OpenAI, vLLM and Ollama serve the API under a "
+                    "root ending in /v1; infinity and TEI serve it at the root, without /v1."
                 )
         elif status == 401:
-            message = f"{message}. Check the API key (api_key=... or {API_KEY_ENV})."
+            advice = f"Check the API key (api_key=... or {API_KEY_ENV})."
         elif status == 403 and any(
             w in lowered for w in ("credit", "balance", "quota", "billing", "payment")
         ):
             cls = InsufficientCreditsError
-            message = f"{message}. The account is out of credits: top it up, then run again."
-        body: Any = None
-        try:
-            import orjson
-
-            body = orjson.loads(content) if content else None
-        except ValueError:
-            body = self._scrub(content[:500].decode("utf-8", "replace"))
-        err = cls(message, status_code=status, request_id=info.request_id, body=body)
+            advice = "The account is out of credits: top it up, then run again."
+        text = f"{_sentence(message)} {advice}" if advice else message
+        err = cls(text, status_code=status, request_id=info.request_id, body=body)
         err.status_code = status
         return err
 
@@ -606,6 +633,8 @@ class _BaseClient:
         )
 
     def _accept(self, parsed: ParsedEmbeddings) -> list[list[float]]:
+        if parsed.model and not self._model_checked:
+            self._check_reply_model(parsed.model)
         u = parsed.usage
         self._count(
             texts=len(parsed.vectors),
@@ -615,6 +644,25 @@ class _BaseClient:
             usd=u.usd,
         )
         return parsed.vectors
+
+    def _check_reply_model(self, served: str) -> None:
+        with self._usage_lock:
+            if self._model_checked:
+                return
+            self._model_checked = True
+        if same_model(served, self.model):
+            return
+        note = (
+            f"the server at {self.base_url} answered with model {served!r}, not {self.model!r} "
+            f"as asked: the vectors are {served!r}'s. Set model={served!r} to say so"
+        )
+        if self.query_instruction:
+            note += (
+                f" (queries also get the instruction meant for {self.model!r}; set "
+                "query_instruction=None if the served model does not use one)"
+            )
+        logger.warning("%s", note)
+        warnings.warn(note, ModelMismatchWarning, stacklevel=2)
 
     def _next_delay(self, outcome: _Outcome, tries: _Tries, call: _Call) -> float:
         """Seconds to wait before the next attempt, or raise the error if there is none."""
@@ -769,6 +817,28 @@ def _no_tls_context() -> ssl.SSLContext:
     # not loaded. The context still verifies: with no trust anchors, an https connection made
     # through this pool would fail, never be trusted.
     return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
+def _sentence(text: str) -> str:
+    """``text`` ending in a full stop (servers' messages come with and without one)."""
+    text = text.strip()
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+_SHORT_SECRET = 8
+
+
+def _scrub_secret(text: str, key: str) -> str:
+    """``text`` with the API key replaced by ``***``.
+
+    A key of fewer than eight characters (a test or local-server key) is replaced only where it
+    stands as a token of its own, so that replacing it does not garble the words around it.
+    """
+    if not key or key not in text:
+        return text
+    if len(key) >= _SHORT_SECRET:
+        return text.replace(key, "***")
+    return re.sub(rf"(?<![\w-]){re.escape(key)}(?![\w-])", "***", text)
 
 
 def _wait(seconds: float, call: _Call) -> None:
