@@ -8,12 +8,14 @@ deletes anything, and the first must then finish with every passage exactly once
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from cli_helpers import CLI, child_env, error_lines, run_process, write_lines
 
 from aiml_bge_integrations import cli
@@ -72,3 +74,47 @@ def test_a_second_run_of_a_running_job_refuses_and_touches_nothing(
     assert ids == list(range(1, N + 1))
     assert server.stats["items"] == N  # the refused runs sent nothing
     assert not work.exists()
+
+
+def test_the_lock_is_on_the_file_at_its_path_even_if_its_holder_just_deleted_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that opened the lock file just before its holder deleted it locks the new one."""
+    from aiml_bge_integrations import _job
+
+    out = tmp_path / "v.jsonl"
+    work = _job.work_dir_for(out)
+    real_lock_file = _job._lock_file
+    calls = 0
+
+    def holder_finishes_in_between(f: Any) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # this run has opened the file; its holder now deletes the directory
+            shutil.rmtree(work)
+        return bool(real_lock_file(f))
+
+    monkeypatch.setattr(_job, "_lock_file", holder_finishes_in_between)
+    first = _job._RunLock(work, out)
+    assert calls == 2  # the file it first locked was gone, so it started again
+    monkeypatch.setattr(_job, "_lock_file", real_lock_file)
+    with pytest.raises(_job.OutputBusyError, match="another aiml-bge embed is writing"):
+        _job._RunLock(work, out)  # the lock it holds is the one at the path
+    first.release()
+    _job._RunLock(work, out).release()
+
+
+def test_a_holder_that_deletes_its_work_directory_does_not_unlock_the_next_run(
+    tmp_path: Path,
+) -> None:
+    from aiml_bge_integrations import _job
+
+    out = tmp_path / "v.jsonl"
+    work = _job.work_dir_for(out)
+    first = _job._RunLock(work, out)
+    shutil.rmtree(work)  # as a finished run does, still holding its lock
+    second = _job._RunLock(work, out)  # a new directory and lock file
+    first.release()
+    with pytest.raises(_job.OutputBusyError):
+        _job._RunLock(work, out)
+    second.release()
