@@ -167,7 +167,9 @@ def _decode_line(source: InputSource, raw: bytes, lineno: int) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise source._error(lineno, f"not valid UTF-8 (byte {err.start + 1})") from None
+        raise source._error(
+            lineno, f"not valid UTF-8 (byte {err.start + 1}); save the file as UTF-8"
+        ) from None
 
 
 def _lines(source: InputSource, hasher: Any) -> Iterator[tuple[int, bytes]]:
@@ -230,7 +232,11 @@ class JsonlSource(InputSource):
                     lineno, f"not valid JSON at column {err.colno}: {err.msg}"
                 ) from None
             if not isinstance(record, dict):
-                raise self._error(lineno, f"expected a JSON object, got {type(record).__name__}")
+                raise self._error(
+                    lineno,
+                    f"expected a JSON object, got {type(record).__name__}; each line must be "
+                    f'one object with a "{self.field}" field',
+                )
             if self.field not in record:
                 fields = ", ".join(sorted(record)[:10]) or "none"
                 raise self._error(
@@ -241,7 +247,9 @@ class JsonlSource(InputSource):
                 raise self._error(lineno, f'"{self.field}" is {type(text).__name__}, not a string')
             if _is_blank(text):
                 raise self._error(
-                    lineno, f'"{self.field}" is empty or whitespace only; the API refuses it'
+                    lineno,
+                    f'"{self.field}" is empty or whitespace only, which cannot be embedded; '
+                    "remove the line or give it text",
                 )
             pid: PassageId = lineno
             if self.id_field is not None:
@@ -312,11 +320,14 @@ class DirectorySource(InputSource):
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
                 raise InputFileError(
-                    f"{full}: not valid UTF-8 (byte {err.start + 1})", path=full
+                    f"{full}: not valid UTF-8 (byte {err.start + 1}); save the file as UTF-8",
+                    path=full,
                 ) from None
             if _is_blank(text):
                 raise InputFileError(
-                    f"{full}: empty or whitespace only; the API refuses it", path=full
+                    f"{full}: empty or whitespace only, which cannot be embedded; remove the "
+                    "file or give it text",
+                    path=full,
                 )
             yield Passage(rel, text)
 
@@ -329,13 +340,24 @@ def open_source(
         raise InputFileError(f"{path}: no such file or directory", path=path)
     kind = input_format_for(path) if input_format == "auto" else input_format
     if kind != "jsonl" and (id_field is not None or field != "text"):
-        raise ValueError(f"--field and --id-field apply to JSONL input; {path} is read as {kind}")
+        raise ValueError(
+            f"--field and --id-field apply to JSONL input, and {path} is read as {kind}: drop "
+            "them, or pass --input-format jsonl"
+        )
     if kind == "dir":
         if not path.is_dir():
-            raise InputFileError(f"{path}: not a directory", path=path)
+            raise InputFileError(
+                f"{path}: not a directory (--input-format dir); drop --input-format to read it "
+                "as a file",
+                path=path,
+            )
         return DirectorySource(path)
     if path.is_dir():
-        raise InputFileError(f"{path}: is a directory, not a {kind} file", path=path)
+        raise InputFileError(
+            f"{path}: is a directory, not a {kind} file; drop --input-format to read every "
+            ".txt/.md file in it",
+            path=path,
+        )
     if kind == "jsonl":
         return JsonlSource(path, field, id_field)
     if kind == "text":
@@ -510,7 +532,7 @@ def _open_staged(path: Path, position: int | None) -> IO[bytes]:
             f.close()
             raise ResumeError(
                 f"{path} is shorter ({size} bytes) than its checkpoint says ({position}); "
-                "the unfinished run cannot be resumed: rerun with --restart"
+                "the unfinished run cannot be resumed: rerun with --restart to start over"
             )
     return f
 
@@ -544,7 +566,10 @@ class Sink(ABC):
         for name in self.staged_names:
             pos = None if positions is None else positions.get(name)
             if positions is not None and pos is None:
-                raise ResumeError(f"the checkpoint in {self.work} does not list {name}")
+                raise ResumeError(
+                    f"the checkpoint in {self.work} does not list {name}; the unfinished run "
+                    "cannot be resumed: rerun with --restart to start over"
+                )
             self._files[name] = _open_staged(self.work / name, pos)
         if positions is None:
             self._start()
@@ -722,7 +747,10 @@ def npy_header(dtype: str, rows: int, cols: int) -> bytes:
     text = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {cols}), }}"
     pad = _NPY_HEADER_BYTES - 10 - len(text) - 1
     if pad < 0:
-        raise OutputError(f"a .npy header for shape ({rows}, {cols}) does not fit")
+        raise OutputError(
+            f"a .npy header for shape ({rows}, {cols}) does not fit in {_NPY_HEADER_BYTES} "
+            "bytes; write .parquet or .jsonl instead"
+        )
     body = (text + " " * pad + "\n").encode("latin1")
     return b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body
 
@@ -764,7 +792,10 @@ class ParquetSink(_MatrixSink):
                 n = min(_PARQUET_ROW_GROUP, count - done)
                 raw = vf.read(n * dim * width)
                 if len(raw) != n * dim * width:
-                    raise OutputError(f"{self.work / 'vectors.bin'} is shorter than expected")
+                    raise OutputError(
+                        f"{self.work / 'vectors.bin'} is shorter than its checkpoint says; "
+                        "rerun with --restart to start over"
+                    )
                 if sys.byteorder == "big":
                     swapped = array("f" if width == 4 else "d", raw)
                     swapped.byteswap()
@@ -784,7 +815,7 @@ class ParquetSink(_MatrixSink):
                 writer.write_table(table, row_group_size=_PARQUET_ROW_GROUP)
                 done += n
         if writer is None:
-            raise OutputError("nothing to write")
+            raise OutputError(f"no vectors to write to {self.output}")
         writer.close()
         with tmp.open("rb") as f:
             os.fsync(f.fileno())
@@ -1015,7 +1046,7 @@ def _check_output(spec: JobSpec) -> None:
     out = spec.output
     parent = out.parent
     if not parent.exists():
-        raise OutputError(f"cannot write {out}: directory {parent} does not exist")
+        raise OutputError(f"cannot write {out}: directory {parent} does not exist; create it first")
     if not parent.is_dir():
         raise OutputError(f"cannot write {out}: {parent} is not a directory")
     if out.is_dir():
@@ -1139,7 +1170,9 @@ def _run_checked(
     long_text = effective_long_text(client.model, client.long_text)
     scanned = scan(source, check_long=long_text != "none")
     if scanned.total == 0:
-        raise InputFileError(f"{spec.input}: no passages to embed", path=spec.input)
+        raise InputFileError(
+            f"{spec.input}: no passages to embed (every line is blank)", path=spec.input
+        )
     if scanned.over_limit and long_text == "error":
         label = source.id_label
         named = ", ".join(f"{label} {i} ({n} tokens)" for i, n in scanned.over_examples)

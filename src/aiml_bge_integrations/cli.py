@@ -503,9 +503,12 @@ def _embed(args: argparse.Namespace) -> int:
         result = run_job(spec, make_client, progress=bar, notice=notice)
     except KeyboardInterrupt:
         bar.close()
+        saved = _saved(work_dir_for(args.output))
         return _error(
             EXIT_INTERRUPTED,
-            f"interrupted; {_saved(work_dir_for(args.output))}run the same command to continue",
+            f"interrupted; {saved}run the same command to continue"
+            if saved
+            else "interrupted before any passage was saved; run the same command to start again",
         )
     except AimlBgeError as err:
         bar.close()
@@ -536,7 +539,7 @@ def _resume_hint(err: BaseException, output: Path) -> str:
     from ._job import work_dir_for
 
     if isinstance(err, ModelNotFoundError):
-        return " On the command line: --model NAME or --base-url URL."
+        return " On the command line, use --model NAME or --base-url URL."
     if not isinstance(err, APIError):
         return ""
     saved = _saved(work_dir_for(output))
