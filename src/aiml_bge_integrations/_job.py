@@ -15,16 +15,22 @@ Data flow::
   or float64 matrix) with an ``<stem>.ids.jsonl`` sidecar, or Parquet (columns ``id`` and
   ``embedding``, needs pyarrow). Everything is staged in ``<output>.partial/`` and renamed
   into place only when complete: a file at the output path is always a finished one.
+- **Lock**: a run first takes an OS lock on ``<output>.partial/lock`` (``_RunLock``), held
+  open until it ends and dropped by the OS however it ends. Nothing in the work directory is
+  read or deleted before; a second run of the same output, ``restart`` or not, raises
+  ``OutputBusyError`` having changed nothing.
 - **Resume**: every batch is appended to the staged files as soon as it is back (in input
   order, so the staged files only ever grow by whole batches) and handed to the OS, which
-  keeps it even if the process is killed the next instant. ``<output>.partial/state.json``,
-  the checkpoint, is replaced atomically (temp file + ``os.replace``, both fsynced) every two
-  seconds, at the end and on any failure, with the passages done and each staged file's
-  length. A restarted run adopts the whole rows written after the checkpoint (checking that
-  their ids come in input order), cuts off a row torn by a kill, skips the passages done,
-  and carries on. No batch that was written is sent again, and the result is byte for byte
-  that of an uninterrupted run. Batches in flight (at most ``2 * max_concurrency``)
-  when the process died are sent again.
+  keeps it even if the process is killed the next instant. After each write, the passages
+  written and each staged file's length after them change together, in one assignment;
+  ``<output>.partial/state.json``, the checkpoint, saves that pair (temp file + ``os.replace``,
+  both fsynced) every two seconds, at the end and on any failure, so its count and lengths
+  always describe the same rows. A restarted run adopts the whole rows written after the
+  checkpoint (checking that their ids come in input order), cuts off a row torn by a kill,
+  skips the passages done, and carries on. No batch that was written is sent again or
+  written twice, and the result is byte for byte that of an uninterrupted run. Batches in
+  flight (at most ``2 * max_concurrency``) when the process died are sent again. The
+  checkpoint lists every run of the job (model, base URL, passages done when it started).
 """
 
 from __future__ import annotations
