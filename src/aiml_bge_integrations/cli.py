@@ -413,7 +413,8 @@ def _dry_run(args: argparse.Namespace) -> int:
         if report.long_text != long_text:
             action = (
                 f"they will be sent as they are: the 512-token policy (--long-text {long_text}) "
-                f"applies to BGE models only, and {model} is not one; its server decides"
+                f"applies to BGE models only, and {model} is not one; its server decides "
+                "whether to accept them"
             )
         lines.append(
             f"over 512   {report.over_limit:,} passage(s): {named}"
