@@ -20,6 +20,7 @@ __all__ = [
     "RequestPlan",
     "apply_long_text_policy",
     "check_texts",
+    "effective_long_text",
     "iter_checked_chunks",
     "plan_batches",
 ]
@@ -111,6 +112,15 @@ def iter_checked_chunks(texts: object, chunk_size: int) -> Iterator[tuple[int, l
         offset += len(chunk)
 
 
+def effective_long_text(model: str, policy: str) -> str:
+    """The long-text policy the core applies for ``model``: ``policy`` for BGE, else ``"none"``.
+
+    The 512-token window is BGE's; texts for other models are sent as they are. The corpus
+    job and its dry run ask this too, so that they predict what the core does.
+    """
+    return policy if is_bge_model(model) else "none"
+
+
 def apply_long_text_policy(texts: list[str], model: str, policy: str, offset: int = 0) -> list[str]:
     """Apply the 512-token policy to BGE models; other models pass through untouched.
 
@@ -120,7 +130,7 @@ def apply_long_text_policy(texts: list[str], model: str, policy: str, offset: in
     """
     if policy not in LONG_TEXT_POLICIES:
         raise ValueError(f"long_text must be one of {LONG_TEXT_POLICIES}, not {policy!r}")
-    if policy == "none" or not is_bge_model(model):
+    if effective_long_text(model, policy) == "none":
         return texts
     from .tokens import truncate_texts
 

@@ -285,7 +285,7 @@ def test_a_second_run_cannot_write_the_same_job(
     with (work / "lock").open("a+b") as held:
         fcntl.flock(held.fileno(), fcntl.LOCK_EX)
         result = run_cli("embed", src, "-o", out)
-    assert_failed(result, cli.EXIT_RESUME, "another aiml-bge embed")
+    assert_failed(result, cli.EXIT_BUSY, "another aiml-bge embed", str(out))
     assert server_env.stats["requests"] == 0
 
 
