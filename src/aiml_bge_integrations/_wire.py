@@ -273,12 +273,7 @@ def _item_in_detail(detail: Any) -> int | None:
         return None
     for entry in detail:
         loc = entry.get("loc") if isinstance(entry, dict) else None
-        if (
-            isinstance(loc, list)
-            and len(loc) >= 2
-            and type(loc[-1]) is int
-            and "input" in loc[:-1]
-        ):
+        if isinstance(loc, list) and len(loc) >= 2 and type(loc[-1]) is int and "input" in loc[:-1]:
             return int(loc[-1])
     return None
 

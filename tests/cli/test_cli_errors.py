@@ -79,7 +79,12 @@ def test_retired_model(
     src = write_lines(tmp_path / "corpus.txt", TEXTS)
     out = tmp_path / "v.jsonl"
     line = assert_failed(
-        run_cli("embed", src, "-o", out), cli.EXIT_MODEL, "404", "BAAI/bge-base-en-v1.5", "retired"
+        run_cli("embed", src, "-o", out),
+        cli.EXIT_MODEL,
+        "404",
+        "BAAI/bge-base-en-v1.5",
+        "deprecated",
+        "--model",
     )
     assert "model" in line
     assert_no_output(out)
