@@ -71,7 +71,8 @@ def check_texts(items: Sequence[object], offset: int = 0) -> list[str]:
     if blank:
         raise InvalidInputError(
             f"{len(blank)} text(s) are empty or whitespace only, at index {_name_indices(blank)}; "
-            "the API refuses them: remove them or replace them with real text",
+            "there is nothing in them to embed (and the AI/ML API refuses them): remove them or "
+            "replace them with real text",
             blank,
         )
     bad_utf8: list[int] = []

@@ -505,12 +505,19 @@ class _BaseClient:
                 )
             except WireError as err:
                 rid = headers.get("x-inference-id") or headers.get("x-request-id")
+                message = f"invalid reply for texts {offset}..{offset + len(texts) - 1}: {err}"
+                served = _reply_model(content)
+                other_model = served is not None and not same_model(served, self.model)
+                if other_model:
+                    # A single-model server answers any name with its own vectors: asking
+                    # again cannot help, and the fix is in the settings.
+                    message += (
+                        f". The server answered with model {served!r}, not {self.model!r}: "
+                        f"set model={served!r} if that is the model you want"
+                    )
                 return _Outcome(
-                    error=ResponseValidationError(
-                        f"invalid reply for texts {offset}..{offset + len(texts) - 1}: {err}",
-                        request_id=rid,
-                    ),
-                    retry=True,
+                    error=ResponseValidationError(message, request_id=rid),
+                    retry=not other_model,
                     cause="validation",
                 )
             return _Outcome(parsed=parsed)
@@ -817,6 +824,16 @@ def _no_tls_context() -> ssl.SSLContext:
     # not loaded. The context still verifies: with no trust anchors, an https connection made
     # through this pool would fail, never be trusted.
     return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
+def _reply_model(content: bytes) -> str | None:
+    """The ``model`` a 200 reply names, if it is JSON that names one (read only on failures)."""
+    try:
+        doc = orjson.loads(content)
+    except ValueError:
+        return None
+    model = doc.get("model") if isinstance(doc, dict) else None
+    return model if isinstance(model, str) else None
 
 
 def _sentence(text: str) -> str:

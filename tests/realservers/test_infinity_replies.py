@@ -407,3 +407,19 @@ def test_error_carries_the_parsed_body(
         embed_sync(handler, texts, max_retries=0)
     assert caught.value.status_code == load(name)["response"]["status"]
     assert caught.value.body == json.loads(load(name)["response"]["body"])
+
+
+def test_a_768_dimension_model_answered_with_384_says_which_model_answered() -> None:
+    # Asking a single-model infinity for bge-base (768 dimensions) gets MiniLM's 384: the
+    # check on the dimension refuses it, once (asking again cannot help), naming both models.
+    handler = always("model_not_served")
+    texts = recorded_texts("model_not_served")
+    with (
+        sync_client(handler, model="BAAI/bge-base-en-v1.5") as client,
+        pytest.raises(errors_module.ResponseValidationError) as info,
+    ):
+        client.embed_documents(texts)
+    text = str(info.value)
+    assert "384 dimensions, expected 768" in text
+    assert f"model={SERVED_MODEL!r}" in text and "'BAAI/bge-base-en-v1.5'" in text
+    assert handler.requests == 1
