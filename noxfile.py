@@ -46,7 +46,13 @@ _find_interpreters()
 def core_tests(session: nox.Session) -> None:
     """tests/unit and tests/core on one interpreter, against the installed package."""
     session.install(".[test]")
-    session.run("python", "--version")
+    # The interpreter is the one asked for, not whatever "python3" was found first.
+    session.run(
+        "python",
+        "-c",
+        "import sys; v = '%d.%d' % sys.version_info[:2]; print(sys.version); "
+        f"assert v == {session.python!r}, v",
+    )
     session.run(
         "python", "-m", "pytest", "tests/unit", "tests/core", "-q", "-p", "no:cacheprovider"
     )
