@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -20,6 +21,7 @@ from aiml_bge_integrations import (
     AsyncEmbeddingsClient,
     EmbeddingsClient,
     ItemRejectedError,
+    ModelMismatchWarning,
     NotFoundError,
 )
 
@@ -109,8 +111,25 @@ def test_oversized_item_is_named(client: EmbeddingsClient) -> None:
     except ItemRejectedError as err:
         assert err.index == 10
         assert err.status_code == 422
+        # infinity names the item in detail[].loc: the refused batch is not bisected.
+        assert client.usage.splits == 0
+        assert client.usage.requests <= 2  # the batches [0, 8) and [8, 12)
     else:
         pytest.skip("this server embeds a text of 122,881 characters instead of refusing it")
+
+
+def test_another_model_name_is_said_once(served_model: str) -> None:
+    # A single-model infinity answers any model name with its own vectors.
+    asked = "BAAI/bge-small-en-v1.5"
+    with EmbeddingsClient(base_url=URL, api_key=KEY, model=asked, timeout=120) as other:
+        with pytest.warns(ModelMismatchWarning) as caught:
+            vectors = other.embed_documents(TEXTS[:3])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ModelMismatchWarning)
+            other.embed_documents(TEXTS[3:5])
+    assert [len(v) for v in vectors] == [DIM] * 3
+    message = str(caught[0].message)
+    assert asked in message and served_model in message
 
 
 def test_wrong_root_is_not_found(served_model: str) -> None:
