@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from ._secrets import SecretKey, resolve_key
 from .client import AsyncEmbeddingsClient, EmbeddingsClient, RateLimiter, Usage
 from .errors import AimlBgeError
 
@@ -38,28 +39,46 @@ CORE_SETTINGS = (
 class CoreClients:
     """An adapter's core clients (the sync one built on first use) and their shared rate limiter.
 
-    A copy (``copy``, ``deepcopy``, ``model_copy``, pickle) starts empty, so a copy with
-    changed settings never reuses clients built from the old ones, never shares connection
-    pools or usage totals with its original, and never carries the key the clients hold.
+    A copy (``copy``, ``deepcopy``, ``model_copy``, pickle) starts without clients, so a copy
+    with changed settings never reuses clients built from the old ones, never shares
+    connection pools or usage totals with its original. A pickle of the adapter carries its
+    key here, as a ``SecretKey``: only the key's fingerprint is written, and the key is found
+    again when the pickle is loaded (see ``_secrets``), or the copy says on first use why not.
     """
 
-    __slots__ = ("async_client", "lock", "rate_limiter", "sync_client")
+    __slots__ = ("async_client", "key", "lock", "rate_limiter", "sync_client")
 
-    def __init__(self) -> None:
+    def __init__(self, key: SecretKey | None = None) -> None:
         self.sync_client: EmbeddingsClient | None = None
         self.async_client: AsyncEmbeddingsClient | None = None
         self.rate_limiter: RateLimiter | None = None
         self.lock = threading.Lock()
+        self.key = key
+        """The key a pickle carried, when the adapter's ``api_key`` field could not be restored."""
+
+    def fresh(self) -> CoreClients:
+        """No clients, the same key: what a copy of the adapter starts with."""
+        return CoreClients(self.key)
+
+    def for_pickle(self, api_key: Any) -> CoreClients:
+        """What a pickle carries in place of the clients: the key, written as its fingerprint."""
+        return CoreClients(resolve_key(api_key) if api_key is not None else self.key)
+
+    def restored_key(self) -> str | None:
+        """The key an unpickled adapter's ``api_key`` field gets back, if this process has it."""
+        return self.key.get() if self.key is not None and self.key.available else None
 
     def __deepcopy__(self, memo: dict[int, Any]) -> CoreClients:
-        return CoreClients()
+        return self.fresh()
 
-    def __reduce__(self) -> tuple[type[CoreClients], tuple[()]]:
-        return (CoreClients, ())
+    def __reduce__(self) -> tuple[type[CoreClients], tuple[SecretKey | None]]:
+        return (CoreClients, (self.key,))
 
     def settings(self, adapter: object, shared_limiter: RateLimiter | None) -> dict[str, Any]:
         """The core keyword arguments for ``adapter``'s settings, with one limiter for both clients."""
         values = {name: getattr(adapter, name) for name in CORE_SETTINGS}
+        if values["api_key"] is None and self.key is not None:
+            values["api_key"] = self.key  # never None here: the core would read the environment
         if self.rate_limiter is None:
             rpm, tpm = values["requests_per_minute"], values["tokens_per_minute"]
             self.rate_limiter = shared_limiter or (RateLimiter(rpm, tpm) if rpm or tpm else None)

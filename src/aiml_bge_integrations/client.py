@@ -38,6 +38,7 @@ import httpx
 
 from . import _retry
 from ._batching import apply_long_text_policy, check_texts, collect_texts, iter_checked_chunks
+from ._secrets import resolve_key
 from ._settings import (
     API_KEY_ENV,
     BASE_URL_ENV,
@@ -73,7 +74,6 @@ from .errors import (
     ConfigurationError,
     InsufficientCreditsError,
     ItemRejectedError,
-    MissingAPIKeyError,
     ModelNotFoundError,
     ResponseValidationError,
     status_error_class,
@@ -185,40 +185,6 @@ class RateLimiter:
         return f"RateLimiter(requests_per_minute={self.requests_per_minute}, tokens_per_minute={self.tokens_per_minute})"
 
 
-class _SecretKey:
-    """Holds the API key; prints as stars."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def get(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "SecretKey('**********')"
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> Any:
-        raise TypeError("the API key cannot be pickled")
-
-
-def _resolve_key(api_key: Any) -> _SecretKey:
-    if api_key is not None and hasattr(api_key, "get_secret_value"):
-        api_key = api_key.get_secret_value()
-    if api_key is None:
-        api_key = os.environ.get(API_KEY_ENV)
-    if not isinstance(api_key, str) or not api_key.strip():
-        raise MissingAPIKeyError(
-            f"no API key: pass api_key=... or set {API_KEY_ENV}. To work offline, start the "
-            "local server (aiml-bge serve, or aiml_bge_integrations.server.LocalServer) and "
-            "use its base_url and key."
-        )
-    return _SecretKey(api_key.strip())
-
-
 @dataclass
 class _Outcome:
     """What one attempt came to."""
@@ -269,7 +235,7 @@ class _BaseClient:
         tokens_per_minute: float | None = None,
         rate_limiter: RateLimiter | None = None,
     ) -> None:
-        self._key = _resolve_key(api_key)
+        self._key = resolve_key(api_key)
         self.base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
         """Root of the OpenAI-compatible API; requests go to ``{base_url}/embeddings``."""
         self.model = model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
@@ -323,14 +289,17 @@ class _BaseClient:
         self._learned_batch_limit: int | None = None
         self._usage = Usage()
         self._usage_lock = threading.Lock()
+        self._injected_limiter = rate_limiter
         self._headers = {
-            "Authorization": f"Bearer {self._key.get()}",
             "Content-Type": "application/json",
             "Accept": "application/json",
             "User-Agent": _USER_AGENT,
             **self.default_headers,
         }
-        self._init_kwargs = {
+        if self._key.available:  # else the first call raises, before anything is sent
+            self._headers["Authorization"] = f"Bearer {self._key.get()}"
+        self._init_kwargs: dict[str, Any] = {
+            "api_key": self._key,
             "base_url": self.base_url,
             "model": self.model,
             "batch_size": batch_size,
@@ -356,9 +325,24 @@ class _BaseClient:
             f"max_retries={self.max_retries}, api_key=SecretKey('**********'))"
         )
 
+    # -- copies ----------------------------------------------------------------------------
+    # A copy is a new client with the same settings and the same key: its own connection pool
+    # (unless the caller gave one) and usage totals from zero. In memory (copy, deepcopy) it
+    # shares the key object and what the caller passed in (http_client, rate_limiter); a
+    # pickle carries the key's fingerprint only (see _secrets) and leaves those objects behind.
+
+    def __copy__(self) -> Any:
+        cls: Any = type(self)  # EmbeddingsClient or AsyncEmbeddingsClient, with http_client=
+        return cls(
+            http_client=getattr(self, "_injected_http", None),
+            rate_limiter=self._injected_limiter,
+            **self._init_kwargs,
+        )
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return self.__copy__()
+
     def __reduce__(self) -> Any:
-        # The key is not pickled: the copy reads it from AIMLAPI_API_KEY when it is rebuilt
-        # (as in worker processes). A caller-supplied http_client is not carried over.
         return (_rebuild, (type(self), self._init_kwargs))
 
     # -- usage --------------------------------------------------------------------------
@@ -415,6 +399,7 @@ class _BaseClient:
         return apply_long_text_policy([query], self.model, self.long_text)[0]
 
     def _new_call(self) -> _Call:
+        self._key.get()  # an unpickled copy whose key was not found here says so, sending nothing
         return _Call(_retry.Deadline(self.deadline), self.deadline)
 
     def _batches(self, texts: list[str]) -> Iterator[tuple[int, list[str]]]:
@@ -780,6 +765,7 @@ class EmbeddingsClient(_BaseClient):
 
     def __init__(self, *, http_client: httpx.Client | None = None, **settings: Any) -> None:
         super().__init__(**settings)
+        self._injected_http = http_client
         self._owns_http = http_client is None
         self._http = http_client or _own_pool(
             httpx.Client, self.max_concurrency, self.timeout, self.base_url

@@ -319,24 +319,28 @@ class AimlBgeEmbeddings(Serializable, Embeddings):
         return {"query_instruction": self.query_instruction}
 
     def __getstate__(self) -> dict[Any, Any]:
-        # The key is not pickled: the copy reads it from AIMLAPI_API_KEY (as the core clients
-        # do). Injected clients and limiters belong to this process and are left behind.
+        # The key travels as its fingerprint only (see CoreClients.for_pickle). Injected
+        # clients and limiters belong to this process and are left behind.
         state = super().__getstate__()
         fields = dict(state["__dict__"])
         fields["api_key"] = None
         for name in _INJECTED:
             fields[name] = None
         state["__dict__"] = fields
+        private = dict(state.get("__pydantic_private__") or {})
+        private["_clients"] = self._clients.for_pickle(self.api_key)
+        state["__pydantic_private__"] = private
         return state
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
         super().__setstate__(state)
-        self.__dict__["api_key"] = secret_from_env(API_KEY_ENV, default=None)()
+        key = self._clients.restored_key()
+        self.__dict__["api_key"] = SecretStr(key) if key is not None else None
         self._clients.async_client = self._build_async()
 
     def __copy__(self) -> Self:
         clone = super().__copy__()
-        clone._clients = CoreClients()
+        clone._clients = self._clients.fresh()
         return clone
 
     def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:

@@ -494,9 +494,8 @@ class AimlBgeEmbedding(BaseEmbedding):
     # -- copies and pickling ---------------------------------------------------------------
 
     def __getstate__(self) -> dict[Any, Any]:
-        # The key is not pickled: the copy reads AIMLAPI_API_KEY when it is loaded (as the core
-        # clients do), and raises MissingAPIKeyError on first use if it is still not set.
-        # Unlike BaseComponent.__getstate__, this never deletes attributes of the live object.
+        # The key travels as its fingerprint only (see CoreClients.for_pickle); a copy loaded
+        # where the key is unknown raises MissingAPIKeyError on first use, saying why. Unlike BaseComponent.__getstate__, this never deletes attributes of the live object.
         fields: dict[str, Any] = {}
         for name, value in self.__dict__.items():
             if name == "api_key" or name in _INJECTED:
@@ -515,16 +514,20 @@ class AimlBgeEmbedding(BaseEmbedding):
             "__pydantic_extra__": self.__pydantic_extra__,
             "__pydantic_fields_set__": set(self.__pydantic_fields_set__),
             # A shared rate limiter belongs to this process and is left behind.
-            "__pydantic_private__": {"_clients": CoreClients(), "_shared_rate_limiter": None},
+            "__pydantic_private__": {
+                "_clients": self._clients.for_pickle(self.api_key),
+                "_shared_rate_limiter": None,
+            },
         }
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
         BaseModel.__setstate__(self, state)
-        self.__dict__["api_key"] = _env_key()
+        key = self._clients.restored_key()
+        self.__dict__["api_key"] = SecretStr(key) if key is not None else None
 
     def __copy__(self) -> Self:
         clone = super().__copy__()
-        clone._clients = CoreClients()
+        clone._clients = self._clients.fresh()
         return clone
 
     def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:

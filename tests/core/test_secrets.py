@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
+import os
 import pickle
+import subprocess
+import sys
+from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 from core_helpers import Sleeps, async_client, sync_client, texts_of
 
-from aiml_bge_integrations import AimlBgeError, AuthenticationError
+from aiml_bge_integrations import AimlBgeError, AuthenticationError, RateLimiter
+from aiml_bge_integrations._settings import API_KEY_ENV
 from aiml_bge_integrations.server import FaultConfig
 
 LOGGERS = ["httpx", "httpcore", "aiml_bge_integrations", "uvicorn", ""]
@@ -95,3 +102,92 @@ def test_key_absent_from_client_repr_and_pickle(
     client2 = async_client(local_server)
     assert key not in repr(client2)
     assert key.encode() not in pickle.dumps(client2)
+
+
+# -- copies keep their own key (issue 13, item 4) ---------------------------------------------
+
+OTHER_ACCOUNT = "sk-another-account-key"
+"""A key the local server refuses: a copy that sent it would get a 401."""
+
+COPIES: dict[str, Callable[[Any], Any]] = {
+    "copy": copy.copy,
+    "deepcopy": copy.deepcopy,
+    "pickle": lambda obj: pickle.loads(pickle.dumps(obj)),
+}
+
+
+@pytest.mark.parametrize("env_key", [OTHER_ACCOUNT, None], ids=["env-other-key", "env-unset"])
+@pytest.mark.parametrize("how", list(COPIES))
+def test_a_copy_of_a_client_sends_its_own_key(
+    local_server: Any, monkeypatch: pytest.MonkeyPatch, how: str, env_key: str | None
+) -> None:
+    if env_key is not None:
+        monkeypatch.setenv(API_KEY_ENV, env_key)
+    with sync_client(local_server) as client:
+        clone = COPIES[how](client)
+    with clone:
+        assert clone is not client
+        assert len(clone.embed_documents(["sent with the original's key"])) == 1
+
+    async def run() -> None:
+        async with async_client(local_server) as client:
+            aclone = COPIES[how](client)
+            async with aclone:
+                assert len(await aclone.embed_documents(["sent with the original's key"])) == 1
+
+    asyncio.run(run())
+    assert local_server.stats.requests == 2
+
+
+def test_a_pickled_client_carries_no_key_and_a_copy_shares_the_caller_objects(
+    local_server: Any,
+) -> None:
+    limiter = RateLimiter(requests_per_minute=60_000)
+    with httpx.Client() as http:
+        client = sync_client(local_server, http_client=http, rate_limiter=limiter)
+        blob = pickle.dumps(client)
+        assert local_server.api_key.encode() not in blob
+        for clone in (copy.copy(client), copy.deepcopy(client)):
+            assert clone._http is http and clone.rate_limiter is limiter
+            assert repr(clone) == repr(client)
+        unpickled = pickle.loads(blob)
+        assert unpickled._http is not http and unpickled.rate_limiter is None
+        unpickled.close()
+
+
+_UNPICKLE = """
+import pickle, sys
+client = pickle.loads(sys.stdin.buffer.read())
+try:
+    print(len(client.embed_documents(["from another process"])))
+except Exception as err:
+    print(type(err).__name__, err)
+"""
+
+
+def _unpickle_elsewhere(blob: bytes, env_key: str | None) -> str:
+    env = {k: v for k, v in os.environ.items() if k != API_KEY_ENV}
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    if env_key is not None:
+        env[API_KEY_ENV] = env_key
+    done = subprocess.run(
+        [sys.executable, "-c", _UNPICKLE], input=blob, env=env, capture_output=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    return done.stdout.decode().strip()
+
+
+def test_a_client_unpickled_in_another_process_finds_its_key_or_says_why(
+    local_server: Any,
+) -> None:
+    with sync_client(local_server) as client:
+        blob = pickle.dumps(client)
+    # The same key in the worker's environment: the copy finds it there and works.
+    assert _unpickle_elsewhere(blob, local_server.api_key) == "1"
+    # Another account's key, or none: refused on first use, saying why; nothing is sent.
+    for env_key in (OTHER_ACCOUNT, None):
+        said = _unpickle_elsewhere(blob, env_key)
+        assert said.startswith("MissingAPIKeyError"), said
+        assert "AIMLAPI_API_KEY" in said and "same key" in said
+        assert local_server.api_key not in said
+    assert local_server.stats.requests == 1

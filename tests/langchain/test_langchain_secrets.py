@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
+import os
 import pickle
+import subprocess
+import sys
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -13,7 +18,7 @@ import pytest
 from langchain_core.load import dumpd, dumps, loads
 from pydantic import ValidationError
 
-from aiml_bge_integrations import APIConnectionError, AuthenticationError, MissingAPIKeyError
+from aiml_bge_integrations import APIConnectionError, AuthenticationError
 from aiml_bge_integrations.langchain import AimlBgeEmbeddings
 
 SECRET = "sk-adapter-SECRET-9d2e41c7"
@@ -80,27 +85,73 @@ def test_dumps_writes_a_secret_reference_and_round_trips() -> None:
     assert restored.query_instruction is None
 
 
-def test_pickle_drops_the_key_and_rereads_it_from_the_environment(
-    monkeypatch: pytest.MonkeyPatch, local_server: Any
+OTHER_ACCOUNT = "sk-another-account-key"
+"""A key the local server refuses: a copy that sent it would get a 401."""
+
+COPIES: dict[str, Callable[[Any], Any]] = {
+    "copy": copy.copy,
+    "deepcopy": copy.deepcopy,
+    "model_copy": lambda emb: emb.model_copy(),
+    "pickle": lambda emb: pickle.loads(pickle.dumps(emb)),
+}
+
+
+@pytest.mark.parametrize("env_key", [OTHER_ACCOUNT, None], ids=["env-other-key", "env-unset"])
+@pytest.mark.parametrize("how", list(COPIES))
+def test_a_copy_sends_the_original_key(
+    local_server: Any, monkeypatch: pytest.MonkeyPatch, how: str, env_key: str | None
 ) -> None:
+    if env_key is not None:
+        monkeypatch.setenv("AIMLAPI_API_KEY", env_key)
+    emb = AimlBgeEmbeddings(api_key=local_server.api_key, base_url=local_server.base_url)
+    assert emb.client is not None and emb.async_client is not None  # built before copying
+    with COPIES[how](emb) as clone:
+        assert clone.api_key.get_secret_value() == local_server.api_key
+        assert len(clone.embed_query("sent with the original's key")) == 768
+        assert len(asyncio.run(clone.aembed_documents(["and from the async client"]))) == 1
+        assert clone.usage.requests == 2  # fresh clients, fresh totals
+    assert local_server.stats.requests == 2
+
+
+def test_a_pickle_carries_no_key(local_server: Any) -> None:
     emb = AimlBgeEmbeddings(api_key=SECRET, base_url=local_server.base_url, batch_size=5)
-    assert emb.client is not None and emb.async_client is not None  # both built before pickling
+    assert emb.client is not None and emb.async_client is not None
     blob = pickle.dumps(emb)
     assert not _leaks(blob.decode("latin-1"))
-
-    monkeypatch.setenv("AIMLAPI_API_KEY", local_server.api_key)
     clone = pickle.loads(blob)
-    assert clone.api_key is not None
-    assert clone.api_key.get_secret_value() == local_server.api_key
     assert (clone.base_url, clone.batch_size) == (local_server.base_url, 5)
-    assert len(clone.embed_query("works after unpickling")) == 768
-    assert clone.usage.requests == 1  # fresh clients, fresh totals
 
 
-def test_unpickling_without_a_key_in_the_environment_fails_clearly() -> None:
-    blob = pickle.dumps(AimlBgeEmbeddings(api_key=SECRET, base_url="http://127.0.0.1:9/v1"))
-    with pytest.raises(MissingAPIKeyError, match="AIMLAPI_API_KEY"):
-        pickle.loads(blob)
+_UNPICKLE = """
+import pickle, sys
+emb = pickle.loads(sys.stdin.buffer.read())
+try:
+    print(len(emb.embed_query("from another process")))
+except Exception as err:
+    print(type(err).__name__, err)
+"""
+
+
+def _unpickle_elsewhere(blob: bytes, env_key: str | None) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "AIMLAPI_API_KEY"}
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    if env_key is not None:
+        env["AIMLAPI_API_KEY"] = env_key
+    done = subprocess.run(
+        [sys.executable, "-c", _UNPICKLE], input=blob, env=env, capture_output=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    return done.stdout.decode().strip()
+
+
+def test_unpickled_in_another_process_it_finds_its_key_or_says_why(local_server: Any) -> None:
+    blob = pickle.dumps(
+        AimlBgeEmbeddings(api_key=local_server.api_key, base_url=local_server.base_url)
+    )
+    assert _unpickle_elsewhere(blob, local_server.api_key) == "768"
+    said = _unpickle_elsewhere(blob, OTHER_ACCOUNT)
+    assert said.startswith("MissingAPIKeyError") and "same key" in said, said
+    assert local_server.stats.requests == 1
 
 
 def test_pickle_leaves_injected_http_clients_behind(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import inspect
 import logging
+import os
 import pickle
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -175,7 +179,6 @@ def test_pickles_and_copies_carry_no_key(embed: AimlBgeEmbedding) -> None:
     embed.get_text_embedding("build the clients first")
     data = pickle.dumps(embed)
     assert KEY.encode() not in data
-    assert pickle.loads(data).api_key is None  # AIMLAPI_API_KEY is unset in tests
     # Copies in memory keep it (they are the same caller's object) and work.
     for clone in (copy.copy(embed), copy.deepcopy(embed)):
         assert clone.api_key is not None and clone.api_key.get_secret_value() == KEY
@@ -245,3 +248,69 @@ def test_errors_and_logs_carry_no_key(
     assert any("AuthenticationError" in seen for seen in dropped)
     for seen in spans.seen:
         assert KEY not in seen
+
+
+OTHER_ACCOUNT = "sk-another-account-key"
+"""A key the keyed server refuses: a copy that sent it would get a 401."""
+
+COPIES: dict[str, Callable[[Any], Any]] = {
+    "copy": copy.copy,
+    "deepcopy": copy.deepcopy,
+    "model_copy": lambda embed: embed.model_copy(),
+    "pickle": lambda embed: pickle.loads(pickle.dumps(embed)),
+}
+
+
+@pytest.mark.parametrize("env_key", [OTHER_ACCOUNT, None], ids=["env-other-key", "env-unset"])
+@pytest.mark.parametrize("how", list(COPIES))
+def test_a_copy_sends_the_original_key(
+    embed: AimlBgeEmbedding,
+    keyed_server: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    how: str,
+    env_key: str | None,
+) -> None:
+    if env_key is not None:
+        monkeypatch.setenv("AIMLAPI_API_KEY", env_key)
+    embed.get_text_embedding("build the clients first")
+    clone = COPIES[how](embed)
+    try:
+        assert clone.api_key is not None and clone.api_key.get_secret_value() == KEY
+        assert len(clone.get_query_embedding("sent with the original's key")) == 768
+        assert len(asyncio.run(clone.aget_text_embedding("and from the async client"))) == 768
+    finally:
+        clone.close()
+    assert keyed_server.stats.requests == 3
+
+
+_UNPICKLE = """
+import pickle, sys
+embed = pickle.loads(sys.stdin.buffer.read())
+try:
+    print(len(embed.get_query_embedding("from another process")))
+except Exception as err:
+    print(type(err).__name__, err)
+"""
+
+
+def _unpickle_elsewhere(blob: bytes, env_key: str | None) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "AIMLAPI_API_KEY"}
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    if env_key is not None:
+        env["AIMLAPI_API_KEY"] = env_key
+    done = subprocess.run(
+        [sys.executable, "-c", _UNPICKLE], input=blob, env=env, capture_output=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    return done.stdout.decode().strip()
+
+
+def test_unpickled_in_another_process_it_finds_its_key_or_says_why(
+    embed: AimlBgeEmbedding, keyed_server: Any
+) -> None:
+    blob = pickle.dumps(embed)
+    assert _unpickle_elsewhere(blob, KEY) == "768"
+    for env_key in (OTHER_ACCOUNT, None):
+        said = _unpickle_elsewhere(blob, env_key)
+        assert said.startswith("MissingAPIKeyError") and "same key" in said, said
+    assert keyed_server.stats.requests == 1
