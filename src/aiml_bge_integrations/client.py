@@ -12,7 +12,6 @@ import contextlib
 import functools
 import ipaddress
 import logging
-import os
 import ssl
 import threading
 import time
@@ -31,7 +30,7 @@ from collections.abc import (
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from types import EllipsisType, TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -42,15 +41,14 @@ from ._secrets import resolve_key
 from ._settings import (
     API_KEY_ENV,
     BASE_URL_ENV,
-    DEFAULT_BASE_URL,
+    CLIENT_SETTINGS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
-    DEFAULT_MODEL,
     DEFAULT_TIMEOUT,
-    LONG_TEXT_POLICIES,
     MODEL_ENV,
-    default_query_instruction,
+    SecretValue,
+    check_settings,
     expected_dimension,
     is_bge_model,
 )
@@ -215,75 +213,33 @@ class _Tries:
 class _BaseClient:
     """Settings, checks, reply interpretation and retry decisions shared by both clients."""
 
-    def __init__(
-        self,
-        *,
-        api_key: Any = None,
-        base_url: str | None = None,
-        model: str | None = None,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        timeout: float = DEFAULT_TIMEOUT,
-        deadline: float | None = None,
-        query_instruction: str | EllipsisType | None = ...,
-        default_headers: Mapping[str, str] | None = None,
-        encoding_format: str | None = None,
-        long_text: str = "truncate",
-        allow_insecure_http: bool = False,
-        requests_per_minute: float | None = None,
-        tokens_per_minute: float | None = None,
-        rate_limiter: RateLimiter | None = None,
-    ) -> None:
-        self._key = resolve_key(api_key)
-        self.base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+    def __init__(self, given: Mapping[str, Any], rate_limiter: RateLimiter | None) -> None:
+        # Checks and defaults come from the one definition of every setting (_settings).
+        values = check_settings(given)
+        self._key = resolve_key(values["api_key"])
+        self.base_url: str = values["base_url"]
         """Root of the OpenAI-compatible API; requests go to ``{base_url}/embeddings``."""
-        self.model = model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
+        self.model: str = values["model"]
         """Model name sent with every request."""
-        _check_int("batch_size", batch_size, 1)
-        _check_int("max_concurrency", max_concurrency, 1)
-        _check_int("max_retries", max_retries, 0)
-        if not timeout or timeout <= 0:
-            raise ConfigurationError(
-                f"timeout must be a positive number of seconds, not {timeout!r}"
-            )
-        if deadline is not None and deadline <= 0:
-            raise ConfigurationError(f"deadline must be positive seconds or None, not {deadline!r}")
-        if encoding_format not in (None, "float", "base64"):
-            raise ConfigurationError(
-                f"encoding_format must be None, 'float' or 'base64', not {encoding_format!r}"
-            )
-        if long_text not in LONG_TEXT_POLICIES:
-            raise ConfigurationError(
-                f"long_text must be one of {LONG_TEXT_POLICIES}, not {long_text!r}"
-            )
-        self.batch_size = batch_size
+        self.batch_size: int = values["batch_size"]
         """Inputs per request (lowered automatically when a server states a smaller limit)."""
-        self.max_concurrency = max_concurrency
+        self.max_concurrency: int = values["max_concurrency"]
         """Requests awaiting their reply at once, across every call on this client (a request
         holds its slot from sending until its reply's headers arrive)."""
-        self.max_retries = max_retries
-        self.timeout = float(timeout)
-        self.deadline = deadline
+        self.max_retries: int = values["max_retries"]
+        self.timeout: float = values["timeout"]
+        self.deadline: float | None = values["deadline"]
         """Seconds for one whole call across retries (None: no overall limit)."""
-        self.query_instruction: str | None = (
-            default_query_instruction(self.model) if query_instruction is ... else query_instruction
-        )
+        self.query_instruction: str | None = values["query_instruction"]
         """Prefix for ``embed_query`` (BGE English models: the retrieval instruction)."""
-        self.encoding_format = encoding_format
-        self.long_text = long_text
-        self.allow_insecure_http = allow_insecure_http
-        self.default_headers = dict(default_headers or {})
-        if any(k.lower() in ("authorization", "proxy-authorization") for k in self.default_headers):
-            # Headers are settings (printed, serialised, pickled); credentials are not.
-            raise ConfigurationError("put the API key in api_key, not in default_headers")
+        self.encoding_format: str | None = values["encoding_format"]
+        self.long_text: str = values["long_text"]
+        self.allow_insecure_http: bool = values["allow_insecure_http"]
+        self.default_headers: dict[str, str] = values["default_headers"] or {}
         self._check_transport_security()
-        self.rate_limiter = rate_limiter or (
-            RateLimiter(requests_per_minute, tokens_per_minute)
-            if requests_per_minute or tokens_per_minute
-            else None
-        )
-        self._retry_policy = _retry.RetryPolicy(max_retries=max_retries)
+        rpm, tpm = values["requests_per_minute"], values["tokens_per_minute"]
+        self.rate_limiter = rate_limiter or (RateLimiter(rpm, tpm) if rpm or tpm else None)
+        self._retry_policy = _retry.RetryPolicy(max_retries=self.max_retries)
         self._expected_dim = expected_dimension(self.model)
         self._url = self.base_url + "/embeddings"
         self._learned_batch_limit: int | None = None
@@ -298,22 +254,10 @@ class _BaseClient:
         }
         if self._key.available:  # else the first call raises, before anything is sent
             self._headers["Authorization"] = f"Bearer {self._key.get()}"
+        # What a copy is built from: the settings as resolved here, with the key object itself (a pickle writes only its fingerprint, see _secrets).
         self._init_kwargs: dict[str, Any] = {
+            **{name: values[name] for name in CLIENT_SETTINGS},
             "api_key": self._key,
-            "base_url": self.base_url,
-            "model": self.model,
-            "batch_size": batch_size,
-            "max_concurrency": max_concurrency,
-            "max_retries": max_retries,
-            "timeout": timeout,
-            "deadline": deadline,
-            "query_instruction": self.query_instruction,
-            "default_headers": self.default_headers,
-            "encoding_format": encoding_format,
-            "long_text": long_text,
-            "allow_insecure_http": allow_insecure_http,
-            "requests_per_minute": requests_per_minute,
-            "tokens_per_minute": tokens_per_minute,
         }
 
     # -- identity -----------------------------------------------------------------------
@@ -737,6 +681,11 @@ def _no_tls_context() -> ssl.SSLContext:
     return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
+def _given(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings among a constructor's arguments (its ``locals()``)."""
+    return {name: arguments[name] for name in CLIENT_SETTINGS}
+
+
 def _rebuild(cls: type[_T], kwargs: dict[str, Any]) -> _T:
     return cls(**kwargs)
 
@@ -763,8 +712,29 @@ class EmbeddingsClient(_BaseClient):
     The README describes each. One client is safe to share between threads.
     """
 
-    def __init__(self, *, http_client: httpx.Client | None = None, **settings: Any) -> None:
-        super().__init__(**settings)
+    def __init__(
+        self,
+        *,
+        api_key: str | SecretValue | None = None,
+        base_url: str | None = None,
+        model: str | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        timeout: float = DEFAULT_TIMEOUT,
+        deadline: float | None = None,
+        query_instruction: str | EllipsisType | None = ...,
+        default_headers: Mapping[str, str] | None = None,
+        encoding_format: Literal["float", "base64"] | None = None,
+        long_text: Literal["truncate", "error", "none"] = "truncate",
+        allow_insecure_http: bool = False,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        rate_limiter: RateLimiter | None = None,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        """Check every setting (see ``_settings.SETTINGS``); opens no connection yet."""
+        super().__init__(_given(locals()), rate_limiter)
         self._injected_http = http_client
         self._owns_http = http_client is None
         self._http = http_client or _own_pool(
@@ -987,8 +957,29 @@ class AsyncEmbeddingsClient(_BaseClient):
     a call cancels its requests and leaves the client usable.
     """
 
-    def __init__(self, *, http_client: httpx.AsyncClient | None = None, **settings: Any) -> None:
-        super().__init__(**settings)
+    def __init__(
+        self,
+        *,
+        api_key: str | SecretValue | None = None,
+        base_url: str | None = None,
+        model: str | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        timeout: float = DEFAULT_TIMEOUT,
+        deadline: float | None = None,
+        query_instruction: str | EllipsisType | None = ...,
+        default_headers: Mapping[str, str] | None = None,
+        encoding_format: Literal["float", "base64"] | None = None,
+        long_text: Literal["truncate", "error", "none"] = "truncate",
+        allow_insecure_http: bool = False,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        rate_limiter: RateLimiter | None = None,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        """Check every setting (see ``_settings.SETTINGS``); opens no connection yet."""
+        super().__init__(_given(locals()), rate_limiter)
         self._injected_http = http_client
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
