@@ -50,6 +50,7 @@ __all__ = [
     "default_query_instruction",
     "env_default",
     "expected_dimension",
+    "int_at_least",
     "is_bge_model",
 ]
 
@@ -107,7 +108,9 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _int_at_least(minimum: int) -> Callable[[str, Any], int]:
+def int_at_least(minimum: int) -> Callable[[str, Any], int]:
+    """A check for an integer setting of at least ``minimum`` (``True`` is not an integer here)."""
+
     def check(name: str, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ConfigurationError(f"{name} must be an integer >= {minimum}, not {value!r}")
@@ -262,7 +265,7 @@ SETTINGS: tuple[Setting, ...] = (
         int,
         DEFAULT_BATCH_SIZE,
         "Texts per request (lowered automatically when a server states a smaller limit).",
-        _int_at_least(1),
+        int_at_least(1),
         aliases={"chunk_size": "langchain"},
         cli_type=int,
     ),
@@ -271,7 +274,7 @@ SETTINGS: tuple[Setting, ...] = (
         int,
         DEFAULT_MAX_CONCURRENCY,
         "Requests awaiting their reply at once, across every call on one client.",
-        _int_at_least(1),
+        int_at_least(1),
         cli_type=int,
     ),
     Setting(
@@ -279,7 +282,7 @@ SETTINGS: tuple[Setting, ...] = (
         int,
         DEFAULT_MAX_RETRIES,
         "Retries per request for 408, 409, 429, 5xx, timeouts and dropped connections.",
-        _int_at_least(0),
+        int_at_least(0),
         cli_type=int,
     ),
     Setting(
