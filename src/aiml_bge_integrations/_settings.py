@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
 
@@ -52,6 +53,7 @@ __all__ = [
     "expected_dimension",
     "int_at_least",
     "is_bge_model",
+    "settings_table",
 ]
 
 API_KEY_ENV = "AIMLAPI_API_KEY"
@@ -155,7 +157,11 @@ def _text(name: str, value: Any) -> str:
 
 
 def _url(name: str, value: Any) -> str:
-    return _text(name, value).rstrip("/")
+    url = _text(name, value).strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise ConfigurationError(f"{name} must be an http(s) URL, not {value!r}")
+    return url
 
 
 def _flag(name: str, value: Any) -> bool:
@@ -397,6 +403,43 @@ def env_default(name: str) -> Any:
         if value:
             return value
     return None if setting.default is FROM_MODEL else setting.default
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    text = str(tp)
+    for prefix in ("typing.", "collections.abc.", f"{__name__}."):
+        text = text.replace(prefix, "")
+    if text.startswith("Optional[") and text.endswith("]"):
+        text = text[len("Optional[") : -1] + " | None"
+    return text
+
+
+def settings_table() -> str:
+    """The settings reference as a Markdown table (docs/settings-notes.md holds this text)."""
+    where_names = {"client": "clients", "langchain": "LangChain", "llama_index": "LlamaIndex"}
+    rows = [
+        "| Setting | Type | Default | Variable | Also accepted as | Where | Meaning |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in SETTINGS:
+        default = s.default if s.default is FROM_MODEL else f"`{s.default!r}`"
+        aliases = ", ".join(f"`{a}` ({where_names[w]})" for a, w in s.aliases.items())
+        where = ", ".join(where_names[w] for w in s.surfaces)
+        if s.flag:
+            where += ", CLI `--" + s.name.replace("_", "-") + "`"
+        cells = [
+            f"`{s.name}`",
+            f"`{_type_name(s.type)}`".replace("|", "\\|"),
+            default,
+            f"`{s.env}`" if s.env else "",
+            aliases,
+            where,
+            s.doc.replace("|", "\\|"),
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
 
 
 def check_settings(given: Mapping[str, Any], surface: str = "client") -> dict[str, Any]:
