@@ -5,10 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import os
 import pickle
-import subprocess
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -153,41 +150,3 @@ def test_a_pickled_client_carries_no_key_and_a_copy_shares_the_caller_objects(
         unpickled = pickle.loads(blob)
         assert unpickled._http is not http and unpickled.rate_limiter is None
         unpickled.close()
-
-
-_UNPICKLE = """
-import pickle, sys
-client = pickle.loads(sys.stdin.buffer.read())
-try:
-    print(len(client.embed_documents(["from another process"])))
-except Exception as err:
-    print(type(err).__name__, err)
-"""
-
-
-def _unpickle_elsewhere(blob: bytes, env_key: str | None) -> str:
-    env = {k: v for k, v in os.environ.items() if k != API_KEY_ENV}
-    env["PYTHONPATH"] = os.pathsep.join(sys.path)
-    if env_key is not None:
-        env[API_KEY_ENV] = env_key
-    done = subprocess.run(
-        [sys.executable, "-c", _UNPICKLE], input=blob, env=env, capture_output=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr.decode()
-    return done.stdout.decode().strip()
-
-
-def test_a_client_unpickled_in_another_process_finds_its_key_or_says_why(
-    local_server: Any,
-) -> None:
-    with sync_client(local_server) as client:
-        blob = pickle.dumps(client)
-    # The same key in the worker's environment: the copy finds it there and works.
-    assert _unpickle_elsewhere(blob, local_server.api_key) == "1"
-    # Another account's key, or none: refused on first use, saying why; nothing is sent.
-    for env_key in (OTHER_ACCOUNT, None):
-        said = _unpickle_elsewhere(blob, env_key)
-        assert said.startswith("MissingAPIKeyError"), said
-        assert "AIMLAPI_API_KEY" in said and "same key" in said
-        assert local_server.api_key not in said
-    assert local_server.stats.requests == 1

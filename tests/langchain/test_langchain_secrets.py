@@ -5,10 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import os
 import pickle
-import subprocess
-import sys
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -120,38 +117,6 @@ def test_a_pickle_carries_no_key(local_server: Any) -> None:
     assert not _leaks(blob.decode("latin-1"))
     clone = pickle.loads(blob)
     assert (clone.base_url, clone.batch_size) == (local_server.base_url, 5)
-
-
-_UNPICKLE = """
-import pickle, sys
-emb = pickle.loads(sys.stdin.buffer.read())
-try:
-    print(len(emb.embed_query("from another process")))
-except Exception as err:
-    print(type(err).__name__, err)
-"""
-
-
-def _unpickle_elsewhere(blob: bytes, env_key: str | None) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "AIMLAPI_API_KEY"}
-    env["PYTHONPATH"] = os.pathsep.join(sys.path)
-    if env_key is not None:
-        env["AIMLAPI_API_KEY"] = env_key
-    done = subprocess.run(
-        [sys.executable, "-c", _UNPICKLE], input=blob, env=env, capture_output=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr.decode()
-    return done.stdout.decode().strip()
-
-
-def test_unpickled_in_another_process_it_finds_its_key_or_says_why(local_server: Any) -> None:
-    blob = pickle.dumps(
-        AimlBgeEmbeddings(api_key=local_server.api_key, base_url=local_server.base_url)
-    )
-    assert _unpickle_elsewhere(blob, local_server.api_key) == "768"
-    said = _unpickle_elsewhere(blob, OTHER_ACCOUNT)
-    assert said.startswith("MissingAPIKeyError") and "same key" in said, said
-    assert local_server.stats.requests == 1
 
 
 def test_pickle_leaves_injected_http_clients_behind(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,10 +6,7 @@ import asyncio
 import copy
 import inspect
 import logging
-import os
 import pickle
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -281,36 +278,3 @@ def test_a_copy_sends_the_original_key(
     finally:
         clone.close()
     assert keyed_server.stats.requests == 3
-
-
-_UNPICKLE = """
-import pickle, sys
-embed = pickle.loads(sys.stdin.buffer.read())
-try:
-    print(len(embed.get_query_embedding("from another process")))
-except Exception as err:
-    print(type(err).__name__, err)
-"""
-
-
-def _unpickle_elsewhere(blob: bytes, env_key: str | None) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "AIMLAPI_API_KEY"}
-    env["PYTHONPATH"] = os.pathsep.join(sys.path)
-    if env_key is not None:
-        env["AIMLAPI_API_KEY"] = env_key
-    done = subprocess.run(
-        [sys.executable, "-c", _UNPICKLE], input=blob, env=env, capture_output=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr.decode()
-    return done.stdout.decode().strip()
-
-
-def test_unpickled_in_another_process_it_finds_its_key_or_says_why(
-    embed: AimlBgeEmbedding, keyed_server: Any
-) -> None:
-    blob = pickle.dumps(embed)
-    assert _unpickle_elsewhere(blob, KEY) == "768"
-    for env_key in (OTHER_ACCOUNT, None):
-        said = _unpickle_elsewhere(blob, env_key)
-        assert said.startswith("MissingAPIKeyError") and "same key" in said, said
-    assert keyed_server.stats.requests == 1
