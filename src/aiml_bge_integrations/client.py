@@ -323,9 +323,8 @@ class _BaseClient:
     # -- preparing texts ------------------------------------------------------------------
 
     def _check_transport_security(self) -> None:
+        # The URL's shape is checked with base_url itself (_settings); this needs two settings.
         parts = urlsplit(self.base_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigurationError(f"base_url must be an http(s) URL, not {self.base_url!r}")
         host = (parts.hostname or "").lower()
         loopback = host in _LOOPBACK_HOSTS or _is_loopback_ip(host)
         if parts.scheme == "http" and not loopback and not self.allow_insecure_http:
@@ -705,11 +704,11 @@ class EmbeddingsClient(_BaseClient):
             query = client.embed_query("what is in the first passage?")
             print(client.usage)
 
-    Settings (all keyword-only): ``api_key``, ``base_url``, ``model``, ``batch_size``,
-    ``max_concurrency``, ``max_retries``, ``timeout``, ``deadline``, ``query_instruction``,
-    ``default_headers``, ``http_client``, ``encoding_format``, ``long_text``,
-    ``allow_insecure_http``, ``requests_per_minute``, ``tokens_per_minute``, ``rate_limiter``.
-    The README describes each. One client is safe to share between threads.
+    Settings are keyword-only, typed parameters, defined once in ``_settings.SETTINGS`` (the
+    settings reference, docs/settings-notes.md, describes each); a bad value raises
+    ``ConfigurationError`` naming it. ``http_client`` and ``rate_limiter`` are objects the
+    caller shares. A copy (``copy``, ``deepcopy``, pickle) has the same settings and the same
+    key. One client is safe to share between threads.
     """
 
     def __init__(

@@ -85,7 +85,11 @@ class AimlBgeEmbeddings(AdapterMixin, Serializable, Embeddings):
         requests_per_minute, tokens_per_minute:
             An optional client-side pace, shared by the sync and async methods.
 
-    See the field list for every setting; the names are those of the core clients.
+    See the field list for every setting; the names, defaults and checks are those of the core
+    clients (one definition, ``docs/settings-notes.md``), and a bad value raises the core's
+    ``ConfigurationError``. langchain-openai's names are accepted too: ``chunk_size``
+    (``batch_size``), ``request_timeout`` (``timeout``), ``show_progress_bar``
+    (``show_progress``).
 
     Instantiate:
         ```python

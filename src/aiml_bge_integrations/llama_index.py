@@ -152,6 +152,10 @@ class AimlBgeEmbedding(AdapterMixin, BaseEmbedding):
             ``acquire()`` per LlamaIndex call, however many requests the call makes).
         http_client, http_async_client: your own httpx clients (never serialised or pickled).
 
+        Names, defaults and checks are the core clients' (one definition,
+        ``docs/settings-notes.md``); a bad value raises the core's ``ConfigurationError``.
+        ``api_base`` (``OpenAIEmbedding``'s name) is accepted for ``base_url``.
+
     Instantiate:
         ```python
         from llama_index.core import Settings, VectorStoreIndex
