@@ -178,9 +178,16 @@ def _client_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in _SETTING_FLAGS if getattr(args, k, None) is not None}
 
 
+class _Parser(argparse.ArgumentParser):
+    """Ends a bad command line as every failure ends: one ``aiml-bge: error:`` line, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{_PROG}: error: {_one_line(message)} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``aiml-bge`` argument parser (``serve`` is listed; its arguments are the server's)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=_PROG,
         description="BGE embeddings over the AI/ML API or any OpenAI-compatible server.",
         epilog=f"The API key comes from {API_KEY_ENV} or a hidden prompt, never from a flag.",
