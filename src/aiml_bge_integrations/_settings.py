@@ -191,9 +191,9 @@ def _headers(name: str, value: Any) -> dict[str, str] | None:
 
 def _key(name: str, value: Any) -> Any:
     # Never shows the value: it may be a key of the wrong type.
-    if value is None or isinstance(value, str) or hasattr(value, "get_secret_value"):
-        return value
-    if type(value).__name__ == "SecretKey":  # the core's own holder, passed on by the adapters
+    from ._secrets import SecretKey  # the core's own holder, which the adapters pass on
+
+    if value is None or isinstance(value, str | SecretKey) or hasattr(value, "get_secret_value"):
         return value
     raise ConfigurationError(
         f"{name} must be a string (or a SecretStr), not a {type(value).__name__}"
