@@ -6,7 +6,6 @@ import asyncio
 import copy
 import logging
 import pickle
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -14,7 +13,6 @@ import pytest
 from core_helpers import Sleeps, async_client, sync_client, texts_of
 
 from aiml_bge_integrations import AimlBgeError, AuthenticationError, RateLimiter
-from aiml_bge_integrations._settings import API_KEY_ENV
 from aiml_bge_integrations.server import FaultConfig
 
 LOGGERS = ["httpx", "httpcore", "aiml_bge_integrations", "uvicorn", ""]
@@ -102,38 +100,6 @@ def test_key_absent_from_client_repr_and_pickle(
 
 
 # -- copies keep their own key (issue 13, item 4) ---------------------------------------------
-
-OTHER_ACCOUNT = "sk-another-account-key"
-"""A key the local server refuses: a copy that sent it would get a 401."""
-
-COPIES: dict[str, Callable[[Any], Any]] = {
-    "copy": copy.copy,
-    "deepcopy": copy.deepcopy,
-    "pickle": lambda obj: pickle.loads(pickle.dumps(obj)),
-}
-
-
-@pytest.mark.parametrize("env_key", [OTHER_ACCOUNT, None], ids=["env-other-key", "env-unset"])
-@pytest.mark.parametrize("how", list(COPIES))
-def test_a_copy_of_a_client_sends_its_own_key(
-    local_server: Any, monkeypatch: pytest.MonkeyPatch, how: str, env_key: str | None
-) -> None:
-    if env_key is not None:
-        monkeypatch.setenv(API_KEY_ENV, env_key)
-    with sync_client(local_server) as client:
-        clone = COPIES[how](client)
-    with clone:
-        assert clone is not client
-        assert len(clone.embed_documents(["sent with the original's key"])) == 1
-
-    async def run() -> None:
-        async with async_client(local_server) as client:
-            aclone = COPIES[how](client)
-            async with aclone:
-                assert len(await aclone.embed_documents(["sent with the original's key"])) == 1
-
-    asyncio.run(run())
-    assert local_server.stats.requests == 2
 
 
 def test_a_pickled_client_carries_no_key_and_a_copy_shares_the_caller_objects(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import inspect
 import logging
@@ -245,36 +244,3 @@ def test_errors_and_logs_carry_no_key(
     assert any("AuthenticationError" in seen for seen in dropped)
     for seen in spans.seen:
         assert KEY not in seen
-
-
-OTHER_ACCOUNT = "sk-another-account-key"
-"""A key the keyed server refuses: a copy that sent it would get a 401."""
-
-COPIES: dict[str, Callable[[Any], Any]] = {
-    "copy": copy.copy,
-    "deepcopy": copy.deepcopy,
-    "model_copy": lambda embed: embed.model_copy(),
-    "pickle": lambda embed: pickle.loads(pickle.dumps(embed)),
-}
-
-
-@pytest.mark.parametrize("env_key", [OTHER_ACCOUNT, None], ids=["env-other-key", "env-unset"])
-@pytest.mark.parametrize("how", list(COPIES))
-def test_a_copy_sends_the_original_key(
-    embed: AimlBgeEmbedding,
-    keyed_server: Any,
-    monkeypatch: pytest.MonkeyPatch,
-    how: str,
-    env_key: str | None,
-) -> None:
-    if env_key is not None:
-        monkeypatch.setenv("AIMLAPI_API_KEY", env_key)
-    embed.get_text_embedding("build the clients first")
-    clone = COPIES[how](embed)
-    try:
-        assert clone.api_key is not None and clone.api_key.get_secret_value() == KEY
-        assert len(clone.get_query_embedding("sent with the original's key")) == 768
-        assert len(asyncio.run(clone.aget_text_embedding("and from the async client"))) == 768
-    finally:
-        clone.close()
-    assert keyed_server.stats.requests == 3
