@@ -4,9 +4,11 @@
 (``check_settings``), both adapters' fields and their validation, the command line's flags,
 and the settings reference in the docs; ``tests/test_settings_agreement.py`` checks that the
 four surfaces agree with it on names, types, defaults and the error each bad value gets.
-To add a setting, add one ``Setting`` to ``SETTINGS`` and a typed keyword parameter to the two
-clients (their signatures are written out, so that editors and mypy see them); the agreement
-test names what else is missing.
+To add a setting, add one ``Setting`` to ``SETTINGS``, a typed keyword parameter to the two
+clients (their signatures are written out, so that editors and mypy see them) and a field to
+each adapter (``setting_field(name)``); the command line's flag and the docs table follow from
+the definition, and the agreement test names whatever is still missing (it also wants a bad
+and a good value for the new setting).
 
 Every bad value raises ``ConfigurationError`` (a ``ValueError``) naming the setting, on every
 surface: the clients, both adapters (which unwrap it from pydantic's ``ValidationError``) and
