@@ -32,12 +32,10 @@ from . import __version__
 from ._settings import (
     API_KEY_ENV,
     BASE_URL_ENV,
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_MAX_CONCURRENCY,
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_MODEL,
-    DEFAULT_TIMEOUT,
-    MODEL_ENV,
+    SETTINGS,
+    Setting,
+    env_default,
+    int_at_least,
     is_bge_model,
 )
 from .client import EmbeddingsClient, Usage
@@ -131,110 +129,70 @@ def read_api_key() -> str:
 # -- parser -----------------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+def _value_of(name: str, convert: Callable[[str], Any], check: Callable[[str, Any], Any]) -> Any:
+    """An argparse ``type``: the text converted, then the setting's own check.
+
+    Text that does not convert goes to the check as it is, so the message is the one the
+    clients and adapters give for the same bad value.
+    """
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = text
+        try:
+            return check(name, value)
+        except ConfigurationError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, not {value}")
-    return value
+def _flag_help(setting: Setting) -> str:
+    where = f"env {setting.env}; " if setting.env else ""
+    default = setting.default if setting.default is not None else "none"
+    shown = f"{default:g}" if isinstance(default, float) else default
+    return f"{setting.doc} ({where}default {shown})"
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
-    return value
+_SETTING_FLAGS = tuple(s.name for s in SETTINGS if s.flag)
+"""The client settings ``aiml-bge embed`` has a flag for (from the one definition)."""
 
 
 def _add_client_settings(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
         "client settings (as in the core; unset flags fall back to the environment, then defaults)"
     )
-    g.add_argument("--model", help=f"model name (env {MODEL_ENV}; default {DEFAULT_MODEL})")
-    g.add_argument(
-        "--base-url",
-        help=f"OpenAI-compatible API root ending in /v1 (env {BASE_URL_ENV}; default the AI/ML API)",
-    )
-    g.add_argument(
-        "--batch-size",
-        type=_positive_int,
-        help=f"passages per request (default {DEFAULT_BATCH_SIZE})",
-    )
-    g.add_argument(
-        "--max-concurrency",
-        type=_positive_int,
-        help=f"requests in flight (default {DEFAULT_MAX_CONCURRENCY})",
-    )
-    g.add_argument(
-        "--max-retries",
-        type=_non_negative_int,
-        help=f"retries per request on 429/5xx/network errors (default {DEFAULT_MAX_RETRIES})",
-    )
-    g.add_argument(
-        "--timeout",
-        type=_positive_float,
-        help=f"seconds per HTTP request (default {DEFAULT_TIMEOUT:g})",
-    )
-    g.add_argument("--deadline", type=_positive_float, help="seconds per batch across its retries")
-    g.add_argument(
-        "--long-text",
-        choices=("truncate", "error", "none"),
-        help="BGE passages over 512 tokens: cut at the last whole word that fits (default), "
-        "refuse before sending anything, or send as they are",
-    )
-    g.add_argument(
-        "--encoding-format",
-        choices=("float", "base64"),
-        help="ask the server for this vector encoding (default: do not ask)",
-    )
-    g.add_argument("--requests-per-minute", type=_positive_float, help="client-side pace")
-    g.add_argument("--tokens-per-minute", type=_positive_float, help="client-side pace")
-    g.add_argument(
-        "--allow-insecure-http",
-        action="store_true",
-        default=None,
-        help="allow plain http to a host other than loopback",
-    )
-
-
-_SETTING_FLAGS = (
-    "model",
-    "base_url",
-    "batch_size",
-    "max_concurrency",
-    "max_retries",
-    "timeout",
-    "deadline",
-    "long_text",
-    "encoding_format",
-    "requests_per_minute",
-    "tokens_per_minute",
-    "allow_insecure_http",
-)
+    for setting in SETTINGS:
+        if not setting.flag:
+            continue
+        flag = "--" + setting.name.replace("_", "-")
+        if setting.type is bool:
+            g.add_argument(flag, action="store_true", default=None, help=setting.doc)
+            continue
+        g.add_argument(
+            flag,
+            type=_value_of(setting.name, setting.cli_type or str, setting.check),
+            choices=setting.choices or None,
+            help=_flag_help(setting),
+        )
 
 
 def _client_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in _SETTING_FLAGS if getattr(args, k, None) is not None}
 
 
+class _Parser(argparse.ArgumentParser):
+    """Ends a bad command line as every failure ends: one ``aiml-bge: error:`` line, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{_PROG}: error: {_one_line(message)} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``aiml-bge`` argument parser (``serve`` is listed; its arguments are the server's)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=_PROG,
         description="BGE embeddings over the AI/ML API or any OpenAI-compatible server.",
         epilog=f"The API key comes from {API_KEY_ENV} or a hidden prompt, never from a flag.",
@@ -310,7 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"({BASE_URL_ENV} or the default); without, it starts the local stand-in server on "
         "127.0.0.1 and sends nothing anywhere else.",
     )
-    demo.add_argument("--top-k", type=_positive_int, default=3, help="passages shown per query")
+    demo.add_argument(
+        "--top-k",
+        type=_value_of("--top-k", int, int_at_least(1)),
+        default=3,
+        help="passages shown per query",
+    )
     demo.set_defaults(handler=_cmd_demo)
 
     sub.add_parser(
@@ -381,10 +344,10 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 def _dry_run(args: argparse.Namespace) -> int:
     from ._job import InputFileError, dry_run, open_source
 
-    batch_size = args.batch_size or DEFAULT_BATCH_SIZE
-    long_text = args.long_text or "truncate"
-    # As EmbeddingsClient resolves it: the run's long-text policy depends on the model.
-    model = args.model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
+    batch_size = args.batch_size or env_default("batch_size")
+    long_text = args.long_text or env_default("long_text")
+    # As the clients resolve it: the run's long-text policy depends on the model.
+    model = args.model or env_default("model")
     try:
         source = open_source(args.input, args.input_format, args.field, args.id_field)
         report = dry_run(source, batch_size=batch_size, long_text=long_text, model=model)

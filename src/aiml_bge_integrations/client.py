@@ -12,7 +12,6 @@ import contextlib
 import functools
 import ipaddress
 import logging
-import os
 import re
 import ssl
 import threading
@@ -33,7 +32,7 @@ from collections.abc import (
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from types import EllipsisType, TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -47,18 +46,18 @@ from ._batching import (
     collect_texts,
     iter_checked_chunks,
 )
+from ._secrets import resolve_key
 from ._settings import (
     API_KEY_ENV,
     BASE_URL_ENV,
-    DEFAULT_BASE_URL,
+    CLIENT_SETTINGS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
-    DEFAULT_MODEL,
     DEFAULT_TIMEOUT,
-    LONG_TEXT_POLICIES,
     MODEL_ENV,
-    default_query_instruction,
+    SecretValue,
+    check_settings,
     expected_dimension,
     is_bge_model,
     same_model,
@@ -83,7 +82,6 @@ from .errors import (
     ConfigurationError,
     InsufficientCreditsError,
     ItemRejectedError,
-    MissingAPIKeyError,
     ModelMismatchWarning,
     ModelNotFoundError,
     ResponseValidationError,
@@ -197,40 +195,6 @@ class RateLimiter:
         return f"RateLimiter(requests_per_minute={self.requests_per_minute}, tokens_per_minute={self.tokens_per_minute})"
 
 
-class _SecretKey:
-    """Holds the API key; prints as stars."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def get(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "SecretKey('**********')"
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> Any:
-        raise TypeError("the API key cannot be pickled")
-
-
-def _resolve_key(api_key: Any) -> _SecretKey:
-    if api_key is not None and hasattr(api_key, "get_secret_value"):
-        api_key = api_key.get_secret_value()
-    if api_key is None:
-        api_key = os.environ.get(API_KEY_ENV)
-    if not isinstance(api_key, str) or not api_key.strip():
-        raise MissingAPIKeyError(
-            f"no API key: pass api_key=... or set {API_KEY_ENV}. To work offline, start the "
-            "local server (aiml-bge serve, or aiml_bge_integrations.server.LocalServer) and "
-            "use its base_url and key."
-        )
-    return _SecretKey(api_key.strip())
-
-
 @dataclass
 class _Outcome:
     """What one attempt came to."""
@@ -261,75 +225,33 @@ class _Tries:
 class _BaseClient:
     """Settings, checks, reply interpretation and retry decisions shared by both clients."""
 
-    def __init__(
-        self,
-        *,
-        api_key: Any = None,
-        base_url: str | None = None,
-        model: str | None = None,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        timeout: float = DEFAULT_TIMEOUT,
-        deadline: float | None = None,
-        query_instruction: str | EllipsisType | None = ...,
-        default_headers: Mapping[str, str] | None = None,
-        encoding_format: str | None = None,
-        long_text: str = "truncate",
-        allow_insecure_http: bool = False,
-        requests_per_minute: float | None = None,
-        tokens_per_minute: float | None = None,
-        rate_limiter: RateLimiter | None = None,
-    ) -> None:
-        self._key = _resolve_key(api_key)
-        self.base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+    def __init__(self, given: Mapping[str, Any], rate_limiter: RateLimiter | None) -> None:
+        # Checks and defaults come from the one definition of every setting (_settings).
+        values = check_settings(given)
+        self._key = resolve_key(values["api_key"])
+        self.base_url: str = values["base_url"]
         """Root of the OpenAI-compatible API; requests go to ``{base_url}/embeddings``."""
-        self.model = model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
+        self.model: str = values["model"]
         """Model name sent with every request."""
-        _check_int("batch_size", batch_size, 1)
-        _check_int("max_concurrency", max_concurrency, 1)
-        _check_int("max_retries", max_retries, 0)
-        if not timeout or timeout <= 0:
-            raise ConfigurationError(
-                f"timeout must be a positive number of seconds, not {timeout!r}"
-            )
-        if deadline is not None and deadline <= 0:
-            raise ConfigurationError(f"deadline must be positive seconds or None, not {deadline!r}")
-        if encoding_format not in (None, "float", "base64"):
-            raise ConfigurationError(
-                f"encoding_format must be None, 'float' or 'base64', not {encoding_format!r}"
-            )
-        if long_text not in LONG_TEXT_POLICIES:
-            raise ConfigurationError(
-                f"long_text must be one of {LONG_TEXT_POLICIES}, not {long_text!r}"
-            )
-        self.batch_size = batch_size
+        self.batch_size: int = values["batch_size"]
         """Inputs per request (lowered automatically when a server states a smaller limit)."""
-        self.max_concurrency = max_concurrency
+        self.max_concurrency: int = values["max_concurrency"]
         """Requests awaiting their reply at once, across every call on this client (a request
         holds its slot from sending until its reply's headers arrive)."""
-        self.max_retries = max_retries
-        self.timeout = float(timeout)
-        self.deadline = deadline
+        self.max_retries: int = values["max_retries"]
+        self.timeout: float = values["timeout"]
+        self.deadline: float | None = values["deadline"]
         """Seconds for one whole call across retries (None: no overall limit)."""
-        self.query_instruction: str | None = (
-            default_query_instruction(self.model) if query_instruction is ... else query_instruction
-        )
+        self.query_instruction: str | None = values["query_instruction"]
         """Prefix for ``embed_query`` (BGE English models: the retrieval instruction)."""
-        self.encoding_format = encoding_format
-        self.long_text = long_text
-        self.allow_insecure_http = allow_insecure_http
-        self.default_headers = dict(default_headers or {})
-        if any(k.lower() in ("authorization", "proxy-authorization") for k in self.default_headers):
-            # Headers are settings (printed, serialised, pickled); credentials are not.
-            raise ConfigurationError("put the API key in api_key, not in default_headers")
+        self.encoding_format: str | None = values["encoding_format"]
+        self.long_text: str = values["long_text"]
+        self.allow_insecure_http: bool = values["allow_insecure_http"]
+        self.default_headers: dict[str, str] = values["default_headers"] or {}
         self._check_transport_security()
-        self.rate_limiter = rate_limiter or (
-            RateLimiter(requests_per_minute, tokens_per_minute)
-            if requests_per_minute or tokens_per_minute
-            else None
-        )
-        self._retry_policy = _retry.RetryPolicy(max_retries=max_retries)
+        rpm, tpm = values["requests_per_minute"], values["tokens_per_minute"]
+        self.rate_limiter = rate_limiter or (RateLimiter(rpm, tpm) if rpm or tpm else None)
+        self._retry_policy = _retry.RetryPolicy(max_retries=self.max_retries)
         self._expected_dim = expected_dimension(self.model)
         self._url = self.base_url + "/embeddings"
         self._learned_batch_limit: int | None = None
@@ -337,28 +259,19 @@ class _BaseClient:
         self._live_calls: weakref.WeakSet[threading.Event] = weakref.WeakSet()
         self._usage = Usage()
         self._usage_lock = threading.Lock()
+        self._injected_limiter = rate_limiter
         self._headers = {
-            "Authorization": f"Bearer {self._key.get()}",
             "Content-Type": "application/json",
             "Accept": "application/json",
             "User-Agent": _USER_AGENT,
             **self.default_headers,
         }
-        self._init_kwargs = {
-            "base_url": self.base_url,
-            "model": self.model,
-            "batch_size": batch_size,
-            "max_concurrency": max_concurrency,
-            "max_retries": max_retries,
-            "timeout": timeout,
-            "deadline": deadline,
-            "query_instruction": self.query_instruction,
-            "default_headers": self.default_headers,
-            "encoding_format": encoding_format,
-            "long_text": long_text,
-            "allow_insecure_http": allow_insecure_http,
-            "requests_per_minute": requests_per_minute,
-            "tokens_per_minute": tokens_per_minute,
+        if self._key.available:  # else the first call raises, before anything is sent
+            self._headers["Authorization"] = f"Bearer {self._key.get()}"
+        # What a copy is built from: the settings as resolved here, with the key object itself (a pickle writes only its fingerprint, see _secrets).
+        self._init_kwargs: dict[str, Any] = {
+            **{name: values[name] for name in CLIENT_SETTINGS},
+            "api_key": self._key,
         }
 
     # -- identity -----------------------------------------------------------------------
@@ -370,9 +283,24 @@ class _BaseClient:
             f"max_retries={self.max_retries}, api_key=SecretKey('**********'))"
         )
 
+    # -- copies ----------------------------------------------------------------------------
+    # A copy is a new client with the same settings and the same key: its own connection pool
+    # (unless the caller gave one) and usage totals from zero. In memory (copy, deepcopy) it
+    # shares the key object and what the caller passed in (http_client, rate_limiter); a
+    # pickle carries the key's fingerprint only (see _secrets) and leaves those objects behind.
+
+    def __copy__(self) -> Any:
+        cls: Any = type(self)  # EmbeddingsClient or AsyncEmbeddingsClient, with http_client=
+        return cls(
+            http_client=getattr(self, "_injected_http", None),
+            rate_limiter=self._injected_limiter,
+            **self._init_kwargs,
+        )
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return self.__copy__()
+
     def __reduce__(self) -> Any:
-        # The key is not pickled: the copy reads it from AIMLAPI_API_KEY when it is rebuilt
-        # (as in worker processes). A caller-supplied http_client is not carried over.
         return (_rebuild, (type(self), self._init_kwargs))
 
     # -- usage --------------------------------------------------------------------------
@@ -409,9 +337,8 @@ class _BaseClient:
     # -- preparing texts ------------------------------------------------------------------
 
     def _check_transport_security(self) -> None:
+        # The URL's shape is checked with base_url itself (_settings); this needs two settings.
         parts = urlsplit(self.base_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigurationError(f"base_url must be an http(s) URL, not {self.base_url!r}")
         host = (parts.hostname or "").lower()
         loopback = host in _LOOPBACK_HOSTS or _is_loopback_ip(host)
         if parts.scheme == "http" and not loopback and not self.allow_insecure_http:
@@ -429,6 +356,7 @@ class _BaseClient:
         return apply_long_text_policy([query], self.model, self.long_text)[0]
 
     def _new_call(self) -> _Call:
+        self._key.get()  # an unpickled copy whose key was not found here says so, sending nothing
         call = _Call(_retry.Deadline(self.deadline), self.deadline)
         # close() stops every call still running, so no worker sends or sleeps on after it.
         self._live_calls.add(call.cancelled)
@@ -868,6 +796,11 @@ def _wait(seconds: float, call: _Call) -> None:
         call.cancelled.wait(seconds)
 
 
+def _given(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings among a constructor's arguments (its ``locals()``)."""
+    return {name: arguments[name] for name in CLIENT_SETTINGS}
+
+
 def _rebuild(cls: type[_T], kwargs: dict[str, Any]) -> _T:
     return cls(**kwargs)
 
@@ -887,15 +820,37 @@ class EmbeddingsClient(_BaseClient):
             query = client.embed_query("what is in the first passage?")
             print(client.usage)
 
-    Settings (all keyword-only): ``api_key``, ``base_url``, ``model``, ``batch_size``,
-    ``max_concurrency``, ``max_retries``, ``timeout``, ``deadline``, ``query_instruction``,
-    ``default_headers``, ``http_client``, ``encoding_format``, ``long_text``,
-    ``allow_insecure_http``, ``requests_per_minute``, ``tokens_per_minute``, ``rate_limiter``.
-    The README describes each. One client is safe to share between threads.
+    Settings are keyword-only, typed parameters, defined once in ``_settings.SETTINGS`` (the
+    settings reference, docs/settings-notes.md, describes each); a bad value raises
+    ``ConfigurationError`` naming it. ``http_client`` and ``rate_limiter`` are objects the
+    caller shares. A copy (``copy``, ``deepcopy``, pickle) has the same settings and the same
+    key. One client is safe to share between threads.
     """
 
-    def __init__(self, *, http_client: httpx.Client | None = None, **settings: Any) -> None:
-        super().__init__(**settings)
+    def __init__(
+        self,
+        *,
+        api_key: str | SecretValue | None = None,
+        base_url: str | None = None,
+        model: str | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        timeout: float = DEFAULT_TIMEOUT,
+        deadline: float | None = None,
+        query_instruction: str | EllipsisType | None = ...,
+        default_headers: Mapping[str, str] | None = None,
+        encoding_format: Literal["float", "base64"] | None = None,
+        long_text: Literal["truncate", "error", "none"] = "truncate",
+        allow_insecure_http: bool = False,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        rate_limiter: RateLimiter | None = None,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        """Check every setting (see ``_settings.SETTINGS``); opens no connection yet."""
+        super().__init__(_given(locals()), rate_limiter)
+        self._injected_http = http_client
         self._owns_http = http_client is None
         self._http = http_client or _own_pool(
             httpx.Client, self.max_concurrency, self.timeout, self.base_url
@@ -1144,8 +1099,29 @@ class AsyncEmbeddingsClient(_BaseClient):
     a call cancels its requests and leaves the client usable.
     """
 
-    def __init__(self, *, http_client: httpx.AsyncClient | None = None, **settings: Any) -> None:
-        super().__init__(**settings)
+    def __init__(
+        self,
+        *,
+        api_key: str | SecretValue | None = None,
+        base_url: str | None = None,
+        model: str | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        timeout: float = DEFAULT_TIMEOUT,
+        deadline: float | None = None,
+        query_instruction: str | EllipsisType | None = ...,
+        default_headers: Mapping[str, str] | None = None,
+        encoding_format: Literal["float", "base64"] | None = None,
+        long_text: Literal["truncate", "error", "none"] = "truncate",
+        allow_insecure_http: bool = False,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        rate_limiter: RateLimiter | None = None,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        """Check every setting (see ``_settings.SETTINGS``); opens no connection yet."""
+        super().__init__(_given(locals()), rate_limiter)
         self._injected_http = http_client
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()

@@ -10,6 +10,8 @@ still asleep into a visible hang, not a timing measurement.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 import time
 from typing import Any
@@ -66,20 +68,23 @@ def test_sync_call_raises_without_waiting_for_another_batchs_backoff(serve: Any)
 
 
 def test_sync_ctrl_c_in_the_caller_stops_the_call(serve: Any) -> None:
-    server = serve(
-        faults=FaultConfig(script=[None, "429-retry-after"], retry_after_seconds=RETRY_AFTER)
-    )
+    server = serve(faults=FaultConfig(script=["429-retry-after"], retry_after_seconds=RETRY_AFTER))
     client = sync_client(server, batch_size=1, max_concurrency=2)
 
-    def progress(done: int) -> None:
-        # As Ctrl-C delivered while the caller handles the first batch.
-        while not server.stats.faults.get("429-retry-after"):
+    def press_ctrl_c() -> None:
+        # Once one request is asleep in its 30 s backoff, Ctrl-C reaches the caller (this
+        # test, in the main thread), which is then waiting for its batches.
+        for _ in range(1000):
+            if server.stats.faults.get("429-retry-after"):
+                break
             time.sleep(0.01)
-        raise KeyboardInterrupt
+        os.kill(os.getpid(), signal.SIGINT)  # a real signal: it wakes a blocked wait
 
-    thread, errors = _in_thread(lambda: client.embed_documents(["one", "two"], progress=progress))
-    assert not thread.is_alive()
-    assert len(errors) == 1 and isinstance(errors[0], KeyboardInterrupt)
+    presser = threading.Thread(target=press_ctrl_c, daemon=True)
+    presser.start()
+    with pytest.raises(KeyboardInterrupt):
+        client.embed_documents(["one", "two"])
+    presser.join(timeout=10.0)
     closer, _ = _in_thread(client.close)
     assert not closer.is_alive(), "close() waited for a worker asleep in a backoff"
     assert _requests_after_a_while(server) == 2
