@@ -340,12 +340,6 @@ CONTESTANTS: list[Contestant] = [
 BY_KEY = {c.key: c for c in CONTESTANTS}
 
 
-def _plain_transport() -> None:
-    from aiml_bge_integrations import _transport
-
-    _transport.enlarge_reads = lambda client: False
-
-
 def _plain_untrack() -> None:
     from aiml_bge_integrations import _wire
 
@@ -359,12 +353,11 @@ def _plain_number_check() -> None:
 
 
 WITHOUT: dict[str, Callable[[], None]] = {
-    "transport": _plain_transport,
     "untrack": _plain_untrack,
     "number-check": _plain_number_check,
 }
 """Reaches into other libraries (and clever shortcuts), each switched off for an A/B row:
-``--only core-async,core-async/without-transport`` (docs/internals.md)."""
+``--only core-async,core-async/without-untrack`` (docs/internals.md)."""
 
 
 def _split_key(key: str) -> tuple[Contestant, list[str]]:
@@ -463,7 +456,7 @@ def _warm_imports(key: str) -> None:
     # The package defers httpcore, anyio and ctypes to its first request (to keep its own
     # import light); the SDK peers load their whole stack on import. Both are loaded here,
     # so that no contestant's clock includes imports.
-    lazy = ["aiml_bge_integrations._transport", "anyio", "ctypes"]
+    lazy = ["httpcore", "anyio", "ctypes"]
     modules = {
         "core": ["aiml_bge_integrations", *lazy],
         "lc-adapter": ["aiml_bge_integrations.langchain", *lazy],
