@@ -21,6 +21,8 @@ memory (``iter_embeddings`` over 200,000 vs 20,000 texts) and the import check. 
 ``bench-results/`` (JSON, PNG, Markdown) and the table is printed with each target marked.
 
 Usage: ``python benchmarks/bench_throughput.py [--n 20000] [--batch-size 128] [--quick]``.
+``--only core-async,core-async/without-untrack`` adds an A/B row with one of the package's kept
+shortcuts switched off (``WITHOUT``; docs/internals.md).
 """
 
 from __future__ import annotations
