@@ -342,16 +342,22 @@ CONTESTANTS: list[Contestant] = [
 BY_KEY = {c.key: c for c in CONTESTANTS}
 
 
+def _switch_off(module: Any, name: str, plain: Any) -> None:
+    if not hasattr(module, name):  # renamed: an A/B row that changed nothing would mislead
+        raise RuntimeError(f"{module.__name__}.{name} is gone: update WITHOUT")
+    setattr(module, name, plain)
+
+
 def _plain_untrack() -> None:
     from aiml_bge_integrations import _wire
 
-    _wire._untrack = _wire._keep_tracked
+    _switch_off(_wire, "_untrack", _wire._keep_tracked)
 
 
 def _plain_number_check() -> None:
     from aiml_bge_integrations import _wire
 
-    _wire._vectors_hold_only_numbers = lambda content, doc, data: False
+    _switch_off(_wire, "_vectors_hold_only_numbers", lambda content, doc, data: False)
 
 
 WITHOUT: dict[str, Callable[[], None]] = {
