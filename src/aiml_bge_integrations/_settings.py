@@ -20,6 +20,7 @@ __all__ = [
     "default_query_instruction",
     "expected_dimension",
     "is_bge_model",
+    "same_model",
 ]
 
 API_KEY_ENV = "AIMLAPI_API_KEY"
@@ -90,3 +91,19 @@ def expected_dimension(model: str) -> int | None:
         if name.rsplit("/", 1)[-1].lower() == tail:
             return dim
     return None
+
+
+def same_model(served: str, requested: str) -> bool:
+    """Whether a reply's model name is the requested model, spelled as servers spell it.
+
+    Equal ignoring case, or equal in the last path segment without a ``:tag``
+    (``BAAI/bge-base-en-v1.5``, ``bge-base-en-v1.5``, ``/models/bge-base-en-v1.5``), or the
+    same BGE model under a short tag (``bge-base``).
+    """
+    if served.lower() == requested.lower():
+        return True
+
+    def tail(name: str) -> str:
+        return _bare(name).rsplit("/", 1)[-1].lower()
+
+    return tail(served) == tail(requested)

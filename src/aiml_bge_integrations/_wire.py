@@ -264,6 +264,20 @@ class ErrorInfo:
     request_id: str | None = None
     kind: str | None = None
     """The server's own error class or type, if it gives one (``error_type``, ``type``, ``name``)."""
+    item_index: int | None = None
+    """The input a FastAPI-style 422 names by its ``detail[].loc`` (``[..., "input", ..., 27]``)."""
+
+
+def _item_in_detail(detail: Any) -> int | None:
+    # FastAPI/pydantic validation errors (infinity, and other servers built on FastAPI) locate
+    # each problem: ["body", "input", 3] or ["body", "text", "input", "list[constrained-str]", 3].
+    if not isinstance(detail, list):
+        return None
+    for entry in detail:
+        loc = entry.get("loc") if isinstance(entry, dict) else None
+        if isinstance(loc, list) and len(loc) >= 2 and type(loc[-1]) is int and "input" in loc[:-1]:
+            return int(loc[-1])
+    return None
 
 
 def _text(value: Any) -> str | None:
@@ -318,7 +332,7 @@ def parse_error_body(content: bytes, headers: Mapping[str, str] | None = None) -
     message = message or _text(doc.get("detail")) or _text(doc.get("title"))
     if message is None:
         message = orjson.dumps(doc)[:300].decode("utf-8", "replace")
-    return ErrorInfo(message, request_id, kind)
+    return ErrorInfo(message, request_id, kind, _item_in_detail(doc.get("detail")))
 
 
 _ITEM_RE = re.compile(

@@ -10,6 +10,7 @@ Exit codes (also in the README, "Exit codes")::
     5    bad input: unreadable, a bad line (named), or over-long passages with --long-text error
     6    the output cannot be written
     7    an unfinished run cannot be resumed by this command (different input or settings)
+    8    another aiml-bge embed is writing the same output; nothing was read, sent or changed
     130  interrupted (Ctrl-C); the last checkpoint is kept, the same command resumes
 
 Every failure ends with one line on stderr, ``aiml-bge: error: ...``. The API key is read
@@ -37,6 +38,7 @@ from ._settings import (
     DEFAULT_MODEL,
     DEFAULT_TIMEOUT,
     MODEL_ENV,
+    is_bge_model,
 )
 from .client import EmbeddingsClient, Usage
 from .errors import (
@@ -51,6 +53,7 @@ from .errors import (
 
 __all__ = [
     "EXIT_API",
+    "EXIT_BUSY",
     "EXIT_INPUT",
     "EXIT_INTERRUPTED",
     "EXIT_KEY",
@@ -80,6 +83,8 @@ EXIT_OUTPUT = 6
 """The output cannot be written."""
 EXIT_RESUME = 7
 """An unfinished run cannot be resumed by this command."""
+EXIT_BUSY = 8
+"""Another run is writing the same output (it holds the lock); this one changed nothing."""
 EXIT_INTERRUPTED = 130
 """Interrupted (Ctrl-C); the checkpoint is kept."""
 
@@ -242,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="embed a corpus into a file of vectors (resumable)",
         description="Embed every passage of INPUT and write the vectors to OUTPUT. An "
         "interrupted run continues where it stopped when the same command is run again.",
+        epilog="Exit codes: 0 done; 1 the API failed (after retries); 2 bad command line or "
+        "settings; 3 no API key, or the key was refused; 4 the model is not served; 5 bad "
+        "input; 6 the output cannot be written; 7 an unfinished run of OUTPUT does not fit "
+        "this command (--restart discards it); 8 another aiml-bge embed is writing OUTPUT "
+        "(this one changed nothing); 130 interrupted (the same command continues).",
     )
     embed.add_argument(
         "input",
@@ -280,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument(
         "--restart",
         action="store_true",
-        help="discard an unfinished run's checkpoint and start from the first passage",
+        help="discard an unfinished run's checkpoint and start from the first passage "
+        "(never one that is still running: that is refused with exit code 8)",
     )
     embed.add_argument(
         "--dry-run",
@@ -337,8 +348,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _code_for(err: BaseException) -> int:
-    from ._job import InputFileError, OutputError, ResumeError
+    from ._job import InputFileError, OutputBusyError, OutputError, ResumeError
 
+    if isinstance(err, OutputBusyError):
+        return EXIT_BUSY
     if isinstance(err, MissingAPIKeyError | AuthenticationError):
         return EXIT_KEY
     if isinstance(err, ModelNotFoundError):
@@ -370,19 +383,23 @@ def _dry_run(args: argparse.Namespace) -> int:
 
     batch_size = args.batch_size or DEFAULT_BATCH_SIZE
     long_text = args.long_text or "truncate"
+    # As EmbeddingsClient resolves it: the run's long-text policy depends on the model.
+    model = args.model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
     try:
         source = open_source(args.input, args.input_format, args.field, args.id_field)
-        report = dry_run(source, batch_size=batch_size, long_text=long_text)
+        report = dry_run(source, batch_size=batch_size, long_text=long_text, model=model)
     except InputFileError as err:
         raise _Failure(EXIT_INPUT, str(err)) from None
     except ValueError as err:
         raise _Failure(EXIT_USAGE, str(err)) from None
     label = source.id_label
-    model = args.model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
+    counts = "BGE WordPiece tokens"
+    if not is_bge_model(model):
+        counts += ", an estimate for this model"
     lines = [
         "dry run: nothing was sent",
         f"input      {args.input} ({source.kind}, {report.total:,} passages)",
-        f"model      {model} (counts are BGE WordPiece tokens, [CLS] and [SEP] included)",
+        f"model      {model} (counts are {counts}, [CLS] and [SEP] included)",
         f"tokens     {report.tokens:,} (longest passage {report.max_tokens:,})",
     ]
     if report.over_limit:
@@ -392,7 +409,13 @@ def _dry_run(args: argparse.Namespace) -> int:
             "truncate": "they will be cut to 512 tokens (--long-text truncate)",
             "error": "the run will refuse them (--long-text error)",
             "none": "they will be sent as they are (--long-text none)",
-        }[long_text]
+        }[report.long_text]
+        if report.long_text != long_text:
+            action = (
+                f"they will be sent as they are: the 512-token policy (--long-text {long_text}) "
+                f"applies to BGE models only, and {model} is not one; its server decides "
+                "whether to accept them"
+            )
         lines.append(
             f"over 512   {report.over_limit:,} passage(s): {named}"
             f"{f' and {more:,} more' if more > 0 else ''}; {action}"
@@ -408,7 +431,7 @@ def _dry_run(args: argparse.Namespace) -> int:
     if args.output is not None:
         lines.append(f"output     {args.output} (not written)")
     print("\n".join(lines))
-    return EXIT_OK if not (report.over_limit and long_text == "error") else EXIT_INPUT
+    return EXIT_OK if not (report.over_limit and report.long_text == "error") else EXIT_INPUT
 
 
 class _ProgressBar:
@@ -481,9 +504,12 @@ def _embed(args: argparse.Namespace) -> int:
         result = run_job(spec, make_client, progress=bar, notice=notice)
     except KeyboardInterrupt:
         bar.close()
+        saved = _saved(work_dir_for(args.output))
         return _error(
             EXIT_INTERRUPTED,
-            f"interrupted; {_saved(work_dir_for(args.output))}run the same command to continue",
+            f"interrupted; {saved}run the same command to continue"
+            if saved
+            else "interrupted before any passage was saved; run the same command to start again",
         )
     except AimlBgeError as err:
         bar.close()
@@ -514,7 +540,7 @@ def _resume_hint(err: BaseException, output: Path) -> str:
     from ._job import work_dir_for
 
     if isinstance(err, ModelNotFoundError):
-        return " On the command line: --model NAME or --base-url URL."
+        return " On the command line, use --model NAME or --base-url URL."
     if not isinstance(err, APIError):
         return ""
     saved = _saved(work_dir_for(output))
@@ -552,6 +578,13 @@ def _summary(result: Any) -> None:
     if result.over_limit:
         line += f"; {result.over_limit:,} passage(s) were truncated to 512 tokens"
     print(line)
+    this = result.runs[-1]["base_url"] if result.runs else None
+    earlier = sorted({run["base_url"] for run in result.runs[:-1]} - {this})
+    if earlier:
+        print(
+            f"note: this run used {this}; earlier runs of this job used {', '.join(earlier)}, "
+            "and the output holds their vectors too"
+        )
 
 
 # -- entry point --------------------------------------------------------------------------------

@@ -13,10 +13,12 @@ import functools
 import ipaddress
 import logging
 import os
+import re
 import ssl
 import threading
 import time
 import uuid
+import warnings
 import weakref
 from collections import deque
 from collections.abc import (
@@ -28,16 +30,23 @@ from collections.abc import (
     Iterator,
     Mapping,
 )
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from types import EllipsisType, TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
+import orjson
 
 from . import _retry
-from ._batching import apply_long_text_policy, check_texts, collect_texts, iter_checked_chunks
+from ._batching import (
+    RequestPlan,
+    apply_long_text_policy,
+    check_texts,
+    collect_texts,
+    iter_checked_chunks,
+)
 from ._settings import (
     API_KEY_ENV,
     BASE_URL_ENV,
@@ -52,6 +61,7 @@ from ._settings import (
     default_query_instruction,
     expected_dimension,
     is_bge_model,
+    same_model,
 )
 from ._wire import (
     ErrorInfo,
@@ -74,6 +84,7 @@ from .errors import (
     InsufficientCreditsError,
     ItemRejectedError,
     MissingAPIKeyError,
+    ModelMismatchWarning,
     ModelNotFoundError,
     ResponseValidationError,
     status_error_class,
@@ -83,8 +94,9 @@ __all__ = ["AsyncEmbeddingsClient", "EmbeddingsClient", "RateLimiter", "Usage"]
 
 logger = logging.getLogger("aiml_bge_integrations")
 
-_sleep: Callable[[float], None] = time.sleep
-"""The sync sleep between retries (tests patch it)."""
+_sleep: Callable[[float], None] | None = None
+"""Replaces the sync wait between retries when set (tests record delays with it). Unset, a
+worker waits on its call's cancellation event, so a call that has failed wakes it at once."""
 _asleep: Callable[[float], Any] = asyncio.sleep
 """The async sleep between retries (tests patch it)."""
 
@@ -104,7 +116,7 @@ class Usage:
     retries_by_cause: dict[str, int] = field(default_factory=dict)
     """Retries per cause: a status code ("429", "503"), "connection", "timeout" or "validation"."""
     splits: int = 0
-    """Batches split because the server said they were too large."""
+    """Requests the server refused as too large (their texts were cut and sent again)."""
     texts: int = 0
     """Vectors returned to the caller."""
     prompt_tokens: int = 0
@@ -321,6 +333,8 @@ class _BaseClient:
         self._expected_dim = expected_dimension(self.model)
         self._url = self.base_url + "/embeddings"
         self._learned_batch_limit: int | None = None
+        self._model_checked = False
+        self._live_calls: weakref.WeakSet[threading.Event] = weakref.WeakSet()
         self._usage = Usage()
         self._usage_lock = threading.Lock()
         self._headers = {
@@ -415,18 +429,25 @@ class _BaseClient:
         return apply_long_text_policy([query], self.model, self.long_text)[0]
 
     def _new_call(self) -> _Call:
-        return _Call(_retry.Deadline(self.deadline), self.deadline)
+        call = _Call(_retry.Deadline(self.deadline), self.deadline)
+        # close() stops every call still running, so no worker sends or sleeps on after it.
+        self._live_calls.add(call.cancelled)
+        return call
 
     def _batches(self, texts: list[str]) -> Iterator[tuple[int, list[str]]]:
         return self._chunk_batches(texts, max(1, len(texts)))
 
     def _chunk_batches(self, texts: list[str], chunk_size: int) -> Iterator[tuple[int, list[str]]]:
         # Requests never straddle a chunk: each chunk is cut as embed_documents would cut it.
-        size = self.effective_batch_size
+        # The size is read for every batch, so batches not yet cut follow a limit the server
+        # stated meanwhile.
         for start in range(0, len(texts), chunk_size):
             end = min(start + chunk_size, len(texts))
-            for first in range(start, end, size):
-                yield first, texts[first : min(first + size, end)]
+            first = start
+            while first < end:
+                stop = min(first + self.effective_batch_size, end)
+                yield first, texts[first:stop]
+                first = stop
 
     def _prepare_chunks(self, texts: object, chunk_size: object) -> list[str]:
         _check_int("chunk_size", chunk_size, 1)
@@ -466,12 +487,13 @@ class _BaseClient:
     # -- reading replies ------------------------------------------------------------------
 
     def _scrub(self, text: str) -> str:
-        key = self._key.get()
-        return text.replace(key, "***") if key and key in text else text
+        return _scrub_secret(text, self._key.get())
 
     def _scrub_bytes(self, content: bytes) -> bytes:
-        key = self._key.get().encode("utf-8")
-        return content.replace(key, b"***") if key in content else content
+        key = self._key.get()
+        if key not in content.decode("utf-8", "replace"):
+            return content
+        return _scrub_secret(content.decode("utf-8", "replace"), key).encode("utf-8")
 
     def _interpret(
         self, status: int, headers: Mapping[str, str], content: bytes, texts: list[str], offset: int
@@ -483,12 +505,19 @@ class _BaseClient:
                 )
             except WireError as err:
                 rid = headers.get("x-inference-id") or headers.get("x-request-id")
+                message = f"invalid reply for texts {offset}..{offset + len(texts) - 1}: {err}"
+                served = _reply_model(content)
+                other_model = served is not None and not same_model(served, self.model)
+                if other_model:
+                    # A single-model server answers any name with its own vectors: asking
+                    # again cannot help, and the fix is in the settings.
+                    message += (
+                        f". The server answered with model {served!r}, not {self.model!r}: "
+                        f"set model={served!r} if that is the model you want"
+                    )
                 return _Outcome(
-                    error=ResponseValidationError(
-                        f"invalid reply for texts {offset}..{offset + len(texts) - 1}: {err}",
-                        request_id=rid,
-                    ),
-                    retry=True,
+                    error=ResponseValidationError(message, request_id=rid),
+                    retry=not other_model,
                     cause="validation",
                 )
             return _Outcome(parsed=parsed)
@@ -496,12 +525,13 @@ class _BaseClient:
         content = self._scrub_bytes(content)
         info = parse_error_body(content, headers)
         message = self._scrub(info.message)
+        body = self._error_body(content)
         if status in (400, 413, 422):
             # An input the server names is refused at once: splitting would only embed (and
             # bill) the rest of the batch before the same error.
-            pos = item_index_in_message(message)
+            pos = info.item_index if info.item_index is not None else item_index_in_message(message)
             if pos is not None and pos < len(texts):
-                return _Outcome(error=self._item_error(status, message, info, offset + pos))
+                return _Outcome(error=self._item_error(status, message, info, offset + pos, body))
             too_large = says_batch_too_large(status, message)
             if too_large or says_input_too_long(message):
                 if len(texts) > 1:
@@ -509,8 +539,8 @@ class _BaseClient:
                     if limit and 0 < limit < len(texts):
                         self._learn_batch_limit(limit)
                     return _Outcome(split=True, cause=str(status))
-                return _Outcome(error=self._item_error(status, message, info, offset))
-        error = self._status_error(status, message, info, content)
+                return _Outcome(error=self._item_error(status, message, info, offset, body))
+        error = self._status_error(status, message, info, body)
         return _Outcome(
             error=error,
             retry=_retry.is_retryable_status(status),
@@ -526,51 +556,70 @@ class _BaseClient:
             self._learned_batch_limit = limit
 
     def _item_error(
-        self, status: int, message: str, info: ErrorInfo, index: int
+        self, status: int, message: str, info: ErrorInfo, index: int, body: Any
     ) -> ItemRejectedError:
         err = ItemRejectedError(
-            f"the server refused the text at index {index}: {message}",
+            f"the server refused the text at index {index}: {_sentence(message)}",
             index=index,
             status_code=status,
             request_id=info.request_id,
+            body=body,
         )
         err.status_code = status
         return err
 
+    def _error_body(self, content: bytes) -> Any:
+        """The error reply's body, parsed (JSON) or as a short excerpt; already scrubbed."""
+        if not content:
+            return None
+        try:
+            return orjson.loads(content)
+        except ValueError:
+            return content[:500].decode("utf-8", "replace")
+
+    @property
+    def _is_aiml_api(self) -> bool:
+        host = (urlsplit(self.base_url).hostname or "").lower()
+        return host == "aimlapi.com" or host.endswith(".aimlapi.com")
+
     def _status_error(
-        self, status: int, message: str, info: ErrorInfo, content: bytes
+        self, status: int, message: str, info: ErrorInfo, body: Any
     ) -> APIStatusError:
         cls: type[APIStatusError] = status_error_class(status)
         lowered = message.lower()
+        advice = ""
         if status == 404:
             if "model" in lowered or "deprecated" in lowered or "not supported" in lowered:
                 cls = ModelNotFoundError
-                message = (
-                    f"{message}. The model {self.model!r} is not served at {self.base_url}: the AI/ML API "
-                    f"retired the BGE models from its list in 2026. Choose a served model with "
-                    f"model=... (or {MODEL_ENV}), or point base_url (or {BASE_URL_ENV}) at an "
-                    "OpenAI-compatible server that hosts BGE (README: 'Self-hosting BGE')."
-                )
+                if self._is_aiml_api:
+                    advice = (
+                        f"The AI/ML API does not serve {self.model!r}: it retired the BGE models "
+                        f"from its list in 2026. Choose a model it serves with model=... (or "
+                        f"{MODEL_ENV}), or point base_url (or {BASE_URL_ENV}) at an "
+                        "OpenAI-compatible server that hosts BGE (docs: Self-hosting BGE)."
+                    )
+                else:
+                    advice = (
+                        f"The server at {self.base_url} does not serve {self.model!r}: ask for a "
+                        f"model it serves with model=... (or {MODEL_ENV}; most servers list "
+                        f"theirs at {self.base_url}/models), or point base_url (or "
+                        f"{BASE_URL_ENV}) at a server that serves it."
+                    )
             else:
-                message = (
-                    f"{message}. Requests go to {self._url}: check base_url (the AI/ML API "
-                    "and most servers want the root ending in /v1)."
+                advice = (
+                    f"Requests go to {self._url}, which this server does not have: check "
+                    "base_url. The AI/ML API, OpenAI, vLLM and Ollama serve the API under a "
+                    "root ending in /v1; infinity and TEI serve it at the root, without /v1."
                 )
         elif status == 401:
-            message = f"{message}. Check the API key (api_key=... or {API_KEY_ENV})."
+            advice = f"Check the API key (api_key=... or {API_KEY_ENV})."
         elif status == 403 and any(
             w in lowered for w in ("credit", "balance", "quota", "billing", "payment")
         ):
             cls = InsufficientCreditsError
-            message = f"{message}. The account is out of credits: top it up, then run again."
-        body: Any = None
-        try:
-            import orjson
-
-            body = orjson.loads(content) if content else None
-        except ValueError:
-            body = self._scrub(content[:500].decode("utf-8", "replace"))
-        err = cls(message, status_code=status, request_id=info.request_id, body=body)
+            advice = "The account is out of credits: top it up, then run again."
+        text = f"{_sentence(message)} {advice}" if advice else message
+        err = cls(text, status_code=status, request_id=info.request_id, body=body)
         err.status_code = status
         return err
 
@@ -591,6 +640,8 @@ class _BaseClient:
         )
 
     def _accept(self, parsed: ParsedEmbeddings) -> list[list[float]]:
+        if parsed.model and not self._model_checked:
+            self._check_reply_model(parsed.model)
         u = parsed.usage
         self._count(
             texts=len(parsed.vectors),
@@ -600,6 +651,25 @@ class _BaseClient:
             usd=u.usd,
         )
         return parsed.vectors
+
+    def _check_reply_model(self, served: str) -> None:
+        with self._usage_lock:
+            if self._model_checked:
+                return
+            self._model_checked = True
+        if same_model(served, self.model):
+            return
+        note = (
+            f"the server at {self.base_url} answered with model {served!r}, not {self.model!r} "
+            f"as asked: the vectors are {served!r}'s. Set model={served!r} to say so"
+        )
+        if self.query_instruction:
+            note += (
+                f" (queries also get the instruction meant for {self.model!r}; set "
+                "query_instruction=None if the served model does not use one)"
+            )
+        logger.warning("%s", note)
+        warnings.warn(note, ModelMismatchWarning, stacklevel=2)
 
     def _next_delay(self, outcome: _Outcome, tries: _Tries, call: _Call) -> float:
         """Seconds to wait before the next attempt, or raise the error if there is none."""
@@ -632,11 +702,15 @@ class _BaseClient:
         logger.debug("retrying after %s in %.2fs", outcome.cause, delay)
         return delay
 
-    def _split(self, texts: list[str]) -> tuple[list[str], list[str]]:
-        self._count(splits=1)
-        limit = self._learned_batch_limit
-        cut = limit if limit and limit < len(texts) else len(texts) // 2
-        return texts[:cut], texts[cut:]
+    def _check_call(self, call: _Call) -> None:
+        """Raise instead of sending when the call has been given up or its deadline has passed."""
+        if call.cancelled.is_set():
+            raise APIConnectionError(
+                "not sent: this call was stopped (another of its requests failed, the caller "
+                "stopped waiting, or the client was closed)"
+            )
+        if call.deadline.expired():
+            raise self._deadline_error(call)
 
     def _deadline_error(self, call: _Call) -> APITimeoutError:
         return APITimeoutError(f"deadline of {call.deadline_seconds}s for this call ran out")
@@ -746,6 +820,48 @@ def _no_tls_context() -> ssl.SSLContext:
     return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
+def _reply_model(content: bytes) -> str | None:
+    """The ``model`` a 200 reply names, if it is JSON that names one (read only on failures)."""
+    try:
+        doc = orjson.loads(content)
+    except ValueError:
+        return None
+    model = doc.get("model") if isinstance(doc, dict) else None
+    return model if isinstance(model, str) else None
+
+
+def _sentence(text: str) -> str:
+    """``text`` ending in a full stop (servers' messages come with and without one)."""
+    text = text.strip()
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+_SHORT_SECRET = 8
+
+
+def _scrub_secret(text: str, key: str) -> str:
+    """``text`` with the API key replaced by ``***``.
+
+    A key of fewer than eight characters (a test or local-server key) is replaced only where it
+    stands as a token of its own, so that replacing it does not garble the words around it.
+    """
+    if not key or key not in text:
+        return text
+    if len(key) >= _SHORT_SECRET:
+        return text.replace(key, "***")
+    return re.sub(rf"(?<![\w-]){re.escape(key)}(?![\w-])", "***", text)
+
+
+def _wait(seconds: float, call: _Call) -> None:
+    """Wait between attempts; a call that is stopped meanwhile wakes its workers at once."""
+    if seconds <= 0:
+        return
+    if _sleep is not None:
+        _sleep(seconds)
+    else:
+        call.cancelled.wait(seconds)
+
+
 def _rebuild(cls: type[_T], kwargs: dict[str, Any]) -> _T:
     return cls(**kwargs)
 
@@ -785,7 +901,13 @@ class EmbeddingsClient(_BaseClient):
     # -- lifecycle ------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the connection pool (if the client made it) and the worker threads."""
+        """Close the connection pool (if the client made it) and the worker threads.
+
+        Calls still running are stopped: their workers send nothing more and wake from any
+        backoff at once; a request already on the wire is let finish.
+        """
+        for stop in list(self._live_calls):
+            stop.set()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
@@ -829,7 +951,7 @@ class EmbeddingsClient(_BaseClient):
     def embed_query(self, text: str) -> list[float]:
         """The vector of one search query, with ``query_instruction`` put in front of it."""
         query = self._prepare_query(text)
-        return self._embed_batch([query], 0, self._new_call(), _Tries())[0]
+        return self._embed_batch([query], 0, self._new_call())[0]
 
     def iter_embeddings(self, texts: Iterable[str]) -> Iterator[list[float]]:
         """Stream vectors in input order, reading ``texts`` lazily with a bounded number of batches in flight.
@@ -897,51 +1019,72 @@ class EmbeddingsClient(_BaseClient):
 
         if self.max_concurrency == 1:
             for offset, batch in batches:
-                yield self._embed_batch(batch, offset, call_for_batch(), _Tries())
+                yield self._embed_batch(batch, offset, call_for_batch())
             return
         pool = self._executor()
         window = 2 * self.max_concurrency
         pending: deque[Future[list[list[float]]]] = deque()
+        # Results are yielded in order, but the call fails as soon as any batch fails: a
+        # later batch's error is not kept waiting behind an earlier batch's retries.
+        failed: Future[Future[list[list[float]]]] = Future()
+
+        def watch(fut: Future[list[list[float]]]) -> None:
+            if not fut.cancelled() and fut.exception() is not None:
+                with contextlib.suppress(Exception):  # only the first failure is kept
+                    failed.set_result(fut)
+
+        def next_result() -> list[list[float]]:
+            head = pending[0]  # stays pending (and is cancelled on the way out) until done
+            either: list[Future[Any]] = [head, failed]
+            wait(either, return_when=FIRST_COMPLETED)
+            if not head.done():
+                failed.result().result()  # raises the failure
+            return pending.popleft().result()
+
         try:
             for offset, batch in batches:
-                pending.append(
-                    pool.submit(self._embed_batch, batch, offset, call_for_batch(), _Tries())
-                )
+                fut = pool.submit(self._embed_batch, batch, offset, call_for_batch())
+                fut.add_done_callback(watch)
+                pending.append(fut)
                 if len(pending) >= window:
-                    yield pending.popleft().result()
+                    yield next_result()
             while pending:
-                yield pending.popleft().result()
+                yield next_result()
         finally:
             shared.cancelled.set()
             for fut in pending:
                 fut.cancel()
 
-    def _embed_batch(
-        self, texts: list[str], offset: int, call: _Call, tries: _Tries
-    ) -> list[list[float]]:
-        limit = self._learned_batch_limit
-        if limit and len(texts) > limit:
-            return self._embed_split(texts, offset, call)
+    def _embed_batch(self, texts: list[str], offset: int, call: _Call) -> list[list[float]]:
+        vectors: list[list[float]] = []
+        plan = RequestPlan(texts, offset, lambda: self._learned_batch_limit)
+        for part_offset, part in plan:
+            got = self._attempt(part, part_offset, call)
+            if got is None:
+                plan.refused()
+            else:
+                vectors.extend(got)
+        return vectors
+
+    def _attempt(self, texts: list[str], offset: int, call: _Call) -> list[list[float]] | None:
+        """One request's vectors, retried as the policy says; ``None`` if the server refused its size."""
         body = build_request_body(self.model, texts, self.encoding_format)
+        tries = _Tries()
         while True:
             if self.rate_limiter is not None:
-                wait = self.rate_limiter.reserve(self._tokens_for_limiter(texts))
-                if wait > 0:
-                    _sleep(wait)
-            if call.deadline.expired():
-                raise self._deadline_error(call)
+                _wait(self.rate_limiter.reserve(self._tokens_for_limiter(texts)), call)
+            self._check_call(call)
             outcome = self._send(body, texts, offset, call)
             if outcome.parsed is not None:
                 return self._accept(outcome.parsed)
             if outcome.split:
-                return self._embed_split(texts, offset, call)
-            _sleep(self._next_delay(outcome, tries, call))
-
-    def _embed_split(self, texts: list[str], offset: int, call: _Call) -> list[list[float]]:
-        first, second = self._split(texts)
-        return self._embed_batch(first, offset, call, _Tries()) + self._embed_batch(
-            second, offset + len(first), call, _Tries()
-        )
+                self._count(splits=1)
+                return None
+            delay = self._next_delay(outcome, tries, call)
+            _wait(delay, call)
+            if call.cancelled.is_set():
+                assert outcome.error is not None
+                raise outcome.error
 
     def _send(self, body: bytes, texts: list[str], offset: int, call: _Call) -> _Outcome:
         request = self._build_request(self._http, body, call)
@@ -1069,7 +1212,7 @@ class AsyncEmbeddingsClient(_BaseClient):
     async def embed_query(self, text: str) -> list[float]:
         """The vector of one search query, with ``query_instruction`` put in front of it."""
         query = self._prepare_query(text)
-        return (await self._embed_batch([query], 0, self._new_call(), _Tries()))[0]
+        return (await self._embed_batch([query], 0, self._new_call()))[0]
 
     async def iter_embeddings(self, texts: Iterable[str]) -> AsyncIterator[list[float]]:
         """Stream vectors in input order with at most ``2 * max_concurrency`` batches in flight.
@@ -1108,48 +1251,70 @@ class AsyncEmbeddingsClient(_BaseClient):
     ) -> AsyncGenerator[list[list[float]], None]:
         window = 2 * self.max_concurrency
         pending: deque[asyncio.Task[list[list[float]]]] = deque()
+        # As in the sync client: in order, but the first failure of any batch ends the call.
+        failed: asyncio.Future[asyncio.Task[list[list[float]]]] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+        def watch(task: asyncio.Task[list[list[float]]]) -> None:
+            if not task.cancelled() and task.exception() is not None and not failed.done():
+                failed.set_result(task)
+
+        async def next_result() -> list[list[float]]:
+            head = pending[0]  # stays pending (and is cancelled on the way out) until done
+            either: list[asyncio.Future[Any]] = [head, failed]
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            if not head.done():
+                failed.result().result()  # raises the failure
+            return pending.popleft().result()
+
         try:
             for offset, batch in batches:
-                pending.append(
-                    asyncio.ensure_future(
-                        self._embed_batch(batch, offset, call or self._new_call(), _Tries())
-                    )
+                task = asyncio.ensure_future(
+                    self._embed_batch(batch, offset, call or self._new_call())
                 )
+                task.add_done_callback(watch)
+                pending.append(task)
                 if len(pending) >= window:
-                    yield await pending.popleft()
+                    yield await next_result()
             while pending:
-                yield await pending.popleft()
+                yield await next_result()
         finally:
+            failed.cancel()
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _embed_batch(
-        self, texts: list[str], offset: int, call: _Call, tries: _Tries
-    ) -> list[list[float]]:
-        limit = self._learned_batch_limit
-        if limit and len(texts) > limit:
-            return await self._embed_split(texts, offset, call)
+    async def _embed_batch(self, texts: list[str], offset: int, call: _Call) -> list[list[float]]:
+        vectors: list[list[float]] = []
+        plan = RequestPlan(texts, offset, lambda: self._learned_batch_limit)
+        for part_offset, part in plan:
+            got = await self._attempt(part, part_offset, call)
+            if got is None:
+                plan.refused()
+            else:
+                vectors.extend(got)
+        return vectors
+
+    async def _attempt(
+        self, texts: list[str], offset: int, call: _Call
+    ) -> list[list[float]] | None:
         body = build_request_body(self.model, texts, self.encoding_format)
+        tries = _Tries()
         while True:
             if self.rate_limiter is not None:
                 wait = self.rate_limiter.reserve(self._tokens_for_limiter(texts))
                 if wait > 0:
                     await _asleep(wait)
-            if call.deadline.expired():
-                raise self._deadline_error(call)
+            self._check_call(call)
             outcome = await self._send(body, texts, offset, call)
             if outcome.parsed is not None:
                 return self._accept(outcome.parsed)
             if outcome.split:
-                return await self._embed_split(texts, offset, call)
+                self._count(splits=1)
+                return None
             await _asleep(self._next_delay(outcome, tries, call))
-
-    async def _embed_split(self, texts: list[str], offset: int, call: _Call) -> list[list[float]]:
-        first, second = self._split(texts)
-        head = await self._embed_batch(first, offset, call, _Tries())
-        return head + await self._embed_batch(second, offset + len(first), call, _Tries())
 
     async def _loop_state(self) -> _LoopState:
         state = self._state()

@@ -105,13 +105,13 @@ async def test_cancelling_mid_way_leaves_nothing_running_and_the_client_usable(s
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            assert asyncio.all_tasks() == {asyncio.current_task()}
+            assert asyncio.all_tasks() == {asyncio.current_task()}, asyncio.all_tasks()
             assert server.stats.requests < 30  # it was stopped mid-way
             await _wait_for(lambda: server.stats.in_flight == 0, "the server done with them")
         await _assert_full_concurrency(client, serve, 4)
         serve(latency=0.0)
         assert await client.embed_documents(texts[:10]) == server_vectors(texts[:10])
-        assert asyncio.all_tasks() == {asyncio.current_task()}
+        assert asyncio.all_tasks() == {asyncio.current_task()}, asyncio.all_tasks()
 
 
 async def test_a_failing_progress_callback_leaves_nothing_running_however_often(
@@ -131,7 +131,7 @@ async def test_a_failing_progress_callback_leaves_nothing_running_however_often(
         for _ in range(30):
             with pytest.raises(RuntimeError, match="progress bar"):
                 await client.embed_documents(texts, progress=progress)
-            assert asyncio.all_tasks() == {asyncio.current_task()}
+            assert asyncio.all_tasks() == {asyncio.current_task()}, asyncio.all_tasks()
         await _assert_full_concurrency(client, serve, 4)
         assert await client.embed_documents(texts) == server_vectors(texts)
 
@@ -145,7 +145,7 @@ async def test_closing_a_stream_early_cancels_its_batches(serve: Any) -> None:
             got = [await stream.__anext__() for _ in range(3)]
             await stream.aclose()  # type: ignore[attr-defined]
             assert got == server_vectors(texts_of(100)[:3])
-            assert asyncio.all_tasks() == {asyncio.current_task()}
+            assert asyncio.all_tasks() == {asyncio.current_task()}, asyncio.all_tasks()
             assert server.stats.requests < 50
         await _assert_full_concurrency(client, serve, 2)
 
