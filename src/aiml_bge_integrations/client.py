@@ -704,21 +704,15 @@ def _own_pool(cls: type[_Http], max_concurrency: int, timeout: float, base_url: 
     """The connection pool a client builds when given none.
 
     Twice ``max_concurrency`` connections, all kept alive: a reply's body is still being read
-    after its slot is free and the next request has gone out. TLS is verified, and reads are
-    up to 1 MiB (``_transport``).
+    after its slot is free and the next request has gone out. TLS is verified.
     """
-    # Imported here: httpcore loads with the first client, not with the package.
-    from ._transport import enlarge_reads
-
-    http = cls(
+    return cls(
         verify=_no_tls_context() if base_url[:5].lower() == "http:" else _ssl_context(),
         timeout=httpx.Timeout(timeout),
         limits=httpx.Limits(
             max_connections=max_concurrency * 2, max_keepalive_connections=max_concurrency * 2
         ),
     )
-    enlarge_reads(http)
-    return http
 
 
 def _release(response: httpx.Response) -> None:
