@@ -30,6 +30,8 @@ import orjson
 
 from aiml_bge_integrations import DEFAULT_MODEL
 from aiml_bge_integrations.server import register_dialect
+
+# The package's own reason phrases and usage block: these servers word them the same way.
 from aiml_bge_integrations.server.dialects import (
     BadRequest,
     Context,
@@ -37,6 +39,8 @@ from aiml_bge_integrations.server.dialects import (
     ModelSettings,
     Problem,
     Reply,
+    _phrase,
+    _usage,
 )
 
 __all__ = [
@@ -53,25 +57,6 @@ __all__ = [
 
 _TEXT = "text/plain; charset=utf-8"
 
-# The reason phrases these servers put in bodies (fixed here: Python's own differ by version).
-_PHRASES = {
-    400: "Bad Request",
-    401: "Unauthorized",
-    404: "Not Found",
-    413: "Payload Too Large",
-    415: "Unsupported Media Type",
-    422: "Unprocessable Entity",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
-
-
-def _phrase(status: int) -> str:
-    return _PHRASES.get(status, "Error")
-
 
 def _dumps(obj: Any) -> bytes:
     return orjson.dumps(obj)
@@ -79,15 +64,6 @@ def _dumps(obj: Any) -> bytes:
 
 def _openai_envelope(message: str, type_: str | None, param: str | None, code: Any) -> bytes:
     return _dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
-
-
-def _vllm_usage(tokens: int) -> dict[str, Any]:
-    return {
-        "prompt_tokens": tokens,
-        "total_tokens": tokens,
-        "completion_tokens": 0,
-        "prompt_tokens_details": None,
-    }
 
 
 class OpenAIDialect(Dialect):
@@ -420,7 +396,7 @@ class VllmDialect(Dialect):
             "created": int(time.time()),
             "model": model,
             "data": data,
-            "usage": _vllm_usage(tokens),
+            "usage": _usage(tokens),
         }
 
 
