@@ -21,6 +21,8 @@ memory (``iter_embeddings`` over 200,000 vs 20,000 texts) and the import check. 
 ``bench-results/`` (JSON, PNG, Markdown) and the table is printed with each target marked.
 
 Usage: ``python benchmarks/bench_throughput.py [--n 20000] [--batch-size 128] [--quick]``.
+``--only core-async,core-async/without-untrack`` adds an A/B row with one of the package's kept
+shortcuts switched off (``WITHOUT``; docs/internals.md).
 """
 
 from __future__ import annotations
@@ -338,6 +340,43 @@ CONTESTANTS: list[Contestant] = [
     ),
 ]
 BY_KEY = {c.key: c for c in CONTESTANTS}
+
+
+def _switch_off(module: Any, name: str, plain: Any) -> None:
+    if not hasattr(module, name):  # renamed: an A/B row that changed nothing would mislead
+        raise RuntimeError(f"{module.__name__}.{name} is gone: update WITHOUT")
+    setattr(module, name, plain)
+
+
+def _plain_untrack() -> None:
+    from aiml_bge_integrations import _wire
+
+    _switch_off(_wire, "_untrack", _wire._keep_tracked)
+
+
+def _plain_number_check() -> None:
+    from aiml_bge_integrations import _wire
+
+    _switch_off(_wire, "_vectors_hold_only_numbers", lambda content, doc, data: False)
+
+
+WITHOUT: dict[str, Callable[[], None]] = {
+    "untrack": _plain_untrack,
+    "number-check": _plain_number_check,
+}
+"""Reaches into other libraries (and clever shortcuts), each switched off for an A/B row:
+``--only core-async,core-async/without-untrack`` (docs/internals.md)."""
+
+
+def _split_key(key: str) -> tuple[Contestant, list[str]]:
+    """``core-async/without-a+b`` -> the contestant and the names in WITHOUT it runs without."""
+    base, _, variant = key.partition("/without-")
+    without = list(WITHOUT) if variant == "all" else [w for w in variant.split("+") if w]
+    if base not in BY_KEY or any(w not in WITHOUT for w in without):
+        raise KeyError(key)
+    return BY_KEY[base], without
+
+
 OUR_DEFAULT_KEYS = [c.key for c in CONTESTANTS if c.ours and not c.key.endswith("-b64")]
 OUR_BASE64_KEYS = [c.key for c in CONTESTANTS if c.ours and c.key.endswith("-b64")]
 
@@ -392,7 +431,9 @@ class _EncodingSpy:
 
 
 def _child_throughput(spec: dict[str, Any]) -> dict[str, Any]:
-    contestant = BY_KEY[spec["key"]]
+    contestant, without = _split_key(spec["key"])
+    for name in without:
+        WITHOUT[name]()
     _REFERENCE_LIMIT[0] = spec["limit"]
     texts = make_passages(spec["n"], spec["seed"])
     spy = _EncodingSpy()
@@ -423,7 +464,7 @@ def _warm_imports(key: str) -> None:
     # The package defers httpcore, anyio and ctypes to its first request (to keep its own
     # import light); the SDK peers load their whole stack on import. Both are loaded here,
     # so that no contestant's clock includes imports.
-    lazy = ["aiml_bge_integrations._transport", "anyio", "ctypes"]
+    lazy = ["httpcore", "anyio", "ctypes"]
     modules = {
         "core": ["aiml_bge_integrations", *lazy],
         "lc-adapter": ["aiml_bge_integrations.langchain", *lazy],
@@ -639,10 +680,10 @@ def run_throughput(
             )
             del texts
             for key in keys:
-                c = BY_KEY[key]
+                c = _split_key(key)[0]
                 row: dict[str, Any] = {
                     "key": key,
-                    "label": c.label,
+                    "label": " ".join([c.label, *key.partition("/")[1:]]).strip(),
                     "mode": c.mode,
                     "ours": c.ours,
                     "sdk_based": c.sdk_based,
@@ -1196,6 +1237,14 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _known(key: str) -> bool:
+    try:
+        _split_key(key)
+    except KeyError:
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns 0 when every contestant ran (targets do not set the status)."""
     args = _parser().parse_args(argv)
@@ -1211,9 +1260,12 @@ def main(argv: list[str] | None = None) -> int:
     args.stream_words = [int(w) for w in args.stream_words.split(",")]
     skip = {s for s in args.skip.split(",") if s}
     keys = [k for k in (args.only.split(",") if args.only else list(BY_KEY)) if k]
-    unknown = [k for k in keys if k not in BY_KEY]
+    unknown = [k for k in keys if not _known(k)]
     if unknown:
-        raise SystemExit(f"unknown contestant(s): {', '.join(unknown)}; known: {', '.join(BY_KEY)}")
+        raise SystemExit(
+            f"unknown contestant(s): {', '.join(unknown)}; known: {', '.join(BY_KEY)}, "
+            f"each optionally /without-NAME[+NAME] or /without-all, NAME in {', '.join(WITHOUT)}"
+        )
 
     def log(line: str) -> None:
         print(line, flush=True)

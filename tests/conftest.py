@@ -1,18 +1,31 @@
 """Shared fixtures: the local server over real HTTP on 127.0.0.1, and a clean environment.
 
 Network access other than loopback is refused for the whole suite (pytest-socket's
-``--allow-hosts`` in pyproject.toml).
+``--allow-hosts`` in pyproject.toml). The local server's test-only dialects (TEI, vLLM,
+infinity, Ollama, OpenAI: ``support/server_dialects.py``) are registered here, once, so any
+test can select them by name.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from aiml_bge_integrations._settings import API_KEY_ENV, BASE_URL_ENV, MODEL_ENV
+
+# With --import-mode=importlib test directories are not on sys.path; support/ is put there so
+# that any test can import server_dialects by name.
+if str(Path(__file__).parent / "support") not in sys.path:
+    sys.path.insert(0, str(Path(__file__).parent / "support"))
+
+from server_dialects import register_test_dialects
+
+register_test_dialects()
 
 
 @pytest.fixture(autouse=True)

@@ -30,6 +30,7 @@ from .errors import (
     InvalidInputError,
     ItemRejectedError,
     MissingAPIKeyError,
+    ModelMismatchWarning,
     ModelNotFoundError,
     NotFoundError,
     PermissionDeniedError,
@@ -41,6 +42,7 @@ from .errors import (
 )
 
 __version__ = "0.1.0"
+"""The package version; the build reads it from here (pyproject.toml, [tool.hatch.version])."""
 
 __all__ = [
     "BGE_QUERY_INSTRUCTION",
@@ -63,6 +65,7 @@ __all__ = [
     "ItemRejectedError",
     "LongTextWarning",
     "MissingAPIKeyError",
+    "ModelMismatchWarning",
     "ModelNotFoundError",
     "NotFoundError",
     "PermissionDeniedError",

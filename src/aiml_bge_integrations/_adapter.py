@@ -1,65 +1,259 @@
-"""What both framework adapters share: their pair of core clients, built from their settings.
+"""What both framework adapters share, once: their settings, their core clients, copies.
 
-The adapters hold configuration only; this holder turns it into one ``EmbeddingsClient`` and
-one ``AsyncEmbeddingsClient`` that share one rate limiter, and adds up their usage. It imports
-no framework, so LangChain and LlamaIndex stay optional.
+The adapters hold configuration only. From the one definition of every setting
+(``_settings.SETTINGS``) come their fields (``setting_field``) and their validation
+(``resolve_settings``: the peers' names, environment defaults, the same checks and the same
+``ConfigurationError`` as the core clients). ``CoreClients`` turns the settings into one
+``EmbeddingsClient`` and one ``AsyncEmbeddingsClient`` that share one rate limiter, and
+``AdapterMixin`` gives both adapters the same client properties, usage, close, copies and
+pickling. It imports pydantic (which both frameworks build on) but no framework, so LangChain
+and LlamaIndex stay optional.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from .client import AsyncEmbeddingsClient, EmbeddingsClient, RateLimiter, Usage
-from .errors import AimlBgeError
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 
-__all__ = ["CORE_SETTINGS", "CoreClients", "core_error"]
-
-CORE_SETTINGS = (
-    "api_key",
-    "base_url",
-    "model",
-    "batch_size",
-    "max_concurrency",
-    "max_retries",
-    "timeout",
-    "deadline",
-    "query_instruction",
-    "default_headers",
-    "encoding_format",
-    "long_text",
-    "allow_insecure_http",
-    "requests_per_minute",
-    "tokens_per_minute",
+from ._secrets import SecretKey, resolve_key
+from ._settings import (
+    CLIENT_SETTINGS,
+    FROM_MODEL,
+    SETTINGS,
+    SETTINGS_BY_NAME,
+    aliases_for,
+    check_settings,
 )
+from .client import AsyncEmbeddingsClient, EmbeddingsClient, RateLimiter, Usage
+from .errors import AimlBgeError, ConfigurationError
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = [
+    "CORE_SETTINGS",
+    "AdapterMixin",
+    "CoreClients",
+    "core_error",
+    "raising_core_errors",
+    "resolve_settings",
+    "setting_field",
+]
+
+CORE_SETTINGS = CLIENT_SETTINGS
 """The core settings every adapter carries under the same names."""
+
+_A = TypeVar("_A", bound="AdapterMixin")
+
+
+def setting_field(name: str, **extra: Any) -> Any:
+    """A pydantic field for setting ``name``: its default and description from the definition.
+
+    A default that depends on the environment or the model is filled in by
+    ``resolve_settings``; the field's own default is then the documented one (or None).
+    """
+    setting = SETTINGS_BY_NAME[name]
+    default = None if setting.default is FROM_MODEL or name == "api_key" else setting.default
+    return Field(default=default, description=setting.doc, **extra)
+
+
+def resolve_settings(data: Any, surface: str) -> Any:
+    """An adapter's ``mode="before"`` validation: the peers' names, defaults, the core's checks.
+
+    Renames the aliases ``surface`` accepts (``chunk_size`` -> ``batch_size``...), then checks
+    every setting given with the same check as the core clients (so a bad value raises the
+    same ``ConfigurationError``), and fills in the settings whose default comes from the
+    environment or from the model.
+    """
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    for alias, name in aliases_for(surface).items():
+        if alias in data:
+            if name in data:
+                raise ConfigurationError(f"{alias} is another name for {name}: give one of them")
+            data[name] = data.pop(alias)
+    given = {s.name: data[s.name] for s in SETTINGS if s.name in data}
+    for name, value in check_settings(given, surface).items():
+        setting = SETTINGS_BY_NAME[name]
+        if name in given or setting.env is not None or setting.default is FROM_MODEL:
+            data[name] = value
+    return data
+
+
+@contextlib.contextmanager
+def raising_core_errors() -> Iterator[None]:
+    """Turn a pydantic ``ValidationError`` that wraps the core's own error back into that error."""
+    try:
+        yield
+    except ValidationError as err:
+        cause = core_error(err)
+        if cause is None:
+            raise
+        raise cause from None
+
+
+class AdapterMixin:
+    """The clients, usage, lifecycle, copies and pickling both adapters have alike.
+
+    Put first among an adapter's bases. The adapter declares the fields ``api_key``,
+    ``http_client`` and ``http_async_client``, the private attribute ``_clients`` (a
+    ``CoreClients``), and says where its shared core rate limiter is (``_core_rate_limiter``).
+    """
+
+    if TYPE_CHECKING:
+        _clients: CoreClients
+        api_key: SecretStr | None
+        http_client: httpx.Client | None
+        http_async_client: httpx.AsyncClient | None
+
+    def _core_rate_limiter(self) -> RateLimiter | None:
+        raise NotImplementedError
+
+    def _pickled_fields(self) -> dict[str, Any]:
+        """The field values a pickle writes (before the key and shared objects are left out)."""
+        return dict(vars(self))
+
+    def _shared_objects(self) -> list[object]:
+        # What the caller passed in: copies share it, pickles leave it behind.
+        shared = (self.http_client, self.http_async_client, self._core_rate_limiter())
+        return [obj for obj in shared if obj is not None]
+
+    def _build_async(self) -> AsyncEmbeddingsClient:
+        return self._clients.build_async(self, self._core_rate_limiter(), self.http_async_client)
+
+    @property
+    def client(self) -> EmbeddingsClient:
+        """The core ``EmbeddingsClient`` behind the sync methods (built on first use)."""
+        return self._clients.sync(self, self._core_rate_limiter(), self.http_client)
+
+    @property
+    def async_client(self) -> AsyncEmbeddingsClient:
+        """The core ``AsyncEmbeddingsClient`` behind the async methods."""
+        return self._clients.async_(self, self._core_rate_limiter(), self.http_async_client)
+
+    # -- usage and lifecycle --------------------------------------------------------------
+
+    @property
+    def usage(self) -> Usage:
+        """Totals of the sync and async methods together: requests, retries, tokens, credits."""
+        return self._clients.usage
+
+    def reset_usage(self) -> Usage:
+        """Return the totals so far and start counting from zero."""
+        return self._clients.reset_usage()
+
+    def close(self) -> None:
+        """Close the sync client's connection pool and worker threads."""
+        self._clients.close()
+
+    async def aclose(self) -> None:
+        """Close the async client's connection pool for this event loop, and the sync client."""
+        await self._clients.aclose()
+
+    def __enter__(self: _A) -> _A:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self: _A) -> _A:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- copies and pickles ---------------------------------------------------------------
+    # A copy has the same settings and the same key, and its own clients (pools, usage from
+    # zero). copy and deepcopy share what the caller passed in (http clients, a rate limiter);
+    # a pickle leaves those behind and carries the key as its fingerprint only (see _secrets).
+
+    def __copy__(self: _A) -> _A:
+        clone: _A = super().__copy__()  # type: ignore[misc]
+        clone._clients = self._clients.fresh()
+        return clone
+
+    def __deepcopy__(self: _A, memo: dict[int, Any] | None = None) -> _A:
+        memo = {} if memo is None else memo
+        for shared in self._shared_objects():
+            memo[id(shared)] = shared
+        clone: _A = super().__deepcopy__(memo)  # type: ignore[misc]
+        return clone
+
+    def __getstate__(self) -> dict[Any, Any]:
+        model: Any = self
+        shared = {id(obj) for obj in self._shared_objects()}
+        fields = {
+            name: None if name == "api_key" or id(value) in shared else value
+            for name, value in self._pickled_fields().items()
+        }
+        private = {
+            name: None if id(value) in shared else value
+            for name, value in (model.__pydantic_private__ or {}).items()
+        }
+        private["_clients"] = self._clients.for_pickle(self.api_key)
+        return {
+            "__dict__": fields,
+            "__pydantic_extra__": model.__pydantic_extra__,
+            "__pydantic_fields_set__": set(model.__pydantic_fields_set__),
+            "__pydantic_private__": private,
+        }
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        model: Any = self
+        BaseModel.__setstate__(model, state)
+        key = self._clients.restored_key()
+        vars(self)["api_key"] = SecretStr(key) if key is not None else None
+        self._clients.async_client = self._build_async()
 
 
 class CoreClients:
     """An adapter's core clients (the sync one built on first use) and their shared rate limiter.
 
-    A copy (``copy``, ``deepcopy``, ``model_copy``, pickle) starts empty, so a copy with
-    changed settings never reuses clients built from the old ones, never shares connection
-    pools or usage totals with its original, and never carries the key the clients hold.
+    A copy (``copy``, ``deepcopy``, ``model_copy``, pickle) starts without clients, so a copy
+    with changed settings never reuses clients built from the old ones, never shares
+    connection pools or usage totals with its original. A pickle of the adapter carries its
+    key here, as a ``SecretKey``: only the key's fingerprint is written, and the key is found
+    again when the pickle is loaded (see ``_secrets``), or the copy says on first use why not.
     """
 
-    __slots__ = ("async_client", "lock", "rate_limiter", "sync_client")
+    __slots__ = ("async_client", "key", "lock", "rate_limiter", "sync_client")
 
-    def __init__(self) -> None:
+    def __init__(self, key: SecretKey | None = None) -> None:
         self.sync_client: EmbeddingsClient | None = None
         self.async_client: AsyncEmbeddingsClient | None = None
         self.rate_limiter: RateLimiter | None = None
         self.lock = threading.Lock()
+        self.key = key
+        """The key a pickle carried, when the adapter's ``api_key`` field could not be restored."""
+
+    def fresh(self) -> CoreClients:
+        """No clients, the same key: what a copy of the adapter starts with."""
+        return CoreClients(self.key)
+
+    def for_pickle(self, api_key: Any) -> CoreClients:
+        """What a pickle carries in place of the clients: the key, written as its fingerprint."""
+        return CoreClients(resolve_key(api_key) if api_key is not None else self.key)
+
+    def restored_key(self) -> str | None:
+        """The key an unpickled adapter's ``api_key`` field gets back, if this process has it."""
+        return self.key.get() if self.key is not None and self.key.available else None
 
     def __deepcopy__(self, memo: dict[int, Any]) -> CoreClients:
-        return CoreClients()
+        return self.fresh()
 
-    def __reduce__(self) -> tuple[type[CoreClients], tuple[()]]:
-        return (CoreClients, ())
+    def __reduce__(self) -> tuple[type[CoreClients], tuple[SecretKey | None]]:
+        return (CoreClients, (self.key,))
 
     def settings(self, adapter: object, shared_limiter: RateLimiter | None) -> dict[str, Any]:
         """The core keyword arguments for ``adapter``'s settings, with one limiter for both clients."""
         values = {name: getattr(adapter, name) for name in CORE_SETTINGS}
+        if values["api_key"] is None and self.key is not None:
+            values["api_key"] = self.key  # never None here: the core would read the environment
         if self.rate_limiter is None:
             rpm, tpm = values["requests_per_minute"], values["tokens_per_minute"]
             self.rate_limiter = shared_limiter or (RateLimiter(rpm, tpm) if rpm or tpm else None)

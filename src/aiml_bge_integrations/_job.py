@@ -15,16 +15,22 @@ Data flow::
   or float64 matrix) with an ``<stem>.ids.jsonl`` sidecar, or Parquet (columns ``id`` and
   ``embedding``, needs pyarrow). Everything is staged in ``<output>.partial/`` and renamed
   into place only when complete: a file at the output path is always a finished one.
+- **Lock**: a run first takes an OS lock on ``<output>.partial/lock`` (``_RunLock``), held
+  open until it ends and dropped by the OS however it ends. Nothing in the work directory is
+  read or deleted before; a second run of the same output, ``restart`` or not, raises
+  ``OutputBusyError`` having changed nothing.
 - **Resume**: every batch is appended to the staged files as soon as it is back (in input
   order, so the staged files only ever grow by whole batches) and handed to the OS, which
-  keeps it even if the process is killed the next instant. ``<output>.partial/state.json``,
-  the checkpoint, is replaced atomically (temp file + ``os.replace``, both fsynced) every two
-  seconds, at the end and on any failure, with the passages done and each staged file's
-  length. A restarted run adopts the whole rows written after the checkpoint (checking that
-  their ids come in input order), cuts off a row torn by a kill, skips the passages done,
-  and carries on. No batch that was written is sent again, and the result is byte for byte
-  that of an uninterrupted run. Batches in flight (at most ``2 * max_concurrency``)
-  when the process died are sent again.
+  keeps it even if the process is killed the next instant. After each write, the passages
+  written and each staged file's length after them change together, in one assignment;
+  ``<output>.partial/state.json``, the checkpoint, saves that pair (temp file + ``os.replace``,
+  both fsynced) every two seconds, at the end and on any failure, so its count and lengths
+  always describe the same rows. A restarted run adopts the whole rows written after the
+  checkpoint (checking that their ids come in input order), cuts off a row torn by a kill,
+  skips the passages done, and carries on. No batch that was written is sent again or
+  written twice, and the result is byte for byte that of an uninterrupted run. Batches in
+  flight (at most ``2 * max_concurrency``) when the process died are sent again. The
+  checkpoint lists every run of the job (model, base URL, passages done when it started).
 """
 
 from __future__ import annotations
@@ -48,8 +54,8 @@ from typing import IO, Any
 
 import orjson
 
-from ._batching import LongTextWarning
-from ._settings import BGE_MAX_TOKENS, is_bge_model
+from ._batching import LongTextWarning, effective_long_text
+from ._settings import BGE_MAX_TOKENS, DEFAULT_MODEL
 from .client import EmbeddingsClient, Usage
 from .errors import AimlBgeError, InvalidInputError
 
@@ -59,6 +65,7 @@ __all__ = [
     "InputSource",
     "JobResult",
     "JobSpec",
+    "OutputBusyError",
     "OutputError",
     "Passage",
     "ResumeError",
@@ -102,7 +109,11 @@ class OutputError(AimlBgeError):
 
 
 class ResumeError(AimlBgeError):
-    """An unfinished run's state does not fit this command, or another run holds it."""
+    """An unfinished run's state does not fit this command."""
+
+
+class OutputBusyError(AimlBgeError):
+    """Another run is writing the same output: it holds the lock of its work directory."""
 
 
 # -- input ----------------------------------------------------------------------------------
@@ -162,7 +173,9 @@ def _decode_line(source: InputSource, raw: bytes, lineno: int) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise source._error(lineno, f"not valid UTF-8 (byte {err.start + 1})") from None
+        raise source._error(
+            lineno, f"not valid UTF-8 (byte {err.start + 1}); save the file as UTF-8"
+        ) from None
 
 
 def _lines(source: InputSource, hasher: Any) -> Iterator[tuple[int, bytes]]:
@@ -225,7 +238,11 @@ class JsonlSource(InputSource):
                     lineno, f"not valid JSON at column {err.colno}: {err.msg}"
                 ) from None
             if not isinstance(record, dict):
-                raise self._error(lineno, f"expected a JSON object, got {type(record).__name__}")
+                raise self._error(
+                    lineno,
+                    f"expected a JSON object, got {type(record).__name__}; each line must be "
+                    f'one object with a "{self.field}" field',
+                )
             if self.field not in record:
                 fields = ", ".join(sorted(record)[:10]) or "none"
                 raise self._error(
@@ -236,7 +253,9 @@ class JsonlSource(InputSource):
                 raise self._error(lineno, f'"{self.field}" is {type(text).__name__}, not a string')
             if _is_blank(text):
                 raise self._error(
-                    lineno, f'"{self.field}" is empty or whitespace only; the API refuses it'
+                    lineno,
+                    f'"{self.field}" is empty or whitespace only, which cannot be embedded; '
+                    "remove the line or give it text",
                 )
             pid: PassageId = lineno
             if self.id_field is not None:
@@ -307,11 +326,14 @@ class DirectorySource(InputSource):
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
                 raise InputFileError(
-                    f"{full}: not valid UTF-8 (byte {err.start + 1})", path=full
+                    f"{full}: not valid UTF-8 (byte {err.start + 1}); save the file as UTF-8",
+                    path=full,
                 ) from None
             if _is_blank(text):
                 raise InputFileError(
-                    f"{full}: empty or whitespace only; the API refuses it", path=full
+                    f"{full}: empty or whitespace only, which cannot be embedded; remove the "
+                    "file or give it text",
+                    path=full,
                 )
             yield Passage(rel, text)
 
@@ -324,13 +346,24 @@ def open_source(
         raise InputFileError(f"{path}: no such file or directory", path=path)
     kind = input_format_for(path) if input_format == "auto" else input_format
     if kind != "jsonl" and (id_field is not None or field != "text"):
-        raise ValueError(f"--field and --id-field apply to JSONL input; {path} is read as {kind}")
+        raise ValueError(
+            f"--field and --id-field apply to JSONL input, and {path} is read as {kind}: drop "
+            "them, or pass --input-format jsonl"
+        )
     if kind == "dir":
         if not path.is_dir():
-            raise InputFileError(f"{path}: not a directory", path=path)
+            raise InputFileError(
+                f"{path}: not a directory (--input-format dir); drop --input-format to read it "
+                "as a file",
+                path=path,
+            )
         return DirectorySource(path)
     if path.is_dir():
-        raise InputFileError(f"{path}: is a directory, not a {kind} file", path=path)
+        raise InputFileError(
+            f"{path}: is a directory, not a {kind} file; drop --input-format to read every "
+            ".txt/.md file in it",
+            path=path,
+        )
     if kind == "jsonl":
         return JsonlSource(path, field, id_field)
     if kind == "text":
@@ -413,22 +446,31 @@ class DryRunReport:
     """Passages over 512 tokens."""
     over_examples: list[tuple[PassageId, int]] = field(default_factory=list)
     """The first few of them, with their token counts."""
+    long_text: str = "truncate"
+    """The policy the run applies to them: the one asked for with a BGE model, else ``"none"``."""
     requests: int = 0
     """Requests at the given batch size."""
     credits: int = 0
     """Estimated credits: ``credits_for_request`` summed over the planned requests."""
 
 
-def dry_run(source: InputSource, *, batch_size: int, long_text: str = "truncate") -> DryRunReport:
+def dry_run(
+    source: InputSource,
+    *,
+    batch_size: int,
+    long_text: str = "truncate",
+    model: str = DEFAULT_MODEL,
+) -> DryRunReport:
     """Count BGE tokens for every passage exactly and estimate requests and credits.
 
     Nothing is sent. Batches are planned as the real run plans them (``batch_size``
     consecutive passages per request), and each planned request is estimated with
-    ``credits_for_request``.
+    ``credits_for_request``. The long-text policy is applied as the run applies it, that is
+    only for BGE models (``effective_long_text``).
     """
     from .tokens import count_tokens_batch
 
-    report = DryRunReport()
+    report = DryRunReport(long_text=effective_long_text(model, long_text))
     batch_tokens = 0
     in_batch = 0
     for chunk in _chunks(source.records(), _SCAN_CHUNK):
@@ -442,7 +484,7 @@ def dry_run(source: InputSource, *, batch_size: int, long_text: str = "truncate"
                 report.over_limit += 1
                 if len(report.over_examples) < _EXAMPLES:
                     report.over_examples.append((passage.id, n))
-                if long_text == "truncate":
+                if report.long_text == "truncate":
                     billed = BGE_MAX_TOKENS
             report.billed_tokens += billed
             batch_tokens += billed
@@ -496,7 +538,7 @@ def _open_staged(path: Path, position: int | None) -> IO[bytes]:
             f.close()
             raise ResumeError(
                 f"{path} is shorter ({size} bytes) than its checkpoint says ({position}); "
-                "the unfinished run cannot be resumed: rerun with --restart"
+                "the unfinished run cannot be resumed: rerun with --restart to start over"
             )
     return f
 
@@ -530,7 +572,10 @@ class Sink(ABC):
         for name in self.staged_names:
             pos = None if positions is None else positions.get(name)
             if positions is not None and pos is None:
-                raise ResumeError(f"the checkpoint in {self.work} does not list {name}")
+                raise ResumeError(
+                    f"the checkpoint in {self.work} does not list {name}; the unfinished run "
+                    "cannot be resumed: rerun with --restart to start over"
+                )
             self._files[name] = _open_staged(self.work / name, pos)
         if positions is None:
             self._start()
@@ -708,7 +753,10 @@ def npy_header(dtype: str, rows: int, cols: int) -> bytes:
     text = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {cols}), }}"
     pad = _NPY_HEADER_BYTES - 10 - len(text) - 1
     if pad < 0:
-        raise OutputError(f"a .npy header for shape ({rows}, {cols}) does not fit")
+        raise OutputError(
+            f"a .npy header for shape ({rows}, {cols}) does not fit in {_NPY_HEADER_BYTES} "
+            "bytes; write .parquet or .jsonl instead"
+        )
     body = (text + " " * pad + "\n").encode("latin1")
     return b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body
 
@@ -750,7 +798,10 @@ class ParquetSink(_MatrixSink):
                 n = min(_PARQUET_ROW_GROUP, count - done)
                 raw = vf.read(n * dim * width)
                 if len(raw) != n * dim * width:
-                    raise OutputError(f"{self.work / 'vectors.bin'} is shorter than expected")
+                    raise OutputError(
+                        f"{self.work / 'vectors.bin'} is shorter than its checkpoint says; "
+                        "rerun with --restart to start over"
+                    )
                 if sys.byteorder == "big":
                     swapped = array("f" if width == 4 else "d", raw)
                     swapped.byteswap()
@@ -770,7 +821,7 @@ class ParquetSink(_MatrixSink):
                 writer.write_table(table, row_group_size=_PARQUET_ROW_GROUP)
                 done += n
         if writer is None:
-            raise OutputError("nothing to write")
+            raise OutputError(f"no vectors to write to {self.output}")
         writer.close()
         with tmp.open("rb") as f:
             os.fsync(f.fileno())
@@ -827,6 +878,8 @@ class _State:
     positions: dict[str, int] = field(default_factory=dict)
     usage: _UsageTotals = field(default_factory=_UsageTotals)
     phase: str = "embedding"
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    """Every run of the job: its ``model``, ``base_url`` and ``resumed_from`` (passages done)."""
 
     def dumps(self) -> bytes:
         return orjson.dumps({"version": STATE_VERSION, **asdict(self)}, option=orjson.OPT_INDENT_2)
@@ -843,28 +896,106 @@ class _State:
             positions={k: int(v) for k, v in data["positions"].items()},
             usage=_UsageTotals(**data["usage"]),
             phase=data["phase"],
+            runs=list(data.get("runs", [])),  # absent from checkpoints of earlier versions
         )
 
 
-class _Lock:
-    """An exclusive lock on the work directory, released by the OS if the process dies."""
+_LOCK_ATTEMPTS = 20
 
-    def __init__(self, path: Path) -> None:
-        self._f = path.open("a+b")
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - not POSIX
-            return
-        try:
-            fcntl.flock(self._f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._f.close()
-            raise ResumeError(
-                f"another aiml-bge embed is writing {path.parent}; wait for it to finish"
-            ) from None
+
+def _same_file(f: IO[bytes], path: Path) -> bool:
+    try:
+        on_disk = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(f.fileno())
+    return (held.st_dev, held.st_ino) == (on_disk.st_dev, on_disk.st_ino)
+
+
+class _RunLock:
+    """The lock of one output's run: an OS lock on ``<work>/lock``, held open for the whole run.
+
+    The OS drops the lock when the process ends, however it ends (a kill, a crash), so nothing
+    is left behind to clean up by hand. Taking it creates the work directory and an empty
+    lock file if they are missing, and nothing else.
+
+    The holder deletes the work directory, lock file included, while it still holds the lock
+    (POSIX allows deleting an open file). A run that opened the old file just before and gets
+    its lock just after finds that the path no longer names the file it locked, and tries
+    again. POSIX: ``fcntl.flock``. Windows: ``msvcrt.locking`` on the first byte; an open file
+    cannot be deleted there, so the holder removes the lock file after releasing it, which
+    fails harmlessly if another run has it open by then.
+    """
+
+    def __init__(self, work: Path, output: Path) -> None:
+        self.path = work / "lock"
+        busy = OutputBusyError(
+            f"another aiml-bge embed is writing {output} (it holds the lock {self.path}); "
+            "wait for it to finish or stop it, then run this command again"
+        )
+        for _ in range(_LOCK_ATTEMPTS):
+            try:
+                work.mkdir(exist_ok=True)
+                f = self.path.open("a+b")
+            except FileNotFoundError:
+                continue  # the holder removed the directory in between: start again
+            except OSError as err:
+                raise OutputError(f"cannot write {work}: {err.strerror or err}") from None
+            try:
+                locked = _lock_file(f)
+            except OSError as err:
+                f.close()
+                raise OutputError(
+                    f"cannot lock {self.path}: {err.strerror or err}; write the output to a "
+                    "local file system"
+                ) from None
+            if not locked:
+                f.close()
+                raise busy
+            if _same_file(f, self.path):
+                self._f = f
+                return
+            f.close()  # locked a file its holder had already deleted
+        raise busy
 
     def release(self) -> None:
+        """Let the next run in (and on Windows, remove what the holder could not)."""
+        _unlock_file(self._f)
         self._f.close()
+        if sys.platform == "win32":
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+                self.path.parent.rmdir()
+
+
+if sys.platform == "win32":  # pragma: no cover - not run on the CI's Linux
+    import msvcrt
+
+    def _lock_file(f: IO[bytes]) -> bool:
+        f.seek(0)
+        try:
+            msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+
+    def _unlock_file(f: IO[bytes]) -> None:
+        f.seek(0)
+        with contextlib.suppress(OSError):
+            msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
+
+else:
+    import fcntl
+
+    def _lock_file(f: IO[bytes]) -> bool:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def _unlock_file(f: IO[bytes]) -> None:
+        return None  # closing the file drops the lock, and nothing can come in between
 
 
 # -- the job --------------------------------------------------------------------------------
@@ -908,6 +1039,8 @@ class JobResult:
     """This run's wall time."""
     over_limit: int
     """Passages over the token window (truncated, with ``long_text="truncate"``)."""
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    """Every run of the job, this one last: ``model``, ``base_url`` and ``resumed_from``."""
 
 
 Progress = Callable[[int, int, Usage], None]
@@ -915,11 +1048,11 @@ Progress = Callable[[int, int, Usage], None]
 Notice = Callable[[str], None]
 
 
-def _check_output(spec: JobSpec, work: Path) -> None:
+def _check_output(spec: JobSpec) -> None:
     out = spec.output
     parent = out.parent
     if not parent.exists():
-        raise OutputError(f"cannot write {out}: directory {parent} does not exist")
+        raise OutputError(f"cannot write {out}: directory {parent} does not exist; create it first")
     if not parent.is_dir():
         raise OutputError(f"cannot write {out}: {parent} is not a directory")
     if out.is_dir():
@@ -928,16 +1061,21 @@ def _check_output(spec: JobSpec, work: Path) -> None:
         raise OutputError(f"the output {out} is the input: choose another output path")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write {out}: directory {parent} is not writable")
+
+
+def _check_overwrite(spec: JobSpec, work: Path) -> None:
+    """Refuse to replace a finished output, unless asked to or resuming the run that writes it."""
     resumable = (work / "state.json").exists() and not spec.restart
-    if out.exists() and not spec.overwrite and not resumable:
-        raise OutputError(f"{out} exists; pass --overwrite to replace it")
+    if spec.output.exists() and not spec.overwrite and not resumable:
+        raise OutputError(f"{spec.output} exists; pass --overwrite to replace it")
 
 
-def _prepare_work_dir(work: Path, restart: bool) -> None:
+def _clear_work_dir(work: Path) -> None:
+    """Delete everything in the work directory but the lock (held by this run)."""
     try:
-        if restart and work.exists():
-            shutil.rmtree(work)
-        work.mkdir(exist_ok=True)
+        for entry in work.iterdir():
+            if entry.name != "lock":
+                entry.unlink() if entry.is_file() else shutil.rmtree(entry)
     except OSError as err:
         raise OutputError(f"cannot write {work}: {err.strerror or err}") from None
 
@@ -961,13 +1099,25 @@ def _load_state(work: Path, identity: dict[str, Any]) -> _State | None:
         raise ResumeError(
             f"cannot read the checkpoint {path} ({err}); rerun with --restart to start over"
         ) from None
-    changed = [k for k in identity if state.identity.get(k) != identity[k]]
-    if changed:
+    changed = [_difference(k, state.identity.get(k), identity[k]) for k in identity]
+    if any(changed):
         raise ResumeError(
-            f"{work} holds an unfinished run with a different {', '.join(changed)}; "
-            "rerun it with the same input and settings, or pass --restart to start over"
+            f"{work} holds an unfinished run that does not fit this command: "
+            f"{'; '.join(c for c in changed if c)}. Run the command that started it (the same "
+            "input and settings) to finish it, or pass --restart to discard it and start over"
         )
     return state
+
+
+def _difference(key: str, before: Any, now: Any) -> str:
+    """What differs between an unfinished run's identity and this command's, said for a user."""
+    if before == now:
+        return ""
+    if key == "fingerprint":
+        return "the input's contents changed (its SHA-256 fingerprint differs)"
+    if key == "total":
+        return f"the input has {now} passages, the unfinished run's had {before}"
+    return f"{key} is {now!r}, the unfinished run's was {before!r}"
 
 
 def run_job(
@@ -979,10 +1129,12 @@ def run_job(
 ) -> JobResult:
     """Run (or resume) the job ``spec`` with the client ``make_client`` builds.
 
-    Bad input is found before anything is sent; ``long_text="error"`` refuses over-long
-    passages then too, naming them. Raises ``InputFileError``, ``OutputError``,
-    ``ResumeError``, or the core's errors; on any failure the last checkpoint stays in the
-    work directory and the same call continues from it.
+    The run first takes the lock of its work directory: while one run of an output is
+    working, another (with ``restart`` or not) raises ``OutputBusyError`` and changes
+    nothing. Bad input is found before anything is sent; ``long_text="error"`` refuses
+    over-long passages then too, naming them. Raises ``InputFileError``, ``OutputError``,
+    ``OutputBusyError``, ``ResumeError``, or the core's errors; on any failure the last
+    checkpoint stays in the work directory and the same call continues from it.
     """
     say = notice or (lambda _msg: None)
     started = time.monotonic()
@@ -990,58 +1142,75 @@ def run_job(
         output_format_for(spec.output) if spec.output_format == "auto" else spec.output_format
     )
     work = work_dir_for(spec.output)
-    _check_output(spec, work)
-    source = open_source(spec.input, spec.input_format, spec.field, spec.id_field)
-    client = make_client()
+    _check_output(spec)
+    # Before anything in the work directory is read or deleted.
+    lock = _RunLock(work, spec.output)
     try:
-        check_long = is_bge_model(client.model) and client.long_text != "none"
-        scanned = scan(source, check_long=check_long)
-        if scanned.total == 0:
-            raise InputFileError(f"{spec.input}: no passages to embed", path=spec.input)
-        if scanned.over_limit and client.long_text == "error":
-            label = source.id_label
-            named = ", ".join(f"{label} {i} ({n} tokens)" for i, n in scanned.over_examples)
-            more = scanned.over_limit - len(scanned.over_examples)
-            raise InputFileError(
-                f"{spec.input}: {scanned.over_limit} passage(s) exceed the {BGE_MAX_TOKENS}-token "
-                f"window of {client.model}: {named}{f' and {more} more' if more > 0 else ''}; "
-                "split them, or use --long-text truncate",
-                path=spec.input,
-            )
-        if scanned.over_limit:
-            say(
-                f"{scanned.over_limit} passage(s) over {BGE_MAX_TOKENS} tokens will be truncated "
-                f"to fit ({source.id_label} "
-                f"{', '.join(str(i) for i, _ in scanned.over_examples[:5])}"
-                f"{' ...' if scanned.over_limit > 5 else ''})"
-            )
-        identity = {
-            **source.settings(),
-            "input": str(spec.input.resolve()),
-            "fingerprint": scanned.fingerprint,
-            "total": scanned.total,
-            "model": client.model,
-            "long_text": client.long_text,
-            "output_format": output_format,
-            "dtype": spec.dtype if output_format != "jsonl" else None,
-        }
-        _prepare_work_dir(work, spec.restart)
-        lock = _Lock(work / "lock")
+        _check_overwrite(spec, work)
+        source = open_source(spec.input, spec.input_format, spec.field, spec.id_field)
+        client = make_client()
         try:
-            return _run_locked(
-                spec, source, client, scanned, identity, output_format, work, progress, say,
-                started,
-            )  # fmt: skip
-        except BaseException:
-            saved = saved_progress(work)
-            if saved is None or saved[0] == 0:
-                # Nothing worth resuming: leave no staging directory behind.
-                shutil.rmtree(work, ignore_errors=True)
-            raise
+            return _run_checked(spec, source, client, output_format, work, progress, say, started)
         finally:
-            lock.release()
+            client.close()
+    except BaseException:
+        saved = saved_progress(work)
+        if saved is None or saved[0] == 0:
+            # Nothing worth resuming: leave no staging directory behind.
+            shutil.rmtree(work, ignore_errors=True)
+        raise
     finally:
-        client.close()
+        lock.release()
+
+
+def _run_checked(
+    spec: JobSpec,
+    source: InputSource,
+    client: EmbeddingsClient,
+    output_format: str,
+    work: Path,
+    progress: Progress | None,
+    say: Notice,
+    started: float,
+) -> JobResult:
+    long_text = effective_long_text(client.model, client.long_text)
+    scanned = scan(source, check_long=long_text != "none")
+    if scanned.total == 0:
+        raise InputFileError(
+            f"{spec.input}: no passages to embed (every line is blank)", path=spec.input
+        )
+    if scanned.over_limit and long_text == "error":
+        label = source.id_label
+        named = ", ".join(f"{label} {i} ({n} tokens)" for i, n in scanned.over_examples)
+        more = scanned.over_limit - len(scanned.over_examples)
+        raise InputFileError(
+            f"{spec.input}: {scanned.over_limit} passage(s) exceed the {BGE_MAX_TOKENS}-token "
+            f"window of {client.model}: {named}{f' and {more} more' if more > 0 else ''}; "
+            "split them, or use --long-text truncate",
+            path=spec.input,
+        )
+    if scanned.over_limit:
+        say(
+            f"{scanned.over_limit} passage(s) over {BGE_MAX_TOKENS} tokens will be truncated "
+            f"to fit ({source.id_label} "
+            f"{', '.join(str(i) for i, _ in scanned.over_examples[:5])}"
+            f"{' ...' if scanned.over_limit > 5 else ''})"
+        )
+    identity = {
+        **source.settings(),
+        "input": str(spec.input.resolve()),
+        "fingerprint": scanned.fingerprint,
+        "total": scanned.total,
+        "model": client.model,
+        "long_text": client.long_text,
+        "output_format": output_format,
+        "dtype": spec.dtype if output_format != "jsonl" else None,
+    }
+    if spec.restart:
+        _clear_work_dir(work)
+    return _run_locked(
+        spec, source, client, scanned, identity, output_format, work, progress, say, started
+    )
 
 
 def _run_locked(
@@ -1059,14 +1228,11 @@ def _run_locked(
     state = _load_state(work, identity)
     resumed = state is not None
     if state is None:
-        for leftover in work.iterdir():
-            if leftover.name != "lock":
-                leftover.unlink() if leftover.is_file() else shutil.rmtree(leftover)
+        _clear_work_dir(work)
         state = _State(identity)
     state_path = work / "state.json"
     sink = make_sink(output_format, work, spec.output, spec.dtype)
     total = scanned.total
-    resumed_from = state.done
     if state.phase == "embedding":
         try:
             sink.open(state.positions if resumed else None)
@@ -1074,17 +1240,20 @@ def _run_locked(
             raise OutputError(f"cannot write {work}: {err.strerror or err}") from None
         try:
             if resumed:
-                _recover(source, sink, state, state_path)
-                resumed_from = state.done
-                say(f"resuming: {state.done:,} of {total:,} passages were done by an earlier run")
+                _recover(source, sink, state)
             else:
                 state.positions = sink.sync()
-                _write_atomic(state_path, state.dumps())
+            _record_run(state, client, say, total)
+            _write_atomic(state_path, state.dumps())
+            resumed_from = state.done
             _embed_rest(source, client, sink, state, state_path, total, progress)
         finally:
             sink.close()
         state.phase = "finalizing"
         _write_atomic(state_path, state.dumps())
+    else:
+        _record_run(state, client, say, total)
+        resumed_from = state.done
     _finalize(sink, state, work)
     total_usage = asdict(state.usage)
     return JobResult(
@@ -1097,19 +1266,32 @@ def _run_locked(
         total_usage=total_usage,
         seconds=time.monotonic() - started,
         over_limit=scanned.over_limit,
+        runs=state.runs,
     )
 
 
-def _recover(source: InputSource, sink: Sink, state: _State, state_path: Path) -> None:
+def _record_run(state: _State, client: EmbeddingsClient, say: Notice, total: int) -> None:
+    """Add this run to the job's record; say so when it resumes another's work elsewhere."""
+    earlier = {run["base_url"] for run in state.runs} - {client.base_url}
+    state.runs.append(
+        {"model": client.model, "base_url": client.base_url, "resumed_from": state.done}
+    )
+    if state.done:
+        at = f" at {', '.join(sorted(earlier))}; this run sends to {client.base_url}"
+        say(
+            f"resuming: {state.done:,} of {total:,} passages were done by an earlier run"
+            f"{at if earlier else ''}"
+        )
+
+
+def _recover(source: InputSource, sink: Sink, state: _State) -> None:
     """Adopt the rows written after the last checkpoint (up to a kill); cut off any torn tail."""
     ids = (p.id for p in islice(source.records(), state.done, None))
     extra, positions, dim = sink.recover(state.positions, ids, state.dim)
     sink.cut(positions)
-    if extra or positions != state.positions:
-        state.done += extra
-        state.dim = dim
-        state.positions = positions
-        _write_atomic(state_path, state.dumps())
+    state.done += extra
+    state.dim = dim
+    state.positions = positions
 
 
 def _embed_rest(
@@ -1132,38 +1314,41 @@ def _embed_rest(
     # every ``chunk`` vectors writes whole batches.
     chunk = client.effective_batch_size
     base = state.usage
+    # What is written: passages done, and each staged file's length just after them. Both
+    # change in one assignment, after a batch is written: interrupted before it, the pair is
+    # the old one and the next run finds the batch after it and adopts it (checking its ids);
+    # after it, the new one. A checkpoint saves this pair, so no run sees a batch twice.
+    mark: tuple[int, dict[str, int]] = (state.done, dict(state.positions))
     rows: list[tuple[PassageId, list[float]]] = []
     last_save = time.monotonic()
     dim_saved = state.dim is not None
-    writing = False
 
     def save() -> None:
-        state.positions = sink.sync(durable=True)
+        sink.sync(durable=True)
+        state.done, state.positions = mark
         state.usage = base.plus(client.usage)
         _write_atomic(state_path, state.dumps())
 
-    def write_rows() -> None:
-        nonlocal last_save, dim_saved, writing
-        writing = True
-        sink.write(rows)
-        writing = False
-        state.done += len(rows)
-        rows.clear()
+    def write(batch: list[tuple[PassageId, list[float]]]) -> None:
+        nonlocal mark
+        sink.write(batch)
+        mark = (mark[0] + len(batch), sink.sync(durable=False))
+
+    def checkpoint() -> None:
+        nonlocal last_save, dim_saved
         # Each batch goes to the OS at once (a killed process loses none of it: the next run
         # adopts whole rows past the checkpoint). The checkpoint itself, fsynced, costs
         # milliseconds, so it is renewed every few seconds, at the end, and on any failure.
         now = time.monotonic()
-        if not dim_saved or state.done == total or now - last_save >= _STATE_SECONDS:
+        if not dim_saved or mark[0] == total or now - last_save >= _STATE_SECONDS:
             save()
             last_save = now
             dim_saved = True
-        else:
-            sink.sync(durable=False)
         if progress is not None:
-            progress(state.done, total, client.usage)
+            progress(mark[0], total, client.usage)
 
     if progress is not None:
-        progress(state.done, total, client.usage)
+        progress(mark[0], total, client.usage)
     try:
         with warnings.catch_warnings():
             # Over-long passages were counted and announced by the scan, once.
@@ -1173,25 +1358,33 @@ def _embed_rest(
                     state.dim = len(vector)
                 elif len(vector) != state.dim:
                     raise OutputError(
-                        f"the server returned a {len(vector)}-d vector after {state.dim}-d ones"
+                        f"the server returned a {len(vector)}-d vector after {state.dim}-d "
+                        "ones; the server or its model changed during the run: rerun with "
+                        "--restart once it answers with one model"
                     )
                 rows.append((ids.popleft(), vector))
                 if len(rows) == chunk:
-                    write_rows()
+                    batch, rows = rows, []  # from here these rows are the write's to make
+                    write(batch)
+                    checkpoint()
             if rows:
-                write_rows()
+                batch, rows = rows, []
+                write(batch)
+                checkpoint()
     except BaseException:
-        if not writing:  # a write cut short is left for the next run's recovery
-            with contextlib.suppress(Exception):
-                if rows:
-                    sink.write(rows)
-                    state.done += len(rows)
-                save()
+        with contextlib.suppress(Exception):
+            # Rows back but not yet written are saved too, when the staged files end where
+            # the pair says; anything else there (a write cut short) is the next run's to check.
+            if rows and sink.sync(durable=False) == mark[1]:
+                write(rows)
+            save()
         raise
-    if state.done != total:
+    if mark[0] != total:
         raise ResumeError(
-            f"embedded {state.done} passages but the input has {total}; it changed during the run"
+            f"embedded {mark[0]} passages but the input has {total}: it changed during the "
+            "run; rerun with --restart"
         )
+    state.done, state.positions = mark
 
 
 def _finalize(sink: Sink, state: _State, work: Path) -> None:

@@ -1,25 +1,62 @@
-"""Every default and environment variable of the package, in one place."""
+"""Every setting of the package, defined once: name, type, default, environment variable, check.
+
+``SETTINGS`` is the one definition. From it come the core clients' checks and defaults
+(``check_settings``), both adapters' fields and their validation, the command line's flags,
+and the settings reference in the docs; ``tests/test_settings_agreement.py`` checks that the
+four surfaces agree with it on names, types, defaults and the error each bad value gets.
+To add a setting, add one ``Setting`` to ``SETTINGS``, a typed keyword parameter to the two
+clients (their signatures are written out, so that editors and mypy see them) and a field to
+each adapter (``setting_field(name)``); the command line's flag and the docs table follow from
+the definition, and the agreement test names whatever is still missing (it also wants a bad
+and a good value for the new setting).
+
+Every bad value raises ``ConfigurationError`` (a ``ValueError``) naming the setting, on every
+surface: the clients, both adapters (which unwrap it from pydantic's ``ValidationError``) and
+the command line (which prints its message and exits 2). Values are not coerced: ``"8"`` is
+not a batch size anywhere in Python; the command line turns its text into the setting's type
+first.
+"""
 
 from __future__ import annotations
 
+import math
+import os
 import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
+
+from .errors import ConfigurationError
 
 __all__ = [
     "API_KEY_ENV",
     "BASE_URL_ENV",
     "BGE_QUERY_INSTRUCTION",
+    "CLIENT_SETTINGS",
     "DEFAULT_BASE_URL",
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_MODEL",
     "DEFAULT_TIMEOUT",
+    "FROM_MODEL",
     "KNOWN_DIMENSIONS",
     "LONG_TEXT_POLICIES",
     "MODEL_ENV",
+    "SETTINGS",
+    "SETTINGS_BY_NAME",
+    "SecretValue",
+    "Setting",
+    "aliases_for",
+    "check_settings",
     "default_query_instruction",
+    "env_default",
     "expected_dimension",
+    "int_at_least",
     "is_bge_model",
+    "same_model",
+    "settings_table",
 ]
 
 API_KEY_ENV = "AIMLAPI_API_KEY"
@@ -57,6 +94,382 @@ KNOWN_DIMENSIONS: dict[str, int] = {
 }
 """Dimensions checked in every response for these models (others: one dimension throughout)."""
 
+FROM_MODEL = "the model's default"
+"""The documented default of a setting whose default follows from ``model``."""
+
+
+class SecretValue(Protocol):
+    """A secret holder such as pydantic's ``SecretStr``: the key is read with ``get_secret_value``."""
+
+    def get_secret_value(self) -> str:
+        """The secret itself."""
+        ...
+
+
+# -- checks: each returns the value to use, or raises ConfigurationError naming the setting -----
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def int_at_least(minimum: int) -> Callable[[str, Any], int]:
+    """A check for an integer setting of at least ``minimum`` (``True`` is not an integer here)."""
+
+    def check(name: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ConfigurationError(f"{name} must be an integer >= {minimum}, not {value!r}")
+        return value
+
+    return check
+
+
+def _positive_seconds(name: str, value: Any) -> float:
+    if not _is_number(value) or not math.isfinite(value) or value <= 0:
+        raise ConfigurationError(f"{name} must be a positive number of seconds, not {value!r}")
+    return float(value)
+
+
+def _optional(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
+    def optional(name: str, value: Any) -> Any:
+        return None if value is None else check(name, value)
+
+    return optional
+
+
+def _positive_rate(name: str, value: Any) -> float:
+    if not _is_number(value) or not math.isfinite(value) or value <= 0:
+        raise ConfigurationError(f"{name} must be a positive number per minute, not {value!r}")
+    return float(value)
+
+
+def _one_of(*choices: str | None) -> Callable[[str, Any], Any]:
+    def check(name: str, value: Any) -> Any:
+        if not any(value is c or (isinstance(value, str) and value == c) for c in choices):
+            shown = ", ".join(repr(c) for c in choices)
+            raise ConfigurationError(f"{name} must be one of {shown}, not {value!r}")
+        return value
+
+    return check
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(f"{name} must be a non-empty string, not {value!r}")
+    return value
+
+
+def _url(name: str, value: Any) -> str:
+    url = _text(name, value).strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise ConfigurationError(f"{name} must be an http(s) URL, not {value!r}")
+    return url
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{name} must be True or False, not {value!r}")
+    return value
+
+
+def _instruction(name: str, value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ConfigurationError(f"{name} must be a string or None, not {value!r}")
+    return value
+
+
+def _headers(name: str, value: Any) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ConfigurationError(f"{name} must map header names to string values")
+    if any(k.lower() in ("authorization", "proxy-authorization") for k in value):
+        # Headers are settings (printed, serialised, pickled); credentials are not.
+        raise ConfigurationError("put the API key in api_key, not in default_headers")
+    return dict(value)
+
+
+def _key(name: str, value: Any) -> Any:
+    # Never shows the value: it may be a key of the wrong type.
+    from ._secrets import SecretKey  # the core's own holder, which the adapters pass on
+
+    if value is None or isinstance(value, str | SecretKey) or hasattr(value, "get_secret_value"):
+        return value
+    raise ConfigurationError(
+        f"{name} must be a string (or a SecretStr), not a {type(value).__name__}"
+    )
+
+
+# -- the definition ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: what every surface (clients, adapters, command line, docs) derives from."""
+
+    name: str
+    """The keyword everywhere (``--name-with-dashes`` on the command line)."""
+    type: Any
+    """The type of the core clients' keyword parameter."""
+    default: Any
+    """The documented default: used when the setting is not given (and its variable is unset)."""
+    doc: str
+    """One sentence on what it does; the adapters' field descriptions and the flags' help."""
+    check: Callable[[str, Any], Any]
+    """Returns the value to use, or raises ``ConfigurationError`` naming the setting."""
+    env: str | None = None
+    """Environment variable read when the setting is not given (an empty one counts as unset)."""
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    """Other names a framework adapter accepts: alias -> ``"langchain"`` or ``"llama_index"``."""
+    flag: bool = True
+    """Whether ``aiml-bge embed`` has a flag for it."""
+    cli_type: Callable[[str], Any] | None = None
+    """How the command line turns its text into the setting's type (None: a plain string)."""
+    choices: tuple[str, ...] = ()
+    """The allowed values, for the command line's help."""
+    surfaces: tuple[str, ...] = ("client", "langchain", "llama_index")
+    """Where the setting exists: the core clients and the two adapters, or some of them."""
+
+    @property
+    def signature_default(self) -> Any:
+        """The default written in the clients' signatures (None or ``...`` when resolved later)."""
+        if self.env is not None:
+            return None
+        return ... if self.default is FROM_MODEL else self.default
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "api_key",
+        str | SecretValue | None,
+        None,
+        "API key, sent as a Bearer token; never printed, logged, serialised or pickled.",
+        _key,
+        env=API_KEY_ENV,
+        flag=False,
+    ),
+    Setting(
+        "base_url",
+        str | None,
+        DEFAULT_BASE_URL,
+        "Root of the OpenAI-compatible API (usually ending in /v1); requests go to "
+        "{base_url}/embeddings.",
+        _url,
+        env=BASE_URL_ENV,
+        aliases={"api_base": "llama_index"},
+    ),
+    Setting(
+        "model",
+        str | None,
+        DEFAULT_MODEL,
+        "Model name sent with every request.",
+        _text,
+        env=MODEL_ENV,
+    ),
+    Setting(
+        "batch_size",
+        int,
+        DEFAULT_BATCH_SIZE,
+        "Texts per request (lowered automatically when a server states a smaller limit).",
+        int_at_least(1),
+        aliases={"chunk_size": "langchain"},
+        cli_type=int,
+    ),
+    Setting(
+        "max_concurrency",
+        int,
+        DEFAULT_MAX_CONCURRENCY,
+        "Requests awaiting their reply at once, across every call on one client.",
+        int_at_least(1),
+        cli_type=int,
+    ),
+    Setting(
+        "max_retries",
+        int,
+        DEFAULT_MAX_RETRIES,
+        "Retries per request for 408, 409, 429, 5xx, timeouts and dropped connections.",
+        int_at_least(0),
+        cli_type=int,
+    ),
+    Setting(
+        "timeout",
+        float,
+        DEFAULT_TIMEOUT,
+        "Seconds for one HTTP request.",
+        _positive_seconds,
+        aliases={"request_timeout": "langchain"},
+        cli_type=float,
+    ),
+    Setting(
+        "deadline",
+        float | None,
+        None,
+        "Seconds for one whole call across its retries (None: no overall limit; on the "
+        "command line, each batch is one call).",
+        _optional(_positive_seconds),
+        cli_type=float,
+    ),
+    Setting(
+        "query_instruction",
+        str | None,
+        FROM_MODEL,
+        "Prefix for queries only, never documents; unset gives the model's default (the BGE "
+        "retrieval instruction for BGE English models), None disables it.",
+        _instruction,
+        flag=False,
+    ),
+    Setting(
+        "default_headers",
+        Mapping[str, str] | None,
+        None,
+        "Extra headers on every request (they cannot carry Authorization).",
+        _headers,
+        flag=False,
+    ),
+    Setting(
+        "encoding_format",
+        Literal["float", "base64"] | None,
+        None,
+        "Vector encoding to ask the server for: None (not sent), 'float' or 'base64'.",
+        _one_of(None, "float", "base64"),
+        choices=("float", "base64"),
+    ),
+    Setting(
+        "long_text",
+        Literal["truncate", "error", "none"],
+        "truncate",
+        "BGE inputs over 512 tokens: cut at the last whole word that fits (with a warning), "
+        "refuse them before sending anything (TextTooLongError), or send them as they are.",
+        _one_of(*LONG_TEXT_POLICIES),
+        choices=LONG_TEXT_POLICIES,
+    ),
+    Setting(
+        "allow_insecure_http",
+        bool,
+        False,
+        "Allow sending the key over plain http to a host outside loopback.",
+        _flag,
+    ),
+    Setting(
+        "requests_per_minute",
+        float | None,
+        None,
+        "Client-side pace of requests, shared by every call on the client (None: no pace).",
+        _optional(_positive_rate),
+        cli_type=float,
+    ),
+    Setting(
+        "tokens_per_minute",
+        float | None,
+        None,
+        "Client-side pace of tokens, shared by every call on the client (None: no pace).",
+        _optional(_positive_rate),
+        cli_type=float,
+    ),
+    Setting(
+        "show_progress",
+        bool,
+        False,
+        "Show a tqdm progress bar that advances per batch in embed_documents (needs tqdm).",
+        _flag,
+        aliases={"show_progress_bar": "langchain"},
+        flag=False,
+        surfaces=("langchain",),
+    ),
+)
+"""Every setting, once. The clients and adapters accept exactly these (plus their injected
+objects: ``http_client``, ``rate_limiter``, LangChain's ``http_async_client`` and LlamaIndex's
+own fields)."""
+
+SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+"""``SETTINGS`` by name."""
+
+CLIENT_SETTINGS: tuple[str, ...] = tuple(s.name for s in SETTINGS if "client" in s.surfaces)
+"""The settings of the core clients, which both adapters pass on to them."""
+
+
+def aliases_for(surface: str) -> dict[str, str]:
+    """The peers' names ``surface`` accepts: alias -> setting name."""
+    return {
+        alias: s.name for s in SETTINGS for alias, where in s.aliases.items() if where == surface
+    }
+
+
+def env_default(name: str) -> Any:
+    """The value of setting ``name`` when it is not given: its variable if set, else its default."""
+    setting = SETTINGS_BY_NAME[name]
+    if setting.env is not None:
+        value = os.environ.get(setting.env, "").strip()
+        if value:
+            return value
+    return None if setting.default is FROM_MODEL else setting.default
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    text = str(tp)
+    for prefix in ("typing.", "collections.abc.", f"{__name__}."):
+        text = text.replace(prefix, "")
+    if text.startswith("Optional[") and text.endswith("]"):
+        text = text[len("Optional[") : -1] + " | None"
+    return text
+
+
+def settings_table() -> str:
+    """The settings reference as a Markdown table (docs/settings-notes.md holds this text)."""
+    where_names = {"client": "clients", "langchain": "LangChain", "llama_index": "LlamaIndex"}
+    rows = [
+        "| Setting | Type | Default | Variable | Also accepted as | Where | Meaning |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in SETTINGS:
+        default = s.default if s.default is FROM_MODEL else f"`{s.default!r}`"
+        aliases = ", ".join(f"`{a}` ({where_names[w]})" for a, w in s.aliases.items())
+        where = ", ".join(where_names[w] for w in s.surfaces)
+        if s.flag:
+            where += ", CLI `--" + s.name.replace("_", "-") + "`"
+        cells = [
+            f"`{s.name}`",
+            f"`{_type_name(s.type)}`".replace("|", "\\|"),
+            default,
+            f"`{s.env}`" if s.env else "",
+            aliases,
+            where,
+            s.doc.replace("|", "\\|"),
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def check_settings(given: Mapping[str, Any], surface: str = "client") -> dict[str, Any]:
+    """Every setting of ``surface``, checked: the ones given, else their variable, else default.
+
+    A setting given as ``None`` whose default comes from a variable counts as not given (the
+    clients' signatures say ``base_url=None``); ``query_instruction`` not given (or ``...``)
+    follows the model. Raises ``ConfigurationError`` naming the first bad setting.
+    """
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if surface not in setting.surfaces:
+            continue
+        name = setting.name
+        value = given.get(name, ...)
+        if value is ... or (value is None and setting.env is not None):
+            if setting.default is FROM_MODEL:
+                values[name] = default_query_instruction(values["model"])
+                continue
+            value = env_default(name)
+            if value is None:  # only the key has no default
+                values[name] = None
+                continue
+        values[name] = setting.check(name, value)
+    return values
+
+
 _BGE_RE = re.compile(r"(^|/)bge-[a-z]+-en(-v1\.5)?$", re.IGNORECASE)
 
 
@@ -90,3 +503,19 @@ def expected_dimension(model: str) -> int | None:
         if name.rsplit("/", 1)[-1].lower() == tail:
             return dim
     return None
+
+
+def same_model(served: str, requested: str) -> bool:
+    """Whether a reply's model name is the requested model, spelled as servers spell it.
+
+    Equal ignoring case, or equal in the last path segment without a ``:tag``
+    (``BAAI/bge-base-en-v1.5``, ``bge-base-en-v1.5``, ``/models/bge-base-en-v1.5``), or the
+    same BGE model under a short tag (``bge-base``).
+    """
+    if served.lower() == requested.lower():
+        return True
+
+    def tail(name: str) -> str:
+        return _bare(name).rsplit("/", 1)[-1].lower()
+
+    return tail(served) == tail(requested)

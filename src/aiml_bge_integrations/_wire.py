@@ -90,7 +90,8 @@ def _load_untrack() -> Callable[[object], None]:
     as the vector lives. Measured on the benchmark (20,000 vectors kept): 430-690 ms of
     collector passes per run, single pauses of 85-185 ms. Untracking costs 0.75 us per vector.
     A list that is later made to hold a container is still freed by reference counting; only
-    a cycle built through it would outlive its last reference.
+    a cycle built through it would outlive its last reference. Kept for its measured worth
+    (docs/internals.md); anything short of CPython's API here means plain tracked lists.
     """
     if sys.implementation.name != "cpython":  # pragma: no cover - CPython in CI
         return _keep_tracked
@@ -99,12 +100,12 @@ def _load_untrack() -> Callable[[object], None]:
 
         prototype = ctypes.PYFUNCTYPE(None, ctypes.py_object)
         return prototype(("PyObject_GC_UnTrack", ctypes.pythonapi))  # type: ignore[no-any-return]
-    except (ImportError, AttributeError, OSError):  # pragma: no cover
+    except (ImportError, AttributeError, OSError):  # no ctypes, or the symbol is not there
         return _keep_tracked
 
 
-def _keep_tracked(obj: object) -> None:  # pragma: no cover - only without CPython's API
-    pass
+def _keep_tracked(obj: object) -> None:
+    """The plain path: the vector stays an ordinary tracked list."""
 
 
 _untrack: Callable[[object], None] | None = None
@@ -125,7 +126,8 @@ def _vectors_hold_only_numbers(content: bytes, doc: dict[str, Any], data: list[A
     where collecting the type of every item costs about 40 ms and ``sum()`` (which would let
     ``true`` through) 9 ms. Escaped slashes (``BAAI\\/bge``, as PHP writes them) are undone
     before comparing; anything else orjson would spell differently (``\\u`` escapes,
-    repeated keys) gives False, and every item is checked.
+    repeated keys) gives False, and every item is checked. Kept for its measured worth
+    (docs/internals.md).
     """
     try:
         emptied = {**doc, "data": [{**item, "embedding": []} for item in data]}
@@ -262,6 +264,20 @@ class ErrorInfo:
     request_id: str | None = None
     kind: str | None = None
     """The server's own error class or type, if it gives one (``error_type``, ``type``, ``name``)."""
+    item_index: int | None = None
+    """The input a FastAPI-style 422 names by its ``detail[].loc`` (``[..., "input", ..., 27]``)."""
+
+
+def _item_in_detail(detail: Any) -> int | None:
+    # FastAPI/pydantic validation errors (infinity, and other servers built on FastAPI) locate
+    # each problem: ["body", "input", 3] or ["body", "text", "input", "list[constrained-str]", 3].
+    if not isinstance(detail, list):
+        return None
+    for entry in detail:
+        loc = entry.get("loc") if isinstance(entry, dict) else None
+        if isinstance(loc, list) and len(loc) >= 2 and type(loc[-1]) is int and "input" in loc[:-1]:
+            return int(loc[-1])
+    return None
 
 
 def _text(value: Any) -> str | None:
@@ -316,7 +332,7 @@ def parse_error_body(content: bytes, headers: Mapping[str, str] | None = None) -
     message = message or _text(doc.get("detail")) or _text(doc.get("title"))
     if message is None:
         message = orjson.dumps(doc)[:300].decode("utf-8", "replace")
-    return ErrorInfo(message, request_id, kind)
+    return ErrorInfo(message, request_id, kind, _item_in_detail(doc.get("detail")))
 
 
 _ITEM_RE = re.compile(

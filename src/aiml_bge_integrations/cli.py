@@ -10,6 +10,7 @@ Exit codes (also in the README, "Exit codes")::
     5    bad input: unreadable, a bad line (named), or over-long passages with --long-text error
     6    the output cannot be written
     7    an unfinished run cannot be resumed by this command (different input or settings)
+    8    another aiml-bge embed is writing the same output; nothing was read, sent or changed
     130  interrupted (Ctrl-C); the last checkpoint is kept, the same command resumes
 
 Every failure ends with one line on stderr, ``aiml-bge: error: ...``. The API key is read
@@ -31,12 +32,11 @@ from . import __version__
 from ._settings import (
     API_KEY_ENV,
     BASE_URL_ENV,
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_MAX_CONCURRENCY,
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_MODEL,
-    DEFAULT_TIMEOUT,
-    MODEL_ENV,
+    SETTINGS,
+    Setting,
+    env_default,
+    int_at_least,
+    is_bge_model,
 )
 from .client import EmbeddingsClient, Usage
 from .errors import (
@@ -51,6 +51,7 @@ from .errors import (
 
 __all__ = [
     "EXIT_API",
+    "EXIT_BUSY",
     "EXIT_INPUT",
     "EXIT_INTERRUPTED",
     "EXIT_KEY",
@@ -80,6 +81,8 @@ EXIT_OUTPUT = 6
 """The output cannot be written."""
 EXIT_RESUME = 7
 """An unfinished run cannot be resumed by this command."""
+EXIT_BUSY = 8
+"""Another run is writing the same output (it holds the lock); this one changed nothing."""
 EXIT_INTERRUPTED = 130
 """Interrupted (Ctrl-C); the checkpoint is kept."""
 
@@ -126,110 +129,70 @@ def read_api_key() -> str:
 # -- parser -----------------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+def _value_of(name: str, convert: Callable[[str], Any], check: Callable[[str, Any], Any]) -> Any:
+    """An argparse ``type``: the text converted, then the setting's own check.
+
+    Text that does not convert goes to the check as it is, so the message is the one the
+    clients and adapters give for the same bad value.
+    """
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = text
+        try:
+            return check(name, value)
+        except ConfigurationError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, not {value}")
-    return value
+def _flag_help(setting: Setting) -> str:
+    where = f"env {setting.env}; " if setting.env else ""
+    default = setting.default if setting.default is not None else "none"
+    shown = f"{default:g}" if isinstance(default, float) else default
+    return f"{setting.doc} ({where}default {shown})"
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
-    return value
+_SETTING_FLAGS = tuple(s.name for s in SETTINGS if s.flag)
+"""The client settings ``aiml-bge embed`` has a flag for (from the one definition)."""
 
 
 def _add_client_settings(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
         "client settings (as in the core; unset flags fall back to the environment, then defaults)"
     )
-    g.add_argument("--model", help=f"model name (env {MODEL_ENV}; default {DEFAULT_MODEL})")
-    g.add_argument(
-        "--base-url",
-        help=f"OpenAI-compatible API root ending in /v1 (env {BASE_URL_ENV}; default the AI/ML API)",
-    )
-    g.add_argument(
-        "--batch-size",
-        type=_positive_int,
-        help=f"passages per request (default {DEFAULT_BATCH_SIZE})",
-    )
-    g.add_argument(
-        "--max-concurrency",
-        type=_positive_int,
-        help=f"requests in flight (default {DEFAULT_MAX_CONCURRENCY})",
-    )
-    g.add_argument(
-        "--max-retries",
-        type=_non_negative_int,
-        help=f"retries per request on 429/5xx/network errors (default {DEFAULT_MAX_RETRIES})",
-    )
-    g.add_argument(
-        "--timeout",
-        type=_positive_float,
-        help=f"seconds per HTTP request (default {DEFAULT_TIMEOUT:g})",
-    )
-    g.add_argument("--deadline", type=_positive_float, help="seconds per batch across its retries")
-    g.add_argument(
-        "--long-text",
-        choices=("truncate", "error", "none"),
-        help="BGE passages over 512 tokens: cut at the last whole word that fits (default), "
-        "refuse before sending anything, or send as they are",
-    )
-    g.add_argument(
-        "--encoding-format",
-        choices=("float", "base64"),
-        help="ask the server for this vector encoding (default: do not ask)",
-    )
-    g.add_argument("--requests-per-minute", type=_positive_float, help="client-side pace")
-    g.add_argument("--tokens-per-minute", type=_positive_float, help="client-side pace")
-    g.add_argument(
-        "--allow-insecure-http",
-        action="store_true",
-        default=None,
-        help="allow plain http to a host other than loopback",
-    )
-
-
-_SETTING_FLAGS = (
-    "model",
-    "base_url",
-    "batch_size",
-    "max_concurrency",
-    "max_retries",
-    "timeout",
-    "deadline",
-    "long_text",
-    "encoding_format",
-    "requests_per_minute",
-    "tokens_per_minute",
-    "allow_insecure_http",
-)
+    for setting in SETTINGS:
+        if not setting.flag:
+            continue
+        flag = "--" + setting.name.replace("_", "-")
+        if setting.type is bool:
+            g.add_argument(flag, action="store_true", default=None, help=setting.doc)
+            continue
+        g.add_argument(
+            flag,
+            type=_value_of(setting.name, setting.cli_type or str, setting.check),
+            choices=setting.choices or None,
+            help=_flag_help(setting),
+        )
 
 
 def _client_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in _SETTING_FLAGS if getattr(args, k, None) is not None}
 
 
+class _Parser(argparse.ArgumentParser):
+    """Ends a bad command line as every failure ends: one ``aiml-bge: error:`` line, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{_PROG}: error: {_one_line(message)} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``aiml-bge`` argument parser (``serve`` is listed; its arguments are the server's)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=_PROG,
         description="BGE embeddings over the AI/ML API or any OpenAI-compatible server.",
         epilog=f"The API key comes from {API_KEY_ENV} or a hidden prompt, never from a flag.",
@@ -242,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="embed a corpus into a file of vectors (resumable)",
         description="Embed every passage of INPUT and write the vectors to OUTPUT. An "
         "interrupted run continues where it stopped when the same command is run again.",
+        epilog="Exit codes: 0 done; 1 the API failed (after retries); 2 bad command line or "
+        "settings; 3 no API key, or the key was refused; 4 the model is not served; 5 bad "
+        "input; 6 the output cannot be written; 7 an unfinished run of OUTPUT does not fit "
+        "this command (--restart discards it); 8 another aiml-bge embed is writing OUTPUT "
+        "(this one changed nothing); 130 interrupted (the same command continues).",
     )
     embed.add_argument(
         "input",
@@ -280,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument(
         "--restart",
         action="store_true",
-        help="discard an unfinished run's checkpoint and start from the first passage",
+        help="discard an unfinished run's checkpoint and start from the first passage "
+        "(never one that is still running: that is refused with exit code 8)",
     )
     embed.add_argument(
         "--dry-run",
@@ -300,7 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"({BASE_URL_ENV} or the default); without, it starts the local stand-in server on "
         "127.0.0.1 and sends nothing anywhere else.",
     )
-    demo.add_argument("--top-k", type=_positive_int, default=3, help="passages shown per query")
+    demo.add_argument(
+        "--top-k",
+        type=_value_of("--top-k", int, int_at_least(1)),
+        default=3,
+        help="passages shown per query",
+    )
     demo.set_defaults(handler=_cmd_demo)
 
     sub.add_parser(
@@ -338,8 +312,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _code_for(err: BaseException) -> int:
-    from ._job import InputFileError, OutputError, ResumeError
+    from ._job import InputFileError, OutputBusyError, OutputError, ResumeError
 
+    if isinstance(err, OutputBusyError):
+        return EXIT_BUSY
     if isinstance(err, MissingAPIKeyError | AuthenticationError):
         return EXIT_KEY
     if isinstance(err, ModelNotFoundError):
@@ -371,21 +347,25 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 def _dry_run(args: argparse.Namespace) -> int:
     from ._job import InputFileError, dry_run, open_source
 
-    batch_size = args.batch_size or DEFAULT_BATCH_SIZE
-    long_text = args.long_text or "truncate"
+    batch_size = args.batch_size or env_default("batch_size")
+    long_text = args.long_text or env_default("long_text")
+    # As the clients resolve it: the run's long-text policy depends on the model.
+    model = args.model or env_default("model")
     try:
         source = open_source(args.input, args.input_format, args.field, args.id_field)
-        report = dry_run(source, batch_size=batch_size, long_text=long_text)
+        report = dry_run(source, batch_size=batch_size, long_text=long_text, model=model)
     except InputFileError as err:
         raise _Failure(EXIT_INPUT, str(err)) from None
     except ValueError as err:
         raise _Failure(EXIT_USAGE, str(err)) from None
     label = source.id_label
-    model = args.model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
+    counts = "BGE WordPiece tokens"
+    if not is_bge_model(model):
+        counts += ", an estimate for this model"
     lines = [
         "dry run: nothing was sent",
         f"input      {args.input} ({source.kind}, {report.total:,} passages)",
-        f"model      {model} (counts are BGE WordPiece tokens, [CLS] and [SEP] included)",
+        f"model      {model} (counts are {counts}, [CLS] and [SEP] included)",
         f"tokens     {report.tokens:,} (longest passage {report.max_tokens:,})",
     ]
     if report.over_limit:
@@ -395,7 +375,13 @@ def _dry_run(args: argparse.Namespace) -> int:
             "truncate": "they will be cut to 512 tokens (--long-text truncate)",
             "error": "the run will refuse them (--long-text error)",
             "none": "they will be sent as they are (--long-text none)",
-        }[long_text]
+        }[report.long_text]
+        if report.long_text != long_text:
+            action = (
+                f"they will be sent as they are: the 512-token policy (--long-text {long_text}) "
+                f"applies to BGE models only, and {model} is not one; its server decides "
+                "whether to accept them"
+            )
         lines.append(
             f"over 512   {report.over_limit:,} passage(s): {named}"
             f"{f' and {more:,} more' if more > 0 else ''}; {action}"
@@ -411,7 +397,7 @@ def _dry_run(args: argparse.Namespace) -> int:
     if args.output is not None:
         lines.append(f"output     {args.output} (not written)")
     print("\n".join(lines))
-    return EXIT_OK if not (report.over_limit and long_text == "error") else EXIT_INPUT
+    return EXIT_OK if not (report.over_limit and report.long_text == "error") else EXIT_INPUT
 
 
 class _ProgressBar:
@@ -484,9 +470,12 @@ def _embed(args: argparse.Namespace) -> int:
         result = run_job(spec, make_client, progress=bar, notice=notice)
     except KeyboardInterrupt:
         bar.close()
+        saved = _saved(work_dir_for(args.output))
         return _error(
             EXIT_INTERRUPTED,
-            f"interrupted; {_saved(work_dir_for(args.output))}run the same command to continue",
+            f"interrupted; {saved}run the same command to continue"
+            if saved
+            else "interrupted before any passage was saved; run the same command to start again",
         )
     except AimlBgeError as err:
         bar.close()
@@ -519,7 +508,11 @@ def _add_ray_flags(p: argparse.ArgumentParser) -> None:
         metavar="ADDR",
         help="the Ray cluster to use (default: a single local node on 127.0.0.1)",
     )
-    g.add_argument("--actors", type=_positive_int, help="embedding actors (default 2)")
+    g.add_argument(
+        "--actors",
+        type=_value_of("--actors", int, int_at_least(1)),
+        help="embedding actors (default 2)",
+    )
 
 
 def _embed_on_ray(args: argparse.Namespace) -> int:
@@ -581,7 +574,7 @@ def _resume_hint(err: BaseException, output: Path) -> str:
     from ._job import work_dir_for
 
     if isinstance(err, ModelNotFoundError):
-        return " On the command line: --model NAME or --base-url URL."
+        return " On the command line, use --model NAME or --base-url URL."
     if not isinstance(err, APIError):
         return ""
     saved = _saved(work_dir_for(output))
@@ -619,6 +612,13 @@ def _summary(result: Any) -> None:
     if result.over_limit:
         line += f"; {result.over_limit:,} passage(s) were truncated to 512 tokens"
     print(line)
+    this = result.runs[-1]["base_url"] if result.runs else None
+    earlier = sorted({run["base_url"] for run in result.runs[:-1]} - {this})
+    if earlier:
+        print(
+            f"note: this run used {this}; earlier runs of this job used {', '.join(earlier)}, "
+            "and the output holds their vectors too"
+        )
 
 
 # -- entry point --------------------------------------------------------------------------------

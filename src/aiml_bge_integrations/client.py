@@ -12,11 +12,12 @@ import contextlib
 import functools
 import ipaddress
 import logging
-import os
+import re
 import ssl
 import threading
 import time
 import uuid
+import warnings
 import weakref
 from collections import deque
 from collections.abc import (
@@ -28,30 +29,38 @@ from collections.abc import (
     Iterator,
     Mapping,
 )
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from types import EllipsisType, TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
+import orjson
 
 from . import _retry
-from ._batching import apply_long_text_policy, check_texts, collect_texts, iter_checked_chunks
+from ._batching import (
+    RequestPlan,
+    apply_long_text_policy,
+    check_texts,
+    collect_texts,
+    iter_checked_chunks,
+)
+from ._secrets import resolve_key
 from ._settings import (
     API_KEY_ENV,
     BASE_URL_ENV,
-    DEFAULT_BASE_URL,
+    CLIENT_SETTINGS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
-    DEFAULT_MODEL,
     DEFAULT_TIMEOUT,
-    LONG_TEXT_POLICIES,
     MODEL_ENV,
-    default_query_instruction,
+    SecretValue,
+    check_settings,
     expected_dimension,
     is_bge_model,
+    same_model,
 )
 from ._wire import (
     ErrorInfo,
@@ -73,7 +82,7 @@ from .errors import (
     ConfigurationError,
     InsufficientCreditsError,
     ItemRejectedError,
-    MissingAPIKeyError,
+    ModelMismatchWarning,
     ModelNotFoundError,
     ResponseValidationError,
     status_error_class,
@@ -83,8 +92,9 @@ __all__ = ["AsyncEmbeddingsClient", "EmbeddingsClient", "RateLimiter", "Usage"]
 
 logger = logging.getLogger("aiml_bge_integrations")
 
-_sleep: Callable[[float], None] = time.sleep
-"""The sync sleep between retries (tests patch it)."""
+_sleep: Callable[[float], None] | None = None
+"""Replaces the sync wait between retries when set (tests record delays with it). Unset, a
+worker waits on its call's cancellation event, so a call that has failed wakes it at once."""
 _asleep: Callable[[float], Any] = asyncio.sleep
 """The async sleep between retries (tests patch it)."""
 
@@ -104,7 +114,7 @@ class Usage:
     retries_by_cause: dict[str, int] = field(default_factory=dict)
     """Retries per cause: a status code ("429", "503"), "connection", "timeout" or "validation"."""
     splits: int = 0
-    """Batches split because the server said they were too large."""
+    """Requests the server refused as too large (their texts were cut and sent again)."""
     texts: int = 0
     """Vectors returned to the caller."""
     prompt_tokens: int = 0
@@ -185,40 +195,6 @@ class RateLimiter:
         return f"RateLimiter(requests_per_minute={self.requests_per_minute}, tokens_per_minute={self.tokens_per_minute})"
 
 
-class _SecretKey:
-    """Holds the API key; prints as stars."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def get(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "SecretKey('**********')"
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> Any:
-        raise TypeError("the API key cannot be pickled")
-
-
-def _resolve_key(api_key: Any) -> _SecretKey:
-    if api_key is not None and hasattr(api_key, "get_secret_value"):
-        api_key = api_key.get_secret_value()
-    if api_key is None:
-        api_key = os.environ.get(API_KEY_ENV)
-    if not isinstance(api_key, str) or not api_key.strip():
-        raise MissingAPIKeyError(
-            f"no API key: pass api_key=... or set {API_KEY_ENV}. To work offline, start the "
-            "local server (aiml-bge serve, or aiml_bge_integrations.server.LocalServer) and "
-            "use its base_url and key."
-        )
-    return _SecretKey(api_key.strip())
-
-
 @dataclass
 class _Outcome:
     """What one attempt came to."""
@@ -249,102 +225,53 @@ class _Tries:
 class _BaseClient:
     """Settings, checks, reply interpretation and retry decisions shared by both clients."""
 
-    def __init__(
-        self,
-        *,
-        api_key: Any = None,
-        base_url: str | None = None,
-        model: str | None = None,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        timeout: float = DEFAULT_TIMEOUT,
-        deadline: float | None = None,
-        query_instruction: str | EllipsisType | None = ...,
-        default_headers: Mapping[str, str] | None = None,
-        encoding_format: str | None = None,
-        long_text: str = "truncate",
-        allow_insecure_http: bool = False,
-        requests_per_minute: float | None = None,
-        tokens_per_minute: float | None = None,
-        rate_limiter: RateLimiter | None = None,
-    ) -> None:
-        self._key = _resolve_key(api_key)
-        self.base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+    def __init__(self, given: Mapping[str, Any], rate_limiter: RateLimiter | None) -> None:
+        # Checks and defaults come from the one definition of every setting (_settings).
+        values = check_settings(given)
+        self._key = resolve_key(values["api_key"])
+        self.base_url: str = values["base_url"]
         """Root of the OpenAI-compatible API; requests go to ``{base_url}/embeddings``."""
-        self.model = model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
+        self.model: str = values["model"]
         """Model name sent with every request."""
-        _check_int("batch_size", batch_size, 1)
-        _check_int("max_concurrency", max_concurrency, 1)
-        _check_int("max_retries", max_retries, 0)
-        if not timeout or timeout <= 0:
-            raise ConfigurationError(
-                f"timeout must be a positive number of seconds, not {timeout!r}"
-            )
-        if deadline is not None and deadline <= 0:
-            raise ConfigurationError(f"deadline must be positive seconds or None, not {deadline!r}")
-        if encoding_format not in (None, "float", "base64"):
-            raise ConfigurationError(
-                f"encoding_format must be None, 'float' or 'base64', not {encoding_format!r}"
-            )
-        if long_text not in LONG_TEXT_POLICIES:
-            raise ConfigurationError(
-                f"long_text must be one of {LONG_TEXT_POLICIES}, not {long_text!r}"
-            )
-        self.batch_size = batch_size
+        self.batch_size: int = values["batch_size"]
         """Inputs per request (lowered automatically when a server states a smaller limit)."""
-        self.max_concurrency = max_concurrency
+        self.max_concurrency: int = values["max_concurrency"]
         """Requests awaiting their reply at once, across every call on this client (a request
         holds its slot from sending until its reply's headers arrive)."""
-        self.max_retries = max_retries
-        self.timeout = float(timeout)
-        self.deadline = deadline
+        self.max_retries: int = values["max_retries"]
+        self.timeout: float = values["timeout"]
+        self.deadline: float | None = values["deadline"]
         """Seconds for one whole call across retries (None: no overall limit)."""
-        self.query_instruction: str | None = (
-            default_query_instruction(self.model) if query_instruction is ... else query_instruction
-        )
+        self.query_instruction: str | None = values["query_instruction"]
         """Prefix for ``embed_query`` (BGE English models: the retrieval instruction)."""
-        self.encoding_format = encoding_format
-        self.long_text = long_text
-        self.allow_insecure_http = allow_insecure_http
-        self.default_headers = dict(default_headers or {})
-        if any(k.lower() in ("authorization", "proxy-authorization") for k in self.default_headers):
-            # Headers are settings (printed, serialised, pickled); credentials are not.
-            raise ConfigurationError("put the API key in api_key, not in default_headers")
+        self.encoding_format: str | None = values["encoding_format"]
+        self.long_text: str = values["long_text"]
+        self.allow_insecure_http: bool = values["allow_insecure_http"]
+        self.default_headers: dict[str, str] = values["default_headers"] or {}
         self._check_transport_security()
-        self.rate_limiter = rate_limiter or (
-            RateLimiter(requests_per_minute, tokens_per_minute)
-            if requests_per_minute or tokens_per_minute
-            else None
-        )
-        self._retry_policy = _retry.RetryPolicy(max_retries=max_retries)
+        rpm, tpm = values["requests_per_minute"], values["tokens_per_minute"]
+        self.rate_limiter = rate_limiter or (RateLimiter(rpm, tpm) if rpm or tpm else None)
+        self._retry_policy = _retry.RetryPolicy(max_retries=self.max_retries)
         self._expected_dim = expected_dimension(self.model)
         self._url = self.base_url + "/embeddings"
         self._learned_batch_limit: int | None = None
+        self._model_checked = False
+        self._live_calls: weakref.WeakSet[threading.Event] = weakref.WeakSet()
         self._usage = Usage()
         self._usage_lock = threading.Lock()
+        self._injected_limiter = rate_limiter
         self._headers = {
-            "Authorization": f"Bearer {self._key.get()}",
             "Content-Type": "application/json",
             "Accept": "application/json",
             "User-Agent": _USER_AGENT,
             **self.default_headers,
         }
-        self._init_kwargs = {
-            "base_url": self.base_url,
-            "model": self.model,
-            "batch_size": batch_size,
-            "max_concurrency": max_concurrency,
-            "max_retries": max_retries,
-            "timeout": timeout,
-            "deadline": deadline,
-            "query_instruction": self.query_instruction,
-            "default_headers": self.default_headers,
-            "encoding_format": encoding_format,
-            "long_text": long_text,
-            "allow_insecure_http": allow_insecure_http,
-            "requests_per_minute": requests_per_minute,
-            "tokens_per_minute": tokens_per_minute,
+        if self._key.available:  # else the first call raises, before anything is sent
+            self._headers["Authorization"] = f"Bearer {self._key.get()}"
+        # What a copy is built from: the settings as resolved here, with the key object itself (a pickle writes only its fingerprint, see _secrets).
+        self._init_kwargs: dict[str, Any] = {
+            **{name: values[name] for name in CLIENT_SETTINGS},
+            "api_key": self._key,
         }
 
     # -- identity -----------------------------------------------------------------------
@@ -356,9 +283,24 @@ class _BaseClient:
             f"max_retries={self.max_retries}, api_key=SecretKey('**********'))"
         )
 
+    # -- copies ----------------------------------------------------------------------------
+    # A copy is a new client with the same settings and the same key: its own connection pool
+    # (unless the caller gave one) and usage totals from zero. In memory (copy, deepcopy) it
+    # shares the key object and what the caller passed in (http_client, rate_limiter); a
+    # pickle carries the key's fingerprint only (see _secrets) and leaves those objects behind.
+
+    def __copy__(self) -> Any:
+        cls: Any = type(self)  # EmbeddingsClient or AsyncEmbeddingsClient, with http_client=
+        return cls(
+            http_client=getattr(self, "_injected_http", None),
+            rate_limiter=self._injected_limiter,
+            **self._init_kwargs,
+        )
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return self.__copy__()
+
     def __reduce__(self) -> Any:
-        # The key is not pickled: the copy reads it from AIMLAPI_API_KEY when it is rebuilt
-        # (as in worker processes). A caller-supplied http_client is not carried over.
         return (_rebuild, (type(self), self._init_kwargs))
 
     # -- usage --------------------------------------------------------------------------
@@ -395,9 +337,8 @@ class _BaseClient:
     # -- preparing texts ------------------------------------------------------------------
 
     def _check_transport_security(self) -> None:
+        # The URL's shape is checked with base_url itself (_settings); this needs two settings.
         parts = urlsplit(self.base_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigurationError(f"base_url must be an http(s) URL, not {self.base_url!r}")
         host = (parts.hostname or "").lower()
         loopback = host in _LOOPBACK_HOSTS or _is_loopback_ip(host)
         if parts.scheme == "http" and not loopback and not self.allow_insecure_http:
@@ -415,18 +356,26 @@ class _BaseClient:
         return apply_long_text_policy([query], self.model, self.long_text)[0]
 
     def _new_call(self) -> _Call:
-        return _Call(_retry.Deadline(self.deadline), self.deadline)
+        self._key.get()  # an unpickled copy whose key was not found here says so, sending nothing
+        call = _Call(_retry.Deadline(self.deadline), self.deadline)
+        # close() stops every call still running, so no worker sends or sleeps on after it.
+        self._live_calls.add(call.cancelled)
+        return call
 
     def _batches(self, texts: list[str]) -> Iterator[tuple[int, list[str]]]:
         return self._chunk_batches(texts, max(1, len(texts)))
 
     def _chunk_batches(self, texts: list[str], chunk_size: int) -> Iterator[tuple[int, list[str]]]:
         # Requests never straddle a chunk: each chunk is cut as embed_documents would cut it.
-        size = self.effective_batch_size
+        # The size is read for every batch, so batches not yet cut follow a limit the server
+        # stated meanwhile.
         for start in range(0, len(texts), chunk_size):
             end = min(start + chunk_size, len(texts))
-            for first in range(start, end, size):
-                yield first, texts[first : min(first + size, end)]
+            first = start
+            while first < end:
+                stop = min(first + self.effective_batch_size, end)
+                yield first, texts[first:stop]
+                first = stop
 
     def _prepare_chunks(self, texts: object, chunk_size: object) -> list[str]:
         _check_int("chunk_size", chunk_size, 1)
@@ -466,12 +415,13 @@ class _BaseClient:
     # -- reading replies ------------------------------------------------------------------
 
     def _scrub(self, text: str) -> str:
-        key = self._key.get()
-        return text.replace(key, "***") if key and key in text else text
+        return _scrub_secret(text, self._key.get())
 
     def _scrub_bytes(self, content: bytes) -> bytes:
-        key = self._key.get().encode("utf-8")
-        return content.replace(key, b"***") if key in content else content
+        key = self._key.get()
+        if key not in content.decode("utf-8", "replace"):
+            return content
+        return _scrub_secret(content.decode("utf-8", "replace"), key).encode("utf-8")
 
     def _interpret(
         self, status: int, headers: Mapping[str, str], content: bytes, texts: list[str], offset: int
@@ -483,12 +433,19 @@ class _BaseClient:
                 )
             except WireError as err:
                 rid = headers.get("x-inference-id") or headers.get("x-request-id")
+                message = f"invalid reply for texts {offset}..{offset + len(texts) - 1}: {err}"
+                served = _reply_model(content)
+                other_model = served is not None and not same_model(served, self.model)
+                if other_model:
+                    # A single-model server answers any name with its own vectors: asking
+                    # again cannot help, and the fix is in the settings.
+                    message += (
+                        f". The server answered with model {served!r}, not {self.model!r}: "
+                        f"set model={served!r} if that is the model you want"
+                    )
                 return _Outcome(
-                    error=ResponseValidationError(
-                        f"invalid reply for texts {offset}..{offset + len(texts) - 1}: {err}",
-                        request_id=rid,
-                    ),
-                    retry=True,
+                    error=ResponseValidationError(message, request_id=rid),
+                    retry=not other_model,
                     cause="validation",
                 )
             return _Outcome(parsed=parsed)
@@ -496,12 +453,13 @@ class _BaseClient:
         content = self._scrub_bytes(content)
         info = parse_error_body(content, headers)
         message = self._scrub(info.message)
+        body = self._error_body(content)
         if status in (400, 413, 422):
             # An input the server names is refused at once: splitting would only embed (and
             # bill) the rest of the batch before the same error.
-            pos = item_index_in_message(message)
+            pos = info.item_index if info.item_index is not None else item_index_in_message(message)
             if pos is not None and pos < len(texts):
-                return _Outcome(error=self._item_error(status, message, info, offset + pos))
+                return _Outcome(error=self._item_error(status, message, info, offset + pos, body))
             too_large = says_batch_too_large(status, message)
             if too_large or says_input_too_long(message):
                 if len(texts) > 1:
@@ -509,8 +467,8 @@ class _BaseClient:
                     if limit and 0 < limit < len(texts):
                         self._learn_batch_limit(limit)
                     return _Outcome(split=True, cause=str(status))
-                return _Outcome(error=self._item_error(status, message, info, offset))
-        error = self._status_error(status, message, info, content)
+                return _Outcome(error=self._item_error(status, message, info, offset, body))
+        error = self._status_error(status, message, info, body)
         return _Outcome(
             error=error,
             retry=_retry.is_retryable_status(status),
@@ -526,51 +484,70 @@ class _BaseClient:
             self._learned_batch_limit = limit
 
     def _item_error(
-        self, status: int, message: str, info: ErrorInfo, index: int
+        self, status: int, message: str, info: ErrorInfo, index: int, body: Any
     ) -> ItemRejectedError:
         err = ItemRejectedError(
-            f"the server refused the text at index {index}: {message}",
+            f"the server refused the text at index {index}: {_sentence(message)}",
             index=index,
             status_code=status,
             request_id=info.request_id,
+            body=body,
         )
         err.status_code = status
         return err
 
+    def _error_body(self, content: bytes) -> Any:
+        """The error reply's body, parsed (JSON) or as a short excerpt; already scrubbed."""
+        if not content:
+            return None
+        try:
+            return orjson.loads(content)
+        except ValueError:
+            return content[:500].decode("utf-8", "replace")
+
+    @property
+    def _is_aiml_api(self) -> bool:
+        host = (urlsplit(self.base_url).hostname or "").lower()
+        return host == "aimlapi.com" or host.endswith(".aimlapi.com")
+
     def _status_error(
-        self, status: int, message: str, info: ErrorInfo, content: bytes
+        self, status: int, message: str, info: ErrorInfo, body: Any
     ) -> APIStatusError:
         cls: type[APIStatusError] = status_error_class(status)
         lowered = message.lower()
+        advice = ""
         if status == 404:
             if "model" in lowered or "deprecated" in lowered or "not supported" in lowered:
                 cls = ModelNotFoundError
-                message = (
-                    f"{message}. The model {self.model!r} is not served at {self.base_url}: the AI/ML API "
-                    f"retired the BGE models from its list in 2026. Choose a served model with "
-                    f"model=... (or {MODEL_ENV}), or point base_url (or {BASE_URL_ENV}) at an "
-                    "OpenAI-compatible server that hosts BGE (README: 'Self-hosting BGE')."
-                )
+                if self._is_aiml_api:
+                    advice = (
+                        f"The AI/ML API does not serve {self.model!r}: it retired the BGE models "
+                        f"from its list in 2026. Choose a model it serves with model=... (or "
+                        f"{MODEL_ENV}), or point base_url (or {BASE_URL_ENV}) at an "
+                        "OpenAI-compatible server that hosts BGE (docs: Self-hosting BGE)."
+                    )
+                else:
+                    advice = (
+                        f"The server at {self.base_url} does not serve {self.model!r}: ask for a "
+                        f"model it serves with model=... (or {MODEL_ENV}; most servers list "
+                        f"theirs at {self.base_url}/models), or point base_url (or "
+                        f"{BASE_URL_ENV}) at a server that serves it."
+                    )
             else:
-                message = (
-                    f"{message}. Requests go to {self._url}: check base_url (the AI/ML API "
-                    "and most servers want the root ending in /v1)."
+                advice = (
+                    f"Requests go to {self._url}, which this server does not have: check "
+                    "base_url. The AI/ML API, OpenAI, vLLM and Ollama serve the API under a "
+                    "root ending in /v1; infinity and TEI serve it at the root, without /v1."
                 )
         elif status == 401:
-            message = f"{message}. Check the API key (api_key=... or {API_KEY_ENV})."
+            advice = f"Check the API key (api_key=... or {API_KEY_ENV})."
         elif status == 403 and any(
             w in lowered for w in ("credit", "balance", "quota", "billing", "payment")
         ):
             cls = InsufficientCreditsError
-            message = f"{message}. The account is out of credits: top it up, then run again."
-        body: Any = None
-        try:
-            import orjson
-
-            body = orjson.loads(content) if content else None
-        except ValueError:
-            body = self._scrub(content[:500].decode("utf-8", "replace"))
-        err = cls(message, status_code=status, request_id=info.request_id, body=body)
+            advice = "The account is out of credits: top it up, then run again."
+        text = f"{_sentence(message)} {advice}" if advice else message
+        err = cls(text, status_code=status, request_id=info.request_id, body=body)
         err.status_code = status
         return err
 
@@ -591,6 +568,8 @@ class _BaseClient:
         )
 
     def _accept(self, parsed: ParsedEmbeddings) -> list[list[float]]:
+        if parsed.model and not self._model_checked:
+            self._check_reply_model(parsed.model)
         u = parsed.usage
         self._count(
             texts=len(parsed.vectors),
@@ -600,6 +579,25 @@ class _BaseClient:
             usd=u.usd,
         )
         return parsed.vectors
+
+    def _check_reply_model(self, served: str) -> None:
+        with self._usage_lock:
+            if self._model_checked:
+                return
+            self._model_checked = True
+        if same_model(served, self.model):
+            return
+        note = (
+            f"the server at {self.base_url} answered with model {served!r}, not {self.model!r} "
+            f"as asked: the vectors are {served!r}'s. Set model={served!r} to say so"
+        )
+        if self.query_instruction:
+            note += (
+                f" (queries also get the instruction meant for {self.model!r}; set "
+                "query_instruction=None if the served model does not use one)"
+            )
+        logger.warning("%s", note)
+        warnings.warn(note, ModelMismatchWarning, stacklevel=2)
 
     def _next_delay(self, outcome: _Outcome, tries: _Tries, call: _Call) -> float:
         """Seconds to wait before the next attempt, or raise the error if there is none."""
@@ -632,11 +630,15 @@ class _BaseClient:
         logger.debug("retrying after %s in %.2fs", outcome.cause, delay)
         return delay
 
-    def _split(self, texts: list[str]) -> tuple[list[str], list[str]]:
-        self._count(splits=1)
-        limit = self._learned_batch_limit
-        cut = limit if limit and limit < len(texts) else len(texts) // 2
-        return texts[:cut], texts[cut:]
+    def _check_call(self, call: _Call) -> None:
+        """Raise instead of sending when the call has been given up or its deadline has passed."""
+        if call.cancelled.is_set():
+            raise APIConnectionError(
+                "not sent: this call was stopped (another of its requests failed, the caller "
+                "stopped waiting, or the client was closed)"
+            )
+        if call.deadline.expired():
+            raise self._deadline_error(call)
 
     def _deadline_error(self, call: _Call) -> APITimeoutError:
         return APITimeoutError(f"deadline of {call.deadline_seconds}s for this call ran out")
@@ -702,21 +704,15 @@ def _own_pool(cls: type[_Http], max_concurrency: int, timeout: float, base_url: 
     """The connection pool a client builds when given none.
 
     Twice ``max_concurrency`` connections, all kept alive: a reply's body is still being read
-    after its slot is free and the next request has gone out. TLS is verified, and reads are
-    up to 1 MiB (``_transport``).
+    after its slot is free and the next request has gone out. TLS is verified.
     """
-    # Imported here: httpcore loads with the first client, not with the package.
-    from ._transport import enlarge_reads
-
-    http = cls(
+    return cls(
         verify=_no_tls_context() if base_url[:5].lower() == "http:" else _ssl_context(),
         timeout=httpx.Timeout(timeout),
         limits=httpx.Limits(
             max_connections=max_concurrency * 2, max_keepalive_connections=max_concurrency * 2
         ),
     )
-    enlarge_reads(http)
-    return http
 
 
 def _release(response: httpx.Response) -> None:
@@ -752,6 +748,53 @@ def _no_tls_context() -> ssl.SSLContext:
     return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
+def _reply_model(content: bytes) -> str | None:
+    """The ``model`` a 200 reply names, if it is JSON that names one (read only on failures)."""
+    try:
+        doc = orjson.loads(content)
+    except ValueError:
+        return None
+    model = doc.get("model") if isinstance(doc, dict) else None
+    return model if isinstance(model, str) else None
+
+
+def _sentence(text: str) -> str:
+    """``text`` ending in a full stop (servers' messages come with and without one)."""
+    text = text.strip()
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+_SHORT_SECRET = 8
+
+
+def _scrub_secret(text: str, key: str) -> str:
+    """``text`` with the API key replaced by ``***``.
+
+    A key of fewer than eight characters (a test or local-server key) is replaced only where it
+    stands as a token of its own, so that replacing it does not garble the words around it.
+    """
+    if not key or key not in text:
+        return text
+    if len(key) >= _SHORT_SECRET:
+        return text.replace(key, "***")
+    return re.sub(rf"(?<![\w-]){re.escape(key)}(?![\w-])", "***", text)
+
+
+def _wait(seconds: float, call: _Call) -> None:
+    """Wait between attempts; a call that is stopped meanwhile wakes its workers at once."""
+    if seconds <= 0:
+        return
+    if _sleep is not None:
+        _sleep(seconds)
+    else:
+        call.cancelled.wait(seconds)
+
+
+def _given(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings among a constructor's arguments (its ``locals()``)."""
+    return {name: arguments[name] for name in CLIENT_SETTINGS}
+
+
 def _rebuild(cls: type[_T], kwargs: dict[str, Any]) -> _T:
     return cls(**kwargs)
 
@@ -771,15 +814,37 @@ class EmbeddingsClient(_BaseClient):
             query = client.embed_query("what is in the first passage?")
             print(client.usage)
 
-    Settings (all keyword-only): ``api_key``, ``base_url``, ``model``, ``batch_size``,
-    ``max_concurrency``, ``max_retries``, ``timeout``, ``deadline``, ``query_instruction``,
-    ``default_headers``, ``http_client``, ``encoding_format``, ``long_text``,
-    ``allow_insecure_http``, ``requests_per_minute``, ``tokens_per_minute``, ``rate_limiter``.
-    The README describes each. One client is safe to share between threads.
+    Settings are keyword-only, typed parameters, defined once in ``_settings.SETTINGS`` (the
+    settings reference, docs/settings-notes.md, describes each); a bad value raises
+    ``ConfigurationError`` naming it. ``http_client`` and ``rate_limiter`` are objects the
+    caller shares. A copy (``copy``, ``deepcopy``, pickle) has the same settings and the same
+    key. One client is safe to share between threads.
     """
 
-    def __init__(self, *, http_client: httpx.Client | None = None, **settings: Any) -> None:
-        super().__init__(**settings)
+    def __init__(
+        self,
+        *,
+        api_key: str | SecretValue | None = None,
+        base_url: str | None = None,
+        model: str | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        timeout: float = DEFAULT_TIMEOUT,
+        deadline: float | None = None,
+        query_instruction: str | EllipsisType | None = ...,
+        default_headers: Mapping[str, str] | None = None,
+        encoding_format: Literal["float", "base64"] | None = None,
+        long_text: Literal["truncate", "error", "none"] = "truncate",
+        allow_insecure_http: bool = False,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        rate_limiter: RateLimiter | None = None,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        """Check every setting (see ``_settings.SETTINGS``); opens no connection yet."""
+        super().__init__(_given(locals()), rate_limiter)
+        self._injected_http = http_client
         self._owns_http = http_client is None
         self._http = http_client or _own_pool(
             httpx.Client, self.max_concurrency, self.timeout, self.base_url
@@ -791,7 +856,13 @@ class EmbeddingsClient(_BaseClient):
     # -- lifecycle ------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the connection pool (if the client made it) and the worker threads."""
+        """Close the connection pool (if the client made it) and the worker threads.
+
+        Calls still running are stopped: their workers send nothing more and wake from any
+        backoff at once; a request already on the wire is let finish.
+        """
+        for stop in list(self._live_calls):
+            stop.set()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
@@ -835,7 +906,7 @@ class EmbeddingsClient(_BaseClient):
     def embed_query(self, text: str) -> list[float]:
         """The vector of one search query, with ``query_instruction`` put in front of it."""
         query = self._prepare_query(text)
-        return self._embed_batch([query], 0, self._new_call(), _Tries())[0]
+        return self._embed_batch([query], 0, self._new_call())[0]
 
     def iter_embeddings(self, texts: Iterable[str]) -> Iterator[list[float]]:
         """Stream vectors in input order, reading ``texts`` lazily with a bounded number of batches in flight.
@@ -903,51 +974,72 @@ class EmbeddingsClient(_BaseClient):
 
         if self.max_concurrency == 1:
             for offset, batch in batches:
-                yield self._embed_batch(batch, offset, call_for_batch(), _Tries())
+                yield self._embed_batch(batch, offset, call_for_batch())
             return
         pool = self._executor()
         window = 2 * self.max_concurrency
         pending: deque[Future[list[list[float]]]] = deque()
+        # Results are yielded in order, but the call fails as soon as any batch fails: a
+        # later batch's error is not kept waiting behind an earlier batch's retries.
+        failed: Future[Future[list[list[float]]]] = Future()
+
+        def watch(fut: Future[list[list[float]]]) -> None:
+            if not fut.cancelled() and fut.exception() is not None:
+                with contextlib.suppress(Exception):  # only the first failure is kept
+                    failed.set_result(fut)
+
+        def next_result() -> list[list[float]]:
+            head = pending[0]  # stays pending (and is cancelled on the way out) until done
+            either: list[Future[Any]] = [head, failed]
+            wait(either, return_when=FIRST_COMPLETED)
+            if not head.done():
+                failed.result().result()  # raises the failure
+            return pending.popleft().result()
+
         try:
             for offset, batch in batches:
-                pending.append(
-                    pool.submit(self._embed_batch, batch, offset, call_for_batch(), _Tries())
-                )
+                fut = pool.submit(self._embed_batch, batch, offset, call_for_batch())
+                fut.add_done_callback(watch)
+                pending.append(fut)
                 if len(pending) >= window:
-                    yield pending.popleft().result()
+                    yield next_result()
             while pending:
-                yield pending.popleft().result()
+                yield next_result()
         finally:
             shared.cancelled.set()
             for fut in pending:
                 fut.cancel()
 
-    def _embed_batch(
-        self, texts: list[str], offset: int, call: _Call, tries: _Tries
-    ) -> list[list[float]]:
-        limit = self._learned_batch_limit
-        if limit and len(texts) > limit:
-            return self._embed_split(texts, offset, call)
+    def _embed_batch(self, texts: list[str], offset: int, call: _Call) -> list[list[float]]:
+        vectors: list[list[float]] = []
+        plan = RequestPlan(texts, offset, lambda: self._learned_batch_limit)
+        for part_offset, part in plan:
+            got = self._attempt(part, part_offset, call)
+            if got is None:
+                plan.refused()
+            else:
+                vectors.extend(got)
+        return vectors
+
+    def _attempt(self, texts: list[str], offset: int, call: _Call) -> list[list[float]] | None:
+        """One request's vectors, retried as the policy says; ``None`` if the server refused its size."""
         body = build_request_body(self.model, texts, self.encoding_format)
+        tries = _Tries()
         while True:
             if self.rate_limiter is not None:
-                wait = self.rate_limiter.reserve(self._tokens_for_limiter(texts))
-                if wait > 0:
-                    _sleep(wait)
-            if call.deadline.expired():
-                raise self._deadline_error(call)
+                _wait(self.rate_limiter.reserve(self._tokens_for_limiter(texts)), call)
+            self._check_call(call)
             outcome = self._send(body, texts, offset, call)
             if outcome.parsed is not None:
                 return self._accept(outcome.parsed)
             if outcome.split:
-                return self._embed_split(texts, offset, call)
-            _sleep(self._next_delay(outcome, tries, call))
-
-    def _embed_split(self, texts: list[str], offset: int, call: _Call) -> list[list[float]]:
-        first, second = self._split(texts)
-        return self._embed_batch(first, offset, call, _Tries()) + self._embed_batch(
-            second, offset + len(first), call, _Tries()
-        )
+                self._count(splits=1)
+                return None
+            delay = self._next_delay(outcome, tries, call)
+            _wait(delay, call)
+            if call.cancelled.is_set():
+                assert outcome.error is not None
+                raise outcome.error
 
     def _send(self, body: bytes, texts: list[str], offset: int, call: _Call) -> _Outcome:
         request = self._build_request(self._http, body, call)
@@ -1001,8 +1093,29 @@ class AsyncEmbeddingsClient(_BaseClient):
     a call cancels its requests and leaves the client usable.
     """
 
-    def __init__(self, *, http_client: httpx.AsyncClient | None = None, **settings: Any) -> None:
-        super().__init__(**settings)
+    def __init__(
+        self,
+        *,
+        api_key: str | SecretValue | None = None,
+        base_url: str | None = None,
+        model: str | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        timeout: float = DEFAULT_TIMEOUT,
+        deadline: float | None = None,
+        query_instruction: str | EllipsisType | None = ...,
+        default_headers: Mapping[str, str] | None = None,
+        encoding_format: Literal["float", "base64"] | None = None,
+        long_text: Literal["truncate", "error", "none"] = "truncate",
+        allow_insecure_http: bool = False,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        rate_limiter: RateLimiter | None = None,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        """Check every setting (see ``_settings.SETTINGS``); opens no connection yet."""
+        super().__init__(_given(locals()), rate_limiter)
         self._injected_http = http_client
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
@@ -1075,7 +1188,7 @@ class AsyncEmbeddingsClient(_BaseClient):
     async def embed_query(self, text: str) -> list[float]:
         """The vector of one search query, with ``query_instruction`` put in front of it."""
         query = self._prepare_query(text)
-        return (await self._embed_batch([query], 0, self._new_call(), _Tries()))[0]
+        return (await self._embed_batch([query], 0, self._new_call()))[0]
 
     async def iter_embeddings(self, texts: Iterable[str]) -> AsyncIterator[list[float]]:
         """Stream vectors in input order with at most ``2 * max_concurrency`` batches in flight.
@@ -1114,48 +1227,70 @@ class AsyncEmbeddingsClient(_BaseClient):
     ) -> AsyncGenerator[list[list[float]], None]:
         window = 2 * self.max_concurrency
         pending: deque[asyncio.Task[list[list[float]]]] = deque()
+        # As in the sync client: in order, but the first failure of any batch ends the call.
+        failed: asyncio.Future[asyncio.Task[list[list[float]]]] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+        def watch(task: asyncio.Task[list[list[float]]]) -> None:
+            if not task.cancelled() and task.exception() is not None and not failed.done():
+                failed.set_result(task)
+
+        async def next_result() -> list[list[float]]:
+            head = pending[0]  # stays pending (and is cancelled on the way out) until done
+            either: list[asyncio.Future[Any]] = [head, failed]
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            if not head.done():
+                failed.result().result()  # raises the failure
+            return pending.popleft().result()
+
         try:
             for offset, batch in batches:
-                pending.append(
-                    asyncio.ensure_future(
-                        self._embed_batch(batch, offset, call or self._new_call(), _Tries())
-                    )
+                task = asyncio.ensure_future(
+                    self._embed_batch(batch, offset, call or self._new_call())
                 )
+                task.add_done_callback(watch)
+                pending.append(task)
                 if len(pending) >= window:
-                    yield await pending.popleft()
+                    yield await next_result()
             while pending:
-                yield await pending.popleft()
+                yield await next_result()
         finally:
+            failed.cancel()
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _embed_batch(
-        self, texts: list[str], offset: int, call: _Call, tries: _Tries
-    ) -> list[list[float]]:
-        limit = self._learned_batch_limit
-        if limit and len(texts) > limit:
-            return await self._embed_split(texts, offset, call)
+    async def _embed_batch(self, texts: list[str], offset: int, call: _Call) -> list[list[float]]:
+        vectors: list[list[float]] = []
+        plan = RequestPlan(texts, offset, lambda: self._learned_batch_limit)
+        for part_offset, part in plan:
+            got = await self._attempt(part, part_offset, call)
+            if got is None:
+                plan.refused()
+            else:
+                vectors.extend(got)
+        return vectors
+
+    async def _attempt(
+        self, texts: list[str], offset: int, call: _Call
+    ) -> list[list[float]] | None:
         body = build_request_body(self.model, texts, self.encoding_format)
+        tries = _Tries()
         while True:
             if self.rate_limiter is not None:
                 wait = self.rate_limiter.reserve(self._tokens_for_limiter(texts))
                 if wait > 0:
                     await _asleep(wait)
-            if call.deadline.expired():
-                raise self._deadline_error(call)
+            self._check_call(call)
             outcome = await self._send(body, texts, offset, call)
             if outcome.parsed is not None:
                 return self._accept(outcome.parsed)
             if outcome.split:
-                return await self._embed_split(texts, offset, call)
+                self._count(splits=1)
+                return None
             await _asleep(self._next_delay(outcome, tries, call))
-
-    async def _embed_split(self, texts: list[str], offset: int, call: _Call) -> list[list[float]]:
-        first, second = self._split(texts)
-        head = await self._embed_batch(first, offset, call, _Tries())
-        return head + await self._embed_batch(second, offset + len(first), call, _Tries())
 
     async def _loop_state(self) -> _LoopState:
         state = self._state()

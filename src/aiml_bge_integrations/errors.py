@@ -25,6 +25,9 @@ Every error this package raises on purpose derives from :class:`AimlBgeError`::
             ├── RateLimitError             429                                   [retried]
             └── InternalServerError        5xx                                   [retried]
 
+Warnings (``warnings.warn``, never raised): ``ModelMismatchWarning`` (UserWarning), once per
+client, when a server's reply names another model than the one requested.
+
 ``[retried]`` errors reach the caller only once retries or the deadline run out
 (*a deadline that has run out is not retried). 408 and 409 are retried and, if they persist,
 surface as ``APIStatusError``.
@@ -53,6 +56,7 @@ __all__ = [
     "InvalidInputError",
     "ItemRejectedError",
     "MissingAPIKeyError",
+    "ModelMismatchWarning",
     "ModelNotFoundError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -225,6 +229,15 @@ class RateLimitError(APIStatusError):
 
 class InternalServerError(APIStatusError):
     """5xx: the server failed; retried."""
+
+
+class ModelMismatchWarning(UserWarning):
+    """The server answered with another model than the one asked for (said once per client).
+
+    Servers that host a single model (infinity, TEI) answer any model name with their own
+    vectors; the reply's ``model`` field is then the only sign that the vectors, and the query
+    instruction put in front of queries, are not those of the model in the settings.
+    """
 
 
 _BY_STATUS: dict[int, type[APIStatusError]] = {

@@ -10,45 +10,27 @@ Install with ``pip install "aiml-bge-integrations[langchain]"``.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import httpx
 from langchain_core.embeddings import Embeddings
 from langchain_core.load.serializable import Serializable
-from langchain_core.utils.utils import secret_from_env
-from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 from pydantic.json_schema import SkipJsonSchema
 from typing_extensions import Self
 
-from ._adapter import CoreClients, core_error
-from ._settings import (
-    API_KEY_ENV,
-    BASE_URL_ENV,
-    DEFAULT_BASE_URL,
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_MAX_CONCURRENCY,
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_MODEL,
-    DEFAULT_TIMEOUT,
-    MODEL_ENV,
-    default_query_instruction,
+from ._adapter import (
+    AdapterMixin,
+    CoreClients,
+    raising_core_errors,
+    resolve_settings,
+    setting_field,
 )
-from .client import AsyncEmbeddingsClient, EmbeddingsClient, RateLimiter, Usage
+from ._settings import API_KEY_ENV
+from .client import RateLimiter
 
 __all__ = ["AimlBgeEmbeddings"]
-
-_INJECTED = ("http_client", "http_async_client", "rate_limiter")
-"""Caller-supplied objects: shared, never serialised, pickled or deep-copied."""
-
-
-def _env_or(name: str, default: str) -> Callable[[], str]:
-    # An empty variable counts as unset, as in the core.
-    def factory() -> str:
-        return os.environ.get(name) or default
-
-    return factory
 
 
 def _tqdm() -> Any:
@@ -61,7 +43,7 @@ def _tqdm() -> Any:
     return tqdm
 
 
-class AimlBgeEmbeddings(Serializable, Embeddings):
+class AimlBgeEmbeddings(AdapterMixin, Serializable, Embeddings):
     """BGE embeddings over the AI/ML API, or any OpenAI-compatible server, for LangChain.
 
     Queries (``embed_query``) get the BGE retrieval instruction in front of them; documents
@@ -103,7 +85,11 @@ class AimlBgeEmbeddings(Serializable, Embeddings):
         requests_per_minute, tokens_per_minute:
             An optional client-side pace, shared by the sync and async methods.
 
-    See the field list for every setting; the names are those of the core clients.
+    See the field list for every setting; the names, defaults and checks are those of the core
+    clients (one definition, ``docs/settings-notes.md``), and a bad value raises the core's
+    ``ConfigurationError``. langchain-openai's names are accepted too: ``chunk_size``
+    (``batch_size``), ``request_timeout`` (``timeout``), ``show_progress_bar``
+    (``show_progress``).
 
     Instantiate:
         ```python
@@ -167,38 +153,23 @@ class AimlBgeEmbeddings(Serializable, Embeddings):
         hide_input_in_errors=True,
     )
 
-    api_key: SecretStr | None = Field(default_factory=secret_from_env(API_KEY_ENV, default=None))
-    """API key (Bearer); read from ``AIMLAPI_API_KEY`` when not given."""
-    base_url: str = Field(default_factory=_env_or(BASE_URL_ENV, DEFAULT_BASE_URL))
-    """Root of the OpenAI-compatible API: ``AIMLAPI_BASE_URL``, else the AI/ML API."""
-    model: str = Field(default_factory=_env_or(MODEL_ENV, DEFAULT_MODEL))
-    """Model name sent with every request: ``AIMLAPI_EMBEDDING_MODEL``, else bge-base-en-v1.5."""
-    batch_size: int = DEFAULT_BATCH_SIZE
-    """Texts per request (lowered automatically when a server states a smaller limit)."""
-    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
-    """Requests awaiting their reply at once, per client (the sync and the async one each)."""
-    max_retries: int = DEFAULT_MAX_RETRIES
-    """Retries per request for retryable failures (429, 5xx, 408/409, connection, timeout)."""
-    timeout: float = DEFAULT_TIMEOUT
-    """Seconds for one HTTP request."""
-    deadline: float | None = None
-    """Seconds for one whole call across retries (``None``: no overall limit)."""
-    query_instruction: str | None = None
-    """Prefix for queries only; unset means the model's default, ``None`` disables it."""
-    default_headers: dict[str, str] | None = None
-    """Extra headers on every request (cannot replace ``Authorization``)."""
-    encoding_format: Literal["float", "base64"] | None = None
-    """``None`` (not sent), ``"float"`` or ``"base64"`` (where the server supports it)."""
-    long_text: Literal["truncate", "error", "none"] = "truncate"
-    """BGE inputs over 512 tokens: cut to fit (warning), raise ``TextTooLongError``, or send as is."""
-    allow_insecure_http: bool = False
-    """Allow sending the key over plain http to a host outside loopback."""
-    requests_per_minute: float | None = None
-    """Client-side request pace, shared by the sync and async methods (``None``: no pace)."""
-    tokens_per_minute: float | None = None
-    """Client-side token pace, shared by the sync and async methods (``None``: no pace)."""
-    show_progress: bool = False
-    """Show a tqdm progress bar that advances per batch in ``embed_documents`` (needs tqdm)."""
+    # Defaults, descriptions and checks: one definition for every surface (_settings).
+    api_key: SecretStr | None = setting_field("api_key")
+    base_url: str = setting_field("base_url")
+    model: str = setting_field("model")
+    batch_size: int = setting_field("batch_size")
+    max_concurrency: int = setting_field("max_concurrency")
+    max_retries: int = setting_field("max_retries")
+    timeout: float = setting_field("timeout")
+    deadline: float | None = setting_field("deadline")
+    query_instruction: str | None = setting_field("query_instruction")
+    default_headers: Mapping[str, str] | None = setting_field("default_headers")
+    encoding_format: Literal["float", "base64"] | None = setting_field("encoding_format")
+    long_text: Literal["truncate", "error", "none"] = setting_field("long_text")
+    allow_insecure_http: bool = setting_field("allow_insecure_http")
+    requests_per_minute: float | None = setting_field("requests_per_minute")
+    tokens_per_minute: float | None = setting_field("tokens_per_minute")
+    show_progress: bool = setting_field("show_progress")
     http_client: SkipJsonSchema[httpx.Client | None] = Field(default=None, exclude=True, repr=False)
     """Your own ``httpx.Client`` for the sync methods (never serialised or pickled)."""
     http_async_client: SkipJsonSchema[httpx.AsyncClient | None] = Field(
@@ -214,18 +185,16 @@ class AimlBgeEmbeddings(Serializable, Embeddings):
 
     def __init__(self, **kwargs: Any) -> None:
         """Build from keyword settings; a bad setting raises the core's ``ConfigurationError``."""
-        try:
+        with raising_core_errors():
             super().__init__(**kwargs)
-        except ValidationError as err:
-            cause = core_error(err)
-            if cause is None:
-                raise
-            raise cause from None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve(cls, data: Any) -> Any:
+        return resolve_settings(data, "langchain")
 
     @model_validator(mode="after")
-    def _resolve_and_check(self) -> Self:
-        if "query_instruction" not in self.model_fields_set:
-            self.query_instruction = default_query_instruction(self.model)
+    def _check_with_core(self) -> Self:
         if self.show_progress:
             _tqdm()
         # The async client checks every setting (the key included) and holds no connection
@@ -233,18 +202,8 @@ class AimlBgeEmbeddings(Serializable, Embeddings):
         self._clients.async_client = self._build_async()
         return self
 
-    def _build_async(self) -> AsyncEmbeddingsClient:
-        return self._clients.build_async(self, self.rate_limiter, self.http_async_client)
-
-    @property
-    def client(self) -> EmbeddingsClient:
-        """The core ``EmbeddingsClient`` behind the sync methods (built on first use)."""
-        return self._clients.sync(self, self.rate_limiter, self.http_client)
-
-    @property
-    def async_client(self) -> AsyncEmbeddingsClient:
-        """The core ``AsyncEmbeddingsClient`` behind the async methods."""
-        return self._clients.async_(self, self.rate_limiter, self.http_async_client)
+    def _core_rate_limiter(self) -> RateLimiter | None:
+        return self.rate_limiter
 
     # -- LangChain interface ------------------------------------------------------------
 
@@ -270,37 +229,6 @@ class AimlBgeEmbeddings(Serializable, Embeddings):
         """Async ``embed_query``, on the core's async client (no threads)."""
         return await self.async_client.embed_query(text)
 
-    # -- usage and lifecycle --------------------------------------------------------------
-
-    @property
-    def usage(self) -> Usage:
-        """Totals of the sync and async methods together: requests, retries, tokens, credits."""
-        return self._clients.usage
-
-    def reset_usage(self) -> Usage:
-        """Return the totals so far and start counting from zero."""
-        return self._clients.reset_usage()
-
-    def close(self) -> None:
-        """Close the sync client's connection pool and worker threads."""
-        self._clients.close()
-
-    async def aclose(self) -> None:
-        """Close the async client's connection pool for this event loop, and the sync client."""
-        await self._clients.aclose()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
     # -- serialisation --------------------------------------------------------------------
 
     @classmethod
@@ -317,32 +245,3 @@ class AimlBgeEmbeddings(Serializable, Embeddings):
     def lc_attributes(self) -> dict[str, Any]:
         """Always write ``query_instruction``: ``None`` (disabled) must survive a round trip."""
         return {"query_instruction": self.query_instruction}
-
-    def __getstate__(self) -> dict[Any, Any]:
-        # The key is not pickled: the copy reads it from AIMLAPI_API_KEY (as the core clients
-        # do). Injected clients and limiters belong to this process and are left behind.
-        state = super().__getstate__()
-        fields = dict(state["__dict__"])
-        fields["api_key"] = None
-        for name in _INJECTED:
-            fields[name] = None
-        state["__dict__"] = fields
-        return state
-
-    def __setstate__(self, state: dict[Any, Any]) -> None:
-        super().__setstate__(state)
-        self.__dict__["api_key"] = secret_from_env(API_KEY_ENV, default=None)()
-        self._clients.async_client = self._build_async()
-
-    def __copy__(self) -> Self:
-        clone = super().__copy__()
-        clone._clients = CoreClients()
-        return clone
-
-    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
-        memo = {} if memo is None else memo
-        for name in _INJECTED:
-            shared = getattr(self, name)
-            if shared is not None:
-                memo[id(shared)] = shared
-        return super().__deepcopy__(memo)

@@ -22,9 +22,8 @@ Install with ``pip install "aiml-bge-integrations[llama-index]"``.
 from __future__ import annotations
 
 import contextlib
-import os
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, cast
 
 import httpx
@@ -35,7 +34,6 @@ from llama_index.core.bridge.pydantic import (
     Field,
     PrivateAttr,
     SecretStr,
-    ValidationError,
     model_validator,
 )
 from llama_index.core.callbacks.schema import CBEventType, EventPayload
@@ -43,24 +41,18 @@ from llama_index.core.instrumentation.events.embedding import (
     EmbeddingEndEvent,
     EmbeddingStartEvent,
 )
-from pydantic import BaseModel
 from pydantic.json_schema import SkipJsonSchema
 from typing_extensions import Self
 
-from ._adapter import CoreClients, core_error
-from ._settings import (
-    API_KEY_ENV,
-    BASE_URL_ENV,
-    DEFAULT_BASE_URL,
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_MAX_CONCURRENCY,
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_MODEL,
-    DEFAULT_TIMEOUT,
-    MODEL_ENV,
-    default_query_instruction,
+from ._adapter import (
+    AdapterMixin,
+    CoreClients,
+    raising_core_errors,
+    resolve_settings,
+    setting_field,
 )
-from .client import AsyncEmbeddingsClient, EmbeddingsClient, RateLimiter, Usage
+from ._settings import DEFAULT_MODEL
+from .client import RateLimiter
 from .errors import ConfigurationError
 
 __all__ = ["AimlBgeEmbedding"]
@@ -70,9 +62,6 @@ _MAX_EMBED_BATCH_SIZE = 2048
 
 _CHUNK_ROUNDS = 4
 """Rounds of ``max_concurrency`` requests in one default LlamaIndex chunk."""
-
-_INJECTED = ("http_client", "http_async_client")
-"""Caller-supplied objects: shared by copies, never serialised or pickled."""
 
 _UNSET_MODEL_NAME = "unknown"
 """``BaseEmbedding.model_name``'s placeholder default."""
@@ -126,18 +115,13 @@ def _progress(enabled: bool, total: int) -> Any:
     return _NoProgress()
 
 
-def _env_key() -> SecretStr | None:
-    value = os.environ.get(API_KEY_ENV)
-    return SecretStr(value) if value else None
-
-
-def _frozen(default: Any, description: str, **constraints: Any) -> Any:
+def _frozen(name: str, **extra: Any) -> Any:
     # Core settings are fixed once the adapter exists: the clients are built from them, so a
     # later assignment would silently not apply. Make a new adapter (or model_copy) instead.
-    return Field(default=default, description=description, frozen=True, **constraints)
+    return setting_field(name, frozen=True, **extra)
 
 
-class AimlBgeEmbedding(BaseEmbedding):
+class AimlBgeEmbedding(AdapterMixin, BaseEmbedding):
     """BGE embeddings over the AI/ML API, or any OpenAI-compatible server, for LlamaIndex.
 
     Queries (``get_query_embedding`` and its async twin) get the BGE retrieval instruction in
@@ -168,6 +152,10 @@ class AimlBgeEmbedding(BaseEmbedding):
             ``acquire()`` per LlamaIndex call, however many requests the call makes).
         http_client, http_async_client: your own httpx clients (never serialised or pickled).
 
+        Names, defaults and checks are the core clients' (one definition,
+        ``docs/settings-notes.md``); a bad value raises the core's ``ConfigurationError``.
+        ``api_base`` (``OpenAIEmbedding``'s name) is accepted for ``base_url``.
+
     Instantiate:
         ```python
         from llama_index.core import Settings, VectorStoreIndex
@@ -194,73 +182,27 @@ class AimlBgeEmbedding(BaseEmbedding):
         hide_input_in_errors=True,
     )
 
-    model_name: str = _frozen(
-        DEFAULT_MODEL, "The embedding model; always equal to `model` (LlamaIndex's name for it)."
-    )
-    api_key: SecretStr | None = Field(
-        default_factory=_env_key,
-        exclude=True,
-        repr=False,
+    model_name: str = Field(
+        default=DEFAULT_MODEL,
+        description="The embedding model; always equal to `model` (LlamaIndex's name for it).",
         frozen=True,
-        description="API key (Bearer); AIMLAPI_API_KEY when not given. Never serialised or pickled.",
     )
-    base_url: str = _frozen(
-        DEFAULT_BASE_URL,
-        "Root of the OpenAI-compatible API (requests go to {base_url}/embeddings); "
-        "AIMLAPI_BASE_URL when not given.",
-        min_length=1,
-    )
-    model: str = _frozen(
-        DEFAULT_MODEL,
-        "Model name sent with every request; AIMLAPI_EMBEDDING_MODEL when not given.",
-        min_length=1,
-    )
-    batch_size: int = _frozen(
-        DEFAULT_BATCH_SIZE,
-        "Texts per request (the core lowers it when a server states a smaller limit).",
-        ge=1,
-        strict=True,
-    )
-    max_concurrency: int = _frozen(
-        DEFAULT_MAX_CONCURRENCY,
-        "Requests awaiting their reply at once per client, across all concurrent calls.",
-        ge=1,
-        strict=True,
-    )
-    max_retries: int = _frozen(
-        DEFAULT_MAX_RETRIES,
-        "Retries per request for 408/409/429/5xx, timeouts and dropped connections (in the core).",
-        ge=0,
-        strict=True,
-    )
-    timeout: float = _frozen(DEFAULT_TIMEOUT, "Seconds for one HTTP request.", gt=0)
-    deadline: float | None = _frozen(
-        None, "Seconds for one whole call across retries (None: no overall limit).", gt=0
-    )
-    query_instruction: str | None = _frozen(
-        None,
-        "Prefix for queries only; unset means the model's default (the BGE retrieval "
-        "instruction for BGE English models), None disables it.",
-    )
-    default_headers: dict[str, str] = _frozen(
-        {}, "Extra headers on every request (cannot replace Authorization)."
-    )
-    encoding_format: Literal["float", "base64"] | None = _frozen(
-        None, "None (not sent), 'float' or 'base64' (where the server supports it)."
-    )
-    long_text: Literal["truncate", "error", "none"] = _frozen(
-        "truncate",
-        "BGE inputs over 512 tokens: cut to fit with a warning, raise TextTooLongError, or send as is.",
-    )
-    allow_insecure_http: bool = _frozen(
-        False, "Allow sending the key over plain http to a host outside loopback."
-    )
-    requests_per_minute: float | None = _frozen(
-        None, "Client-side request pace shared by the sync and async paths (None: none).", gt=0
-    )
-    tokens_per_minute: float | None = _frozen(
-        None, "Client-side token pace shared by the sync and async paths (None: none).", gt=0
-    )
+    # Defaults, descriptions and checks: one definition for every surface (_settings).
+    api_key: SecretStr | None = _frozen("api_key", exclude=True, repr=False)
+    base_url: str = _frozen("base_url")
+    model: str = _frozen("model")
+    batch_size: int = _frozen("batch_size")
+    max_concurrency: int = _frozen("max_concurrency")
+    max_retries: int = _frozen("max_retries")
+    timeout: float = _frozen("timeout")
+    deadline: float | None = _frozen("deadline")
+    query_instruction: str | None = _frozen("query_instruction")
+    default_headers: Mapping[str, str] | None = _frozen("default_headers")
+    encoding_format: Literal["float", "base64"] | None = _frozen("encoding_format")
+    long_text: Literal["truncate", "error", "none"] = _frozen("long_text")
+    allow_insecure_http: bool = _frozen("allow_insecure_http")
+    requests_per_minute: float | None = _frozen("requests_per_minute")
+    tokens_per_minute: float | None = _frozen("tokens_per_minute")
     http_client: SkipJsonSchema[httpx.Client | None] = Field(
         default=None,
         exclude=True,
@@ -283,13 +225,8 @@ class AimlBgeEmbedding(BaseEmbedding):
 
     def __init__(self, **data: Any) -> None:
         """Build from keyword settings; a bad setting raises the core's ``ConfigurationError``."""
-        try:
+        with raising_core_errors():
             super().__init__(**data)
-        except ValidationError as err:
-            cause = core_error(err)
-            if cause is None:
-                raise
-            raise cause from None
 
     @classmethod
     def class_name(cls) -> str:
@@ -310,18 +247,14 @@ class AimlBgeEmbedding(BaseEmbedding):
         if name == _UNSET_MODEL_NAME:
             name = None
         if model is None:
-            model = name or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
+            model = name
         elif name is not None and name != model:
             raise ConfigurationError(
                 f"model={model!r} and model_name={name!r} disagree: give one of them"
             )
-        data["model"] = data["model_name"] = model
-        if data.get("base_url") is None:
-            data["base_url"] = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
-        if "query_instruction" not in data and isinstance(model, str):
-            data["query_instruction"] = default_query_instruction(model)
-        if data.get("default_headers") is None:
-            data["default_headers"] = {}
+        data["model"] = model
+        data = resolve_settings(data, "llama_index")
+        data["model_name"] = data["model"]
         return data
 
     @model_validator(mode="after")
@@ -341,18 +274,8 @@ class AimlBgeEmbedding(BaseEmbedding):
         self._clients.async_client = self._build_async()
         return self
 
-    def _build_async(self) -> AsyncEmbeddingsClient:
-        return self._clients.build_async(self, self._shared_rate_limiter, self.http_async_client)
-
-    @property
-    def client(self) -> EmbeddingsClient:
-        """The core ``EmbeddingsClient`` behind the sync methods (built on first use)."""
-        return self._clients.sync(self, self._shared_rate_limiter, self.http_client)
-
-    @property
-    def async_client(self) -> AsyncEmbeddingsClient:
-        """The core ``AsyncEmbeddingsClient`` behind the async methods."""
-        return self._clients.async_(self, self._shared_rate_limiter, self.http_async_client)
+    def _core_rate_limiter(self) -> RateLimiter | None:
+        return self._shared_rate_limiter
 
     # -- LlamaIndex hooks: each is one call on the core ------------------------------------
 
@@ -474,62 +397,18 @@ class AimlBgeEmbedding(BaseEmbedding):
             "max_concurrency": self.max_concurrency,
         }
 
-    @property
-    def usage(self) -> Usage:
-        """Totals of the sync and async paths together: requests, retries, tokens, credits."""
-        return self._clients.usage
+    # -- pickling --------------------------------------------------------------------------
 
-    def reset_usage(self) -> Usage:
-        """Return the totals so far and start counting from zero."""
-        return self._clients.reset_usage()
-
-    def close(self) -> None:
-        """Close the sync client's connection pool and worker threads."""
-        self._clients.close()
-
-    async def aclose(self) -> None:
-        """Close the async client's connection pool for this event loop, and the sync client."""
-        await self._clients.aclose()
-
-    # -- copies and pickling ---------------------------------------------------------------
-
-    def __getstate__(self) -> dict[Any, Any]:
-        # The key is not pickled: the copy reads AIMLAPI_API_KEY when it is loaded (as the core
-        # clients do), and raises MissingAPIKeyError on first use if it is still not set.
-        # Unlike BaseComponent.__getstate__, this never deletes attributes of the live object.
+    def _pickled_fields(self) -> dict[str, Any]:
+        # As BaseComponent does, what cannot be pickled (a callback handler holding a lock,
+        # say) is left behind and the copy gets the field's default; unlike it, this never
+        # deletes attributes of the live object.
         fields: dict[str, Any] = {}
-        for name, value in self.__dict__.items():
-            if name == "api_key" or name in _INJECTED:
-                fields[name] = None
-                continue
+        for name, value in vars(self).items():
             try:
                 pickle.dumps(value)
             except Exception:
-                # As BaseComponent does: what cannot be pickled (a callback handler holding a
-                # lock, say) is left behind; the copy gets the field's default.
                 info = type(self).model_fields.get(name)
                 value = info.get_default(call_default_factory=True) if info else None
             fields[name] = value
-        return {
-            "__dict__": fields,
-            "__pydantic_extra__": self.__pydantic_extra__,
-            "__pydantic_fields_set__": set(self.__pydantic_fields_set__),
-            # A shared rate limiter belongs to this process and is left behind.
-            "__pydantic_private__": {"_clients": CoreClients(), "_shared_rate_limiter": None},
-        }
-
-    def __setstate__(self, state: dict[Any, Any]) -> None:
-        BaseModel.__setstate__(self, state)
-        self.__dict__["api_key"] = _env_key()
-
-    def __copy__(self) -> Self:
-        clone = super().__copy__()
-        clone._clients = CoreClients()
-        return clone
-
-    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
-        memo = {} if memo is None else memo
-        for shared in (*(getattr(self, name) for name in _INJECTED), self._shared_rate_limiter):
-            if shared is not None:
-                memo[id(shared)] = shared
-        return super().__deepcopy__(memo)
+        return fields

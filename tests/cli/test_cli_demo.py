@@ -116,7 +116,8 @@ def test_demo_with_a_retired_model_ends_with_one_line(
     result = run_cli("demo")
     assert result.code == 4
     errors = [line for line in result.err.splitlines() if line.startswith("aiml-bge: error:")]
-    assert len(errors) == 1 and "retired" in errors[0]
+    # The server's own words, and what to do about them on this server.
+    assert len(errors) == 1 and "deprecated" in errors[0] and "model=" in errors[0]
 
 
 def test_serve_is_delegated_to_the_server(run_cli: Any) -> None:

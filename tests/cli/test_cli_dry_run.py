@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from cli_helpers import write_lines
 
 from aiml_bge_integrations import cli
+from aiml_bge_integrations._settings import DEFAULT_MODEL, is_bge_model
 
 
 def field(out: str, name: str) -> str:
@@ -99,3 +101,42 @@ def test_dry_run_reports_a_bad_line(run_cli: Any, tmp_path: Path) -> None:
     result = run_cli("embed", src, "--dry-run")
     assert result.code == cli.EXIT_INPUT
     assert "line 2" in result.err and "not valid JSON" in result.err
+
+
+NON_BGE = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@pytest.mark.parametrize("model", [DEFAULT_MODEL, NON_BGE])
+@pytest.mark.parametrize("long_text", ["truncate", "error", "none"])
+def test_the_dry_run_predicts_the_run(
+    make_server: Any,
+    run_cli: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    model: str,
+    long_text: str,
+) -> None:
+    """The 512-token policy is BGE's: the dry run applies it exactly where the run does."""
+    server = make_server(served_models=[model])
+    monkeypatch.setenv("AIMLAPI_API_KEY", server.api_key)
+    monkeypatch.setenv("AIMLAPI_BASE_URL", server.base_url)
+    src = write_lines(tmp_path / "long.txt", ["short", " ".join(["word"] * 600)])
+    flags = ["--model", model, "--long-text", long_text]
+
+    dry = run_cli("embed", src, "--dry-run", *flags)
+    assert server.stats["requests"] == 0
+    run = run_cli("embed", src, "-o", tmp_path / "v.jsonl", *flags)
+    assert dry.code == run.code, (dry.out, run.err)
+    policy_applies = is_bge_model(model) and long_text != "none"
+    assert run.code == (cli.EXIT_INPUT if policy_applies and long_text == "error" else 0)
+
+    over = field(dry.out, "over 512")
+    truncated = "were truncated" in run.out
+    assert ("cut to 512" in over) == truncated == (policy_applies and long_text == "truncate")
+    if truncated:
+        assert number(field(dry.out, "billed")) == number(field(dry.out, "tokens")) - 602 + 512
+    elif policy_applies:
+        assert "the run will refuse them" in over
+    else:
+        assert "sent as they are" in over
+        assert "billed" not in dry.out  # every token is sent, as the run sends it

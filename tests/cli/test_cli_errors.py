@@ -79,7 +79,12 @@ def test_retired_model(
     src = write_lines(tmp_path / "corpus.txt", TEXTS)
     out = tmp_path / "v.jsonl"
     line = assert_failed(
-        run_cli("embed", src, "-o", out), cli.EXIT_MODEL, "404", "BAAI/bge-base-en-v1.5", "retired"
+        run_cli("embed", src, "-o", out),
+        cli.EXIT_MODEL,
+        "404",
+        "BAAI/bge-base-en-v1.5",
+        "deprecated",
+        "--model",
     )
     assert "model" in line
     assert_no_output(out)
@@ -285,7 +290,7 @@ def test_a_second_run_cannot_write_the_same_job(
     with (work / "lock").open("a+b") as held:
         fcntl.flock(held.fileno(), fcntl.LOCK_EX)
         result = run_cli("embed", src, "-o", out)
-    assert_failed(result, cli.EXIT_RESUME, "another aiml-bge embed")
+    assert_failed(result, cli.EXIT_BUSY, "another aiml-bge embed", str(out))
     assert server_env.stats["requests"] == 0
 
 

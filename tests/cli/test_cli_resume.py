@@ -21,6 +21,8 @@ import orjson
 import pytest
 from cli_helpers import CLI, child_env, run_process, write_lines
 
+from aiml_bge_integrations import cli
+
 N = 2000
 BATCH = 20
 CONCURRENCY = 2
@@ -287,3 +289,53 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_continue(
     assert saved(work) == done == written(work)
     assert "run the same command to continue" in lines[0]
     assert not out.exists()
+
+
+def test_a_resumed_run_records_its_model_and_base_url(
+    make_server: Any, run_cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another base URL may finish the job, and the summary says so; another model may not."""
+    from aiml_bge_integrations.server import FaultConfig
+
+    key = "local-one-key-for-three-servers"
+    first = make_server(api_key=key, faults=FaultConfig(script=[None, None, "500"]))
+    second = make_server(api_key=key, faults=FaultConfig(script=[None, "500"]))
+    third = make_server(api_key=key)
+    monkeypatch.setenv("AIMLAPI_API_KEY", key)
+    src = write_lines(tmp_path / "corpus.txt", [f"text number {i}" for i in range(10)])
+    out = tmp_path / "v.jsonl"
+    work = tmp_path / "v.jsonl.partial"
+    flags = ["--batch-size", "2", "--max-concurrency", "1", "--max-retries", "0", "--base-url"]
+
+    assert run_cli("embed", src, "-o", out, *flags, first.base_url).code == 1  # 4 saved
+    runs = orjson.loads((work / "state.json").read_bytes())["runs"]
+    assert [(r["base_url"], r["resumed_from"]) for r in runs] == [(first.base_url, 0)]
+
+    other_model = run_cli(
+        "embed", src, "-o", out, *flags, second.base_url, "--model", "BAAI/bge-small-en-v1.5"
+    )
+    assert other_model.code == cli.EXIT_RESUME
+    assert (
+        "model is 'BAAI/bge-small-en-v1.5', the unfinished run's was 'BAAI/bge-base-en-v1.5'"
+        in other_model.err
+    )
+    assert second.stats["requests"] == 0
+
+    assert run_cli("embed", src, "-o", out, *flags, second.base_url).code == 1  # 2 more
+    runs = orjson.loads((work / "state.json").read_bytes())["runs"]
+    assert [(r["base_url"], r["resumed_from"]) for r in runs] == [
+        (first.base_url, 0),
+        (second.base_url, 4),
+    ]
+    assert {r["model"] for r in runs} == {"BAAI/bge-base-en-v1.5"}
+
+    done = run_cli("embed", src, "-o", out, *flags, third.base_url)
+    assert done.code == 0, done.err
+    assert third.stats["items"] == 4
+    summary = " ".join(done.out.split())
+    assert f"this run used {third.base_url}" in summary, done.out
+    assert first.base_url in summary and second.base_url in summary, done.out
+
+    # Finished in one go at one base URL, the summary has nothing to say about it.
+    again = run_cli("embed", src, "-o", tmp_path / "w.jsonl", *flags, third.base_url)
+    assert again.code == 0 and "this run used" not in again.out

@@ -18,6 +18,7 @@ from core_helpers import (
     sync_client,
     texts_of,
 )
+from server_dialects import DIALECTS
 
 from aiml_bge_integrations import (
     BGE_QUERY_INSTRUCTION,
@@ -25,7 +26,6 @@ from aiml_bge_integrations import (
     ModelNotFoundError,
     NotFoundError,
 )
-from aiml_bge_integrations.server import DIALECTS
 
 LAURA = "Laura is a DJ."
 

@@ -22,13 +22,18 @@ async def _wait_for(predicate: Any, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _pool(client: Any) -> Any:
-    return client._state().http._transport._pool
+async def _assert_full_concurrency(client: Any, serve: Any, max_concurrency: int) -> None:
+    """The client still gets ``max_concurrency`` requests in flight at once, and promptly.
 
-
-def _connections_quiet(pool: Any) -> bool:
-    """No connection is busy with a request and none is waiting for one."""
-    return not pool._requests and all(c.is_idle() or c.is_closed() for c in pool.connections)
+    A cancelled request that left its connection taken (encode/httpcore#1093) would shrink the
+    client's pool, of 2 x ``max_concurrency`` connections, for good: a few such leaks and a call
+    can no longer reach its concurrency, more and it waits for a connection until its timeout.
+    (The peak may exceed the limit by a request the client gave up that reached the server late.)
+    """
+    server = serve(latency=0.2)  # long enough for every request of a batch to be in flight
+    texts = texts_of(4 * max_concurrency, "probe")  # batches of 2: two rounds of requests
+    assert await client.embed_documents(texts) == server_vectors(texts)
+    assert server.stats.peak_in_flight >= max_concurrency
 
 
 # -- max_concurrency --------------------------------------------------------------------------
@@ -91,19 +96,22 @@ def test_one_sync_client_from_eight_threads(serve: Any) -> None:
 async def test_cancelling_mid_way_leaves_nothing_running_and_the_client_usable(serve: Any) -> None:
     server = serve(latency=0.2)
     texts = texts_of(60)
-    async with async_client(server, batch_size=2, max_concurrency=4) as client:
-        task = asyncio.create_task(client.embed_documents(texts))
-        await _wait_for(lambda: server.stats.in_flight == 4, "4 requests in flight")
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        assert asyncio.all_tasks() == {asyncio.current_task()}
-        assert _connections_quiet(_pool(client))
-        sent = server.stats.requests
-        assert sent < 30  # it was stopped mid-way
+    # A short timeout: a pool left without free connections fails the probe at once.
+    async with async_client(server, batch_size=2, max_concurrency=4, timeout=5) as client:
+        for _ in range(3):  # three rounds of 4 cancelled requests: more than the pool of 8
+            server.stats.reset()
+            task = asyncio.create_task(client.embed_documents(texts))
+            await _wait_for(lambda: server.stats.in_flight == 4, "4 requests in flight")
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert asyncio.all_tasks() == {asyncio.current_task()}, asyncio.all_tasks()
+            assert server.stats.requests < 30  # it was stopped mid-way
+            await _wait_for(lambda: server.stats.in_flight == 0, "the server done with them")
+        await _assert_full_concurrency(client, serve, 4)
         serve(latency=0.0)
         assert await client.embed_documents(texts[:10]) == server_vectors(texts[:10])
-        assert asyncio.all_tasks() == {asyncio.current_task()}
+        assert asyncio.all_tasks() == {asyncio.current_task()}, asyncio.all_tasks()
 
 
 async def test_a_failing_progress_callback_leaves_nothing_running_however_often(
@@ -119,27 +127,27 @@ async def test_a_failing_progress_callback_leaves_nothing_running_however_often(
     def progress(done: int) -> None:
         raise RuntimeError("the progress bar broke")
 
-    async with async_client(server, batch_size=2, max_concurrency=4) as client:
+    async with async_client(server, batch_size=2, max_concurrency=4, timeout=5) as client:
         for _ in range(30):
             with pytest.raises(RuntimeError, match="progress bar"):
                 await client.embed_documents(texts, progress=progress)
-            assert asyncio.all_tasks() == {asyncio.current_task()}
-            # httpcore's own cleanup of a cancelled request can finish a moment after the
-            # tasks themselves on a loaded machine.
-            await _wait_for(lambda: _connections_quiet(_pool(client)), "connections released")
+            assert asyncio.all_tasks() == {asyncio.current_task()}, asyncio.all_tasks()
+        await _assert_full_concurrency(client, serve, 4)
         assert await client.embed_documents(texts) == server_vectors(texts)
 
 
 async def test_closing_a_stream_early_cancels_its_batches(serve: Any) -> None:
     server = serve(latency=0.05)
-    async with async_client(server, batch_size=2, max_concurrency=2) as client:
-        stream = client.iter_embeddings(texts_of(100))
-        got = [await stream.__anext__() for _ in range(3)]
-        await stream.aclose()  # type: ignore[attr-defined]
-        assert got == server_vectors(texts_of(100)[:3])
-        assert asyncio.all_tasks() == {asyncio.current_task()}
-        assert _connections_quiet(_pool(client))
-    assert server.stats.requests < 50
+    async with async_client(server, batch_size=2, max_concurrency=2, timeout=5) as client:
+        for _ in range(3):  # each closing abandons up to 2 requests: more than the pool of 4
+            server.stats.reset()
+            stream = client.iter_embeddings(texts_of(100))
+            got = [await stream.__anext__() for _ in range(3)]
+            await stream.aclose()  # type: ignore[attr-defined]
+            assert got == server_vectors(texts_of(100)[:3])
+            assert asyncio.all_tasks() == {asyncio.current_task()}, asyncio.all_tasks()
+            assert server.stats.requests < 50
+        await _assert_full_concurrency(client, serve, 2)
 
 
 def test_async_client_from_successive_event_loops(serve: Any) -> None:

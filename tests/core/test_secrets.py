@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import pickle
 from typing import Any
 
+import httpx
 import pytest
 from core_helpers import Sleeps, async_client, sync_client, texts_of
 
-from aiml_bge_integrations import AimlBgeError, AuthenticationError
+from aiml_bge_integrations import AimlBgeError, AuthenticationError, RateLimiter
 from aiml_bge_integrations.server import FaultConfig
 
 LOGGERS = ["httpx", "httpcore", "aiml_bge_integrations", "uvicorn", ""]
@@ -95,3 +97,22 @@ def test_key_absent_from_client_repr_and_pickle(
     client2 = async_client(local_server)
     assert key not in repr(client2)
     assert key.encode() not in pickle.dumps(client2)
+
+
+# -- copies keep their own key (issue 13, item 4) ---------------------------------------------
+
+
+def test_a_pickled_client_carries_no_key_and_a_copy_shares_the_caller_objects(
+    local_server: Any,
+) -> None:
+    limiter = RateLimiter(requests_per_minute=60_000)
+    with httpx.Client() as http:
+        client = sync_client(local_server, http_client=http, rate_limiter=limiter)
+        blob = pickle.dumps(client)
+        assert local_server.api_key.encode() not in blob
+        for clone in (copy.copy(client), copy.deepcopy(client)):
+            assert clone._http is http and clone.rate_limiter is limiter
+            assert repr(clone) == repr(client)
+        unpickled = pickle.loads(blob)
+        assert unpickled._http is not http and unpickled.rate_limiter is None
+        unpickled.close()

@@ -36,7 +36,7 @@ def approx(vector: list[float]) -> Any:
 # -- construction and settings ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["bogus", "batchsize", "openai_api_key", "chunk_size"])
+@pytest.mark.parametrize("name", ["bogus", "batchsize", "openai_api_key", "embed_batch_size"])
 def test_unknown_argument_is_rejected_by_name(name: str) -> None:
     with pytest.raises(ValidationError, match=rf"{name}\n\s+Extra inputs are not permitted"):
         AimlBgeEmbeddings(api_key=KEY, **{name: 1})
@@ -62,11 +62,18 @@ def test_bad_setting_raises_the_core_configuration_error(
         AimlBgeEmbeddings(api_key=KEY, **settings)
 
 
-def test_wrong_type_and_wrong_choice_are_validation_errors_naming_the_field() -> None:
-    with pytest.raises(ValidationError, match="batch_size"):
-        AimlBgeEmbeddings(api_key=KEY, batch_size="many")
-    with pytest.raises(ValidationError, match="long_text"):
-        AimlBgeEmbeddings(api_key=KEY, long_text="chop")
+def test_wrong_type_and_wrong_choice_are_the_core_configuration_error() -> None:
+    for bad in ({"batch_size": "many"}, {"batch_size": "8"}, {"long_text": "chop"}):
+        with pytest.raises(ConfigurationError, match=next(iter(bad))):
+            AimlBgeEmbeddings(api_key=KEY, **bad)
+
+
+def test_the_peers_names_are_accepted() -> None:
+    emb = AimlBgeEmbeddings(api_key=KEY, chunk_size=16, request_timeout=5, show_progress_bar=False)
+    assert (emb.batch_size, emb.timeout, emb.show_progress) == (16, 5.0, False)
+    assert emb.client.batch_size == 16 and emb.client.timeout == 5.0
+    with pytest.raises(ConfigurationError, match="chunk_size is another name for batch_size"):
+        AimlBgeEmbeddings(api_key=KEY, chunk_size=16, batch_size=8)
 
 
 def test_no_key_anywhere_raises_missing_api_key_error_at_construction() -> None:

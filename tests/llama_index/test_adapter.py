@@ -25,7 +25,6 @@ from aiml_bge_integrations import (
     MissingAPIKeyError,
     RateLimiter,
 )
-from aiml_bge_integrations.client import _BaseClient
 from aiml_bge_integrations.llama_index import AimlBgeEmbedding
 from aiml_bge_integrations.server import FaultConfig, HashingEmbedder
 
@@ -53,7 +52,7 @@ def test_is_a_llama_index_embedding_with_its_own_class_name(embed: AimlBgeEmbedd
 
 
 def test_settings_are_the_core_settings_each_described() -> None:
-    core = set(inspect.signature(_BaseClient.__init__).parameters) - {"self"}
+    core = set(inspect.signature(EmbeddingsClient.__init__).parameters) - {"self"}
     fields = AimlBgeEmbedding.model_fields
     assert core <= set(fields), core - set(fields)
     for name in core | {"model_name", "http_client", "http_async_client"}:
@@ -101,23 +100,27 @@ def test_no_key_anywhere_is_a_clear_error_at_construction() -> None:
 
 
 @pytest.mark.parametrize(
-    ("settings", "named"),
+    ("settings", "named", "error"),
     [
-        ({"batch_size": 0}, "batch_size"),
-        ({"batch_size": True}, "batch_size"),
-        ({"max_concurrency": 0}, "max_concurrency"),
-        ({"max_retries": -1}, "max_retries"),
-        ({"timeout": 0}, "timeout"),
-        ({"deadline": -1}, "deadline"),
-        ({"long_text": "drop"}, "long_text"),
-        ({"encoding_format": "int8"}, "encoding_format"),
-        ({"requests_per_minute": 0}, "requests_per_minute"),
-        ({"embed_batch_size": 0}, "embed_batch_size"),
-        ({"max_concurency": 2}, "max_concurency"),
+        ({"batch_size": 0}, "batch_size", ConfigurationError),
+        ({"batch_size": True}, "batch_size", ConfigurationError),
+        ({"batch_size": "8"}, "batch_size", ConfigurationError),
+        ({"max_concurrency": 0}, "max_concurrency", ConfigurationError),
+        ({"max_retries": -1}, "max_retries", ConfigurationError),
+        ({"timeout": 0}, "timeout", ConfigurationError),
+        ({"deadline": -1}, "deadline", ConfigurationError),
+        ({"long_text": "drop"}, "long_text", ConfigurationError),
+        ({"encoding_format": "int8"}, "encoding_format", ConfigurationError),
+        ({"requests_per_minute": 0}, "requests_per_minute", ConfigurationError),
+        # LlamaIndex's own field, and a misspelled name: pydantic's error, naming it.
+        ({"embed_batch_size": 0}, "embed_batch_size", ValidationError),
+        ({"max_concurency": 2}, "max_concurency", ValidationError),
     ],
 )
-def test_bad_settings_are_refused_naming_the_setting(settings: dict[str, Any], named: str) -> None:
-    with pytest.raises(ValidationError) as info:
+def test_bad_settings_are_refused_naming_the_setting(
+    settings: dict[str, Any], named: str, error: type[Exception]
+) -> None:
+    with pytest.raises(error) as info:
         AimlBgeEmbedding(api_key="sk-never-shown", **settings)
     assert named in str(info.value)
     assert "sk-never-shown" not in str(info.value)
@@ -300,9 +303,7 @@ def test_copies_start_with_their_own_clients(embed: AimlBgeEmbedding, local_serv
     assert smaller.usage.requests == 3
 
 
-def test_pickle_round_trip_reads_the_key_from_the_environment(
-    server_env: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_pickle_round_trip_keeps_the_key(server_env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     embed = AimlBgeEmbedding(batch_size=5, query_instruction=None)
     embed.get_text_embedding("warm up")
     data = pickle.dumps(embed)
@@ -314,10 +315,9 @@ def test_pickle_round_trip_reads_the_key_from_the_environment(
     assert embed.api_key is not None
     assert_vector_of(embed.get_text_embedding("after"), "after")
 
+    # The key this process already knows is found again without the environment.
     monkeypatch.delenv("AIMLAPI_API_KEY")
-    keyless = pickle.loads(data)
-    with pytest.raises(MissingAPIKeyError):
-        keyless.get_text_embedding("hello")
+    assert_vector_of(pickle.loads(data).get_text_embedding("hello"), "hello")
 
 
 def test_serialised_settings_round_trip(embed: AimlBgeEmbedding) -> None:
@@ -369,3 +369,11 @@ def test_a_llama_index_rate_limiter_keeps_llama_index_meaning(
     assert embed.client.rate_limiter is None
     assert limiter.calls == 2  # one per LlamaIndex chunk
     assert local_server.stats.requests == 4  # two requests per chunk
+
+
+def test_the_peers_names_are_accepted() -> None:
+    embed = AimlBgeEmbedding(api_key="k", api_base="http://127.0.0.1:9/v1", embed_batch_size=64)
+    assert embed.base_url == embed.client.base_url == "http://127.0.0.1:9/v1"
+    assert embed.embed_batch_size == 64  # LlamaIndex's own: texts per call, so at most per request
+    with pytest.raises(ConfigurationError, match="api_base is another name for base_url"):
+        AimlBgeEmbedding(api_key="k", api_base="http://127.0.0.1:9/v1", base_url="http://x/v1")

@@ -25,33 +25,6 @@ if str(Path(__file__).parent) not in sys.path:
 from selfhosted_support import SERVER_KEY
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_tls_context() -> Iterator[None]:
-    """Build httpx's default TLS context once instead of once per client.
-
-    Loading the CA bundle takes about 0.3 s on a small machine, and every client builds its
-    own httpx pool (hence its own context) even for plain http on loopback, where TLS is never
-    used. With a hundred clients that was most of this directory's run time; sharing the
-    context changes nothing these tests check. Module-scoped, so the patch never outlives this
-    directory's tests.
-    """
-    import functools
-
-    import httpx._transports.default as transports
-
-    real = transports.create_ssl_context
-    shared = functools.lru_cache(maxsize=None)(real)
-
-    def cached(verify: Any = True, cert: Any = None, trust_env: bool = True) -> Any:
-        if verify is True and cert is None:
-            return shared(verify, cert, trust_env)
-        return real(verify=verify, cert=cert, trust_env=trust_env)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(transports, "create_ssl_context", cached)
-        yield
-
-
 @pytest.fixture
 def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Retries happen at once; the delays the client asked for are recorded."""

@@ -5,14 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import httpx
+from server_dialects import DIALECTS  # every dialect: the shipped aiml, then the test-only ones
 
 __all__ = ["DIALECTS", "SERVER_KEY", "BodyRewritingTransport"]
 
 SERVER_KEY = "selfhosted-test-key-7f3a9c"
 """The key every dedicated server in this directory accepts."""
-
-DIALECTS = ("aiml", "openai", "tei", "vllm", "vllm-legacy", "infinity", "ollama")
-"""Every wire dialect the local server speaks."""
 
 
 class BodyRewritingTransport(httpx.BaseTransport):

@@ -49,7 +49,7 @@ def test_tei_default_limit_is_learned_once_and_kept(serve: Any, sync_client: Any
 
 
 def test_a_smaller_configured_limit_is_learned_too(serve: Any, sync_client: Any) -> None:
-    server = serve("tei", max_client_batch_size=5)
+    server = serve("tei", max_items_per_request=5)
     client = sync_client(server, max_concurrency=1)
     texts = corpus(23)
 
@@ -63,7 +63,7 @@ def test_a_smaller_configured_limit_is_learned_too(serve: Any, sync_client: Any)
 
 
 def test_a_limit_above_the_batch_size_is_never_hit(serve: Any, sync_client: Any) -> None:
-    server = serve("tei", max_client_batch_size=256)
+    server = serve("tei", max_items_per_request=256)
     client = sync_client(server)
     texts = corpus(200)
 
@@ -89,7 +89,7 @@ async def test_async_concurrent_batches_learn_the_limit(serve: Any, async_client
 
 
 def test_streaming_respects_the_learned_limit(serve: Any, sync_client: Any) -> None:
-    server = serve("tei", max_client_batch_size=10)
+    server = serve("tei", max_items_per_request=10)
     client = sync_client(server)
     texts = corpus(45)
 

@@ -7,6 +7,7 @@ its defaults plus ``base_url`` and ``api_key``: nothing dialect-specific is conf
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -173,7 +174,10 @@ def test_unknown_model_is_model_not_found(dialect: str, serve: Any, sync_client:
     err = caught.value
     assert err.status_code == 404
     assert MODEL_MESSAGES[dialect] in err.message
-    assert "Self-hosting BGE" in err.message  # says what to do
+    # Says what to do, and what is true of this server (not the vendor's retirement note).
+    assert "does not serve 'no-such-model'" in err.message and "model=..." in err.message
+    assert "retired" not in err.message
+    assert not re.search(r"\w\.\.(\s|$)", err.message)  # no doubled full stop
     assert server.stats["requests"] == 1
 
 

@@ -24,7 +24,8 @@ MODULES = [
 def test_package_exports() -> None:
     assert {
         "LocalServer", "ServerConfig", "FaultConfig", "HashingEmbedder",
-        "create_app", "serve_main", "FAULT_KINDS", "DIALECTS",
+        "create_app", "serve_main", "FAULT_KINDS",
+        "Dialect", "AimlDialect", "register_dialect", "dialect_names",
     } <= set(server_pkg.__all__)  # fmt: skip
 
 

@@ -9,9 +9,10 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from server_dialects import DIALECTS
 
 from aiml_bge_integrations._settings import DEFAULT_MODEL
-from aiml_bge_integrations.server import DIALECTS, FaultConfig, HashingEmbedder, LocalServer
+from aiml_bge_integrations.server import FaultConfig, HashingEmbedder, LocalServer, dialect_names
 
 MODEL = DEFAULT_MODEL
 
@@ -56,7 +57,9 @@ def _post(
 
 
 def test_dialect_names() -> None:
+    # The shipped one, then the test-only ones tests/conftest.py registered, in that order.
     assert DIALECTS == ("aiml", "openai", "tei", "vllm", "vllm-legacy", "infinity", "ollama")
+    assert dialect_names()[: len(DIALECTS)] == DIALECTS
 
 
 # ----------------------------------------------------------------------------- 200

@@ -118,7 +118,7 @@ def test_python_dash_m_serves_with_the_key_from_the_environment() -> None:
         [
             sys.executable, "-m", "aiml_bge_integrations.server",
             "--port", "0", "--api-key-env", "MY_TEST_KEY",
-            "--dialect", "tei", "--fault-script", "503,ok",
+            "--max-items-per-request", "5", "--fault-script", "503,ok",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -129,7 +129,7 @@ def test_python_dash_m_serves_with_the_key_from_the_environment() -> None:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert "STAND-IN with hashing vectors, NOT the real model" in line
-        assert "$MY_TEST_KEY" in line and "'tei'" in line
+        assert "$MY_TEST_KEY" in line and "'aiml' dialect" in line
         base_url = line.split(" at ", 1)[1].split(";", 1)[0]
         assert base_url.startswith("http://127.0.0.1:") and base_url.endswith("/v1")
         with httpx.Client(base_url=base_url, timeout=10, verify=False) as client:
@@ -140,7 +140,7 @@ def test_python_dash_m_serves_with_the_key_from_the_environment() -> None:
             assert ok.status_code == 200 and ok.json()["model"] == MODEL
             assert (
                 client.get(base_url.removesuffix("/v1") + "/info").json()["max_client_batch_size"]
-                == 32
+                == 5
             )
     finally:
         proc.terminate()

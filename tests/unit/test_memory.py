@@ -123,8 +123,10 @@ def test_100000_texts_streamed_from_a_generator_hold_only_the_batches_in_flight(
     assert small_count == N // 5
     # At most 2 * max_concurrency batches of 1,000 are in flight, however long the input:
     # five times the texts, about the same peak (no finished response waits for the cycle
-    # collector), and well below what holding the output would take.
-    assert peak < 1.2 * small_peak, (peak, small_peak)
+    # collector), and well below what holding the output would take. Growth with the input
+    # would show as up to 5x; the margin covers where a peak lands among the batches in flight,
+    # which varies with the interpreter (3.12 runs at 1.21-1.23x) and the machine's load.
+    assert peak < 1.5 * small_peak, (peak, small_peak)
     assert peak < 0.75 * OUTPUT_BYTES
     assert kept < 0.01 * OUTPUT_BYTES
 

@@ -102,6 +102,23 @@ def test_vectors_are_left_out_of_the_cycle_collectors_walks(encode: Any) -> None
     assert parsed.vectors == [vec(i, 768) for i in range(3)]
 
 
+def test_without_cpythons_untrack_vectors_are_parsed_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The guard: an interpreter whose ctypes cannot find PyObject_GC_UnTrack (PyPy, a changed
+    # C API) gets the plain path, ordinary tracked lists, and no error.
+    import ctypes
+
+    from aiml_bge_integrations import _wire
+
+    monkeypatch.setattr(ctypes, "pythonapi", object())  # no symbols at all
+    monkeypatch.setattr(_wire, "_untrack", None)  # looked up again on the next parse
+    items = [item(i, vec(i, 768)) for i in range(3)]
+    parsed = parse_embeddings_response(reply(items), 3)
+    assert parsed.vectors == [vec(i, 768) for i in range(3)]
+    assert all(gc.is_tracked(v) for v in parsed.vectors)
+
+
 def test_base64_float32_rounding_is_within_float32_tolerance() -> None:
     values = [0.1, -0.2, 1 / 3, 0.7071067811865476]
     parsed = parse_embeddings_response(reply([item(0, b64(values))]), 1)

@@ -51,7 +51,6 @@ from .._settings import DEFAULT_MODEL
 from ..tokens import BGE_MAX_TOKENS
 from .backend import HashingEmbedder, TokenCounter, VectorCache
 from .dialects import (
-    DIALECTS,
     BadRequest,
     Context,
     Dialect,
@@ -109,12 +108,13 @@ class ServerConfig:
 
     api_key: str | None = None
     """The accepted bearer key; ``None`` is open mode (any non-empty bearer is accepted)."""
-    dialect: str = "aiml"
-    """Which real server to imitate: one of ``DIALECTS``."""
+    dialect: str | Dialect = "aiml"
+    """How replies are worded: a registered name (``dialects.dialect_names()``; the package
+    ships ``"aiml"``) or a ``dialects.Dialect`` instance."""
     served_models: list[str] = field(default_factory=lambda: [DEFAULT_MODEL])
     """Models that answer; the first is the one dialects without model names report."""
     retired_models: list[str] = field(default_factory=lambda: list(RETIRED_MODELS))
-    """Models that answer 404 "deprecated and no longer supported" (AI/ML and OpenAI dialects)."""
+    """Models that answer 404 "deprecated and no longer supported" (in the AI/ML dialect)."""
     dim: int = 768
     """Length of the stand-in vectors."""
     latency: float = 0.0
@@ -134,16 +134,11 @@ class ServerConfig:
     """Most characters per input; longer gets 400 naming the input."""
     max_tokens_per_item: int | None = None
     """Most BGE tokens per input; longer gets the dialect's over-long error (or is cut)."""
-    max_client_batch_size: int = 32
-    """TEI's ``--max-client-batch-size`` (TEI dialect only, when ``max_items_per_request`` is unset)."""
     faults: FaultConfig | None = None
     """Faults to inject into otherwise healthy replies."""
 
     def __post_init__(self) -> None:
-        if self.dialect not in DIALECTS:
-            raise ValueError(
-                f"unknown dialect {self.dialect!r}; choose one of {', '.join(DIALECTS)}"
-            )
+        get_dialect(self.dialect)  # an unknown name is a ValueError here, not on a request
         if self.api_key is not None and not self.api_key.strip():
             raise ValueError("api_key must be None (open mode) or a non-empty string")
         if self.latency < 0:

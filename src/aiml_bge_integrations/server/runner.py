@@ -25,7 +25,7 @@ import uvicorn
 
 from .._settings import API_KEY_ENV, DEFAULT_MODEL
 from .app import ServerConfig, create_app
-from .dialects import DIALECTS
+from .dialects import Dialect, dialect_names
 from .faults import FAULT_KINDS, FaultConfig
 from .stats import ServerStats
 
@@ -76,6 +76,10 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _dialect_name(dialect: str | Dialect) -> str:
+    return dialect if isinstance(dialect, str) else dialect.name
+
+
 def startup_line(config: ServerConfig, url: str, key_source: str | None = None) -> str:
     """The line the server announces itself with: a stand-in, where, which dialect, which auth."""
     if config.api_key is None:
@@ -85,7 +89,7 @@ def startup_line(config: ServerConfig, url: str, key_source: str | None = None) 
     models = ", ".join(config.served_models)
     return (
         f"aiml-bge local server: STAND-IN with hashing vectors, NOT the real model "
-        f"(serving {models} as {config.dialect!r} dialect) at {url}; auth: {auth}"
+        f"(serving {models} as {_dialect_name(config.dialect)!r} dialect) at {url}; auth: {auth}"
     )
 
 
@@ -251,7 +255,7 @@ class LocalServer:
 
     def __repr__(self) -> str:
         where = self.base_url if self._sock is not None else "not started"
-        return f"LocalServer({where}, dialect={self.config.dialect!r})"
+        return f"LocalServer({where}, dialect={_dialect_name(self.config.dialect)!r})"
 
 
 # --------------------------------------------------------------------------- command line
@@ -303,7 +307,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument(
-        "--dialect", choices=DIALECTS, default="aiml", help="which real server to imitate"
+        "--dialect",
+        choices=dialect_names(),
+        default="aiml",
+        help="how replies are worded (default aiml, the AI/ML API's own)",
     )
     p.add_argument(
         "--api-key-env",
@@ -335,13 +342,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-items-per-request", type=int, metavar="N")
     p.add_argument("--max-chars-per-item", type=int, metavar="N")
     p.add_argument("--max-tokens-per-item", type=int, metavar="N")
-    p.add_argument(
-        "--max-client-batch-size",
-        type=int,
-        default=32,
-        metavar="N",
-        help="TEI dialect batch cap (default 32)",
-    )
     p.add_argument(
         "--fault-rate",
         type=_fault_rate,
@@ -395,7 +395,6 @@ def _config_from_args(args: argparse.Namespace, api_key: str | None) -> ServerCo
         max_items_per_request=args.max_items_per_request,
         max_chars_per_item=args.max_chars_per_item,
         max_tokens_per_item=args.max_tokens_per_item,
-        max_client_batch_size=args.max_client_batch_size,
         faults=faults,
         **extra,
     )
