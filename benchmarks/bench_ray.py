@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -255,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
 
         ray.shutdown()
         server.stop()
+        shutil.rmtree(temp_dir, ignore_errors=True)
     print(
         f"{args.n:,} passages, {BATCH} per request; server {LATENCY} s latency, at most {CAP} "
         f"in flight (ceiling {ideal:,.0f} texts/s)"
