@@ -99,7 +99,7 @@ def test_cluster_wide_concurrency_holds_for_four_actors(server: Any) -> None:
 
 
 def test_the_key_is_nowhere_in_what_ray_stores(server: Any, ray_session: dict[str, Any]) -> None:
-    from conftest import places_holding
+    from ray_checks import places_holding
 
     class Tagged:
         """A map class given a marker the way a key would travel if it were an argument.
@@ -130,6 +130,6 @@ def test_the_key_is_nowhere_in_what_ray_stores(server: Any, ray_session: dict[st
 
 
 def test_every_ray_socket_is_on_loopback(ray_session: dict[str, Any]) -> None:
-    from conftest import assert_ray_on_loopback
+    from ray_checks import assert_ray_on_loopback
 
     assert_ray_on_loopback()  # again, now that actors and workers have come and gone
