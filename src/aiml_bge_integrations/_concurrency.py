@@ -8,12 +8,14 @@ The client owns the slots and the clock; every decision is made here, from two s
   that doubles after each probe the server refuses, so refusals stay a small share of requests.
 - Queueing. A server that queues what it cannot serve (TEI, infinity) never refuses: the round
   trip grows while throughput does not. As in TCP Vegas, the base round trip is the shortest
-  seen, and ``limit * (1 - base / rtt)`` estimates the requests waiting in the server's queue;
-  above ``beta`` (or above the requests being served) the limit drops to those plus ``alpha``.
+  seen, and ``in_flight * (1 - base / rtt)`` estimates the requests waiting in the server's
+  queue (``rtt`` a round's mean); when two rounds in a row find it above ``beta`` (or above
+  the requests being served), the limit drops to those being served plus ``alpha``.
 
-Without either signal the limit doubles every round (slow start, as TCP's) until the first
-signal, then grows by one a round (or by one probe, above a refused level). A round is as many
-successes as the limit; growth needs the round to have used the whole limit, so a client that
+Without either signal the limit doubles every other round (slow start, as Vegas's: the round
+after a change only settles) until the first signal, then grows by one a round (by one probe,
+above a refused level). A round is as many replies as the limit; growth needs the round to
+have used the limit (all but one request of it, or four fifths, on average), so a client that
 sends one request at a time never talks itself into a high limit.
 """
 
@@ -93,13 +95,16 @@ class ConcurrencyPolicy:
         self._ceiling: int | None = None
         self._probing = False
         self._base_rtt = math.inf
+        self._queued_rounds = 0
         self._new_round(settle=True)  # the first round is a burst: its first requests find no queue
 
     def _new_round(self, settle: bool = False) -> None:
         self._settle = settle
+        if settle:
+            self._queued_rounds = 0
         self._round_size = self.limit
         self._round_rtts: list[float] = []
-        self._round_full = False
+        self._round_used = 0
 
     def _set(self, limit: int, reason: str) -> bool:
         limit = max(1, min(limit, self.max_limit))
@@ -118,8 +123,7 @@ class ConcurrencyPolicy:
         self._base_rtt = min(self._base_rtt, rtt)
         self._since_probe += 1
         self._round_rtts.append(rtt)
-        if flight.others + 1 >= self.limit:
-            self._round_full = True
+        self._round_used += flight.others + 1
         if self._probing and self._ceiling is not None and flight.others >= self._ceiling:
             # A request above the refused level went through: the server takes more now.
             self._ceiling, self._probing = None, False
@@ -132,18 +136,24 @@ class ConcurrencyPolicy:
         if self._settle:
             self._new_round()
             return False
-        # The mean, as Little's law has it: requests in flight = throughput x mean round trip.
+        # The mean, as Little's law has it (in flight = throughput x mean round trip): with N
+        # workers, some requests find one free and some wait a whole turn, and the median
+        # would see only the first.
         rtt, base = statistics.fmean(self._round_rtts), self._base_rtt
-        queue = self.limit * (1.0 - base / rtt) if rtt > 0 else 0.0
-        served = self.limit - queue
+        used = self._round_used / len(self._round_rtts)  # requests in flight, on average
+        queue = used * (1.0 - base / rtt) if rtt > 0 else 0.0
+        served = used - queue
         alpha, beta = _thresholds(self.limit)
-        if queue > min(beta, served):
+        # Above beta, or more waiting than being served (the round trip doubled): too many,
+        # once two rounds in a row say so (one can be a stall of the client's own).
+        self._queued_rounds = self._queued_rounds + 1 if queue > min(beta, served) else 0
+        if self._queued_rounds >= 2:
             self._slow_start = False
             return self._set(
                 min(self.limit - 1, math.floor(served + alpha)),
                 f"queueing: round trip {rtt * 1000:.0f} ms, {base * 1000:.0f} ms at best",
             )
-        if not self._round_full:
+        if used < max(0.8 * self.limit, self.limit - 1):  # the limit did not hold the client back
             self._new_round()
             return False
         if self._slow_start:
@@ -151,7 +161,7 @@ class ConcurrencyPolicy:
                 return self._set(2 * self.limit, "slow start")
             self._slow_start = False
         if queue <= alpha:
-            if self._ceiling is None:
+            if self._ceiling is None or self.limit < self._ceiling:
                 return self._set(self.limit + 1, "no queue, no refusal")
             if self.limit >= self._ceiling and self._since_probe >= self._probe_interval:
                 self._probing, self._since_probe = True, 0

@@ -182,7 +182,7 @@ def test_hard_limit_above_the_cap_stays_at_the_cap() -> None:
 @pytest.mark.parametrize("workers", [1, 2, 4, 6, 8, 16])
 def test_queueing_server_gets_no_more_than_twice_its_workers(workers: int) -> None:
     batches = 40 * workers
-    run = simulate(ConcurrencyPolicy(32), batches, workers=workers)
+    run = simulate(ConcurrencyPolicy(32), batches, workers=workers, jitter=0.05, seed=workers)
     ratio = ideal_seconds(batches, workers) / run.seconds
     print(f"{workers} workers: peak {run.peak_in_flight}, {ratio:.0%} of tuned")
     assert run.refusals == 0
@@ -307,8 +307,22 @@ def test_queueing_shrinks_to_what_is_served_plus_a_little() -> None:
     policy.on_success(0.1, Flight(0, 0))  # the base round trip
     for _ in range(32):  # a round to settle, a round to measure
         policy.on_success(0.2, full(16))  # twice as long: half the requests wait
+    assert policy.limit == 16  # one round could be a stall of the client's own
+    for _ in range(16):
+        policy.on_success(0.2, full(16))  # a second round in a row
     assert 8 <= policy.limit <= 12
     assert "queueing" in policy.reason
+
+
+def test_one_slow_round_between_normal_ones_changes_nothing() -> None:
+    policy = ConcurrencyPolicy(16, initial=16)  # at its cap: no growth to shift the rounds
+    for _ in range(16):  # settle
+        policy.on_success(0.1, full(16))
+    for _ in range(10):
+        for rtt in (0.3, 0.1):  # a stalled round, then a normal one, again and again
+            for _ in range(16):
+                policy.on_success(rtt, full(16))
+    assert policy.limit == 16
 
 
 def test_not_adaptive_keeps_the_limit() -> None:
