@@ -8,7 +8,8 @@ contiguous slice of the caller's texts, and vectors are put back by position.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
 
 from ._settings import BGE_MAX_TOKENS, LONG_TEXT_POLICIES, is_bge_model
@@ -16,6 +17,7 @@ from .errors import InputTypeError, InvalidInputError, TextTooLongError
 
 __all__ = [
     "LongTextWarning",
+    "RequestPlan",
     "apply_long_text_policy",
     "check_texts",
     "iter_checked_chunks",
@@ -148,3 +150,49 @@ def plan_batches(count: int, batch_size: int) -> list[tuple[int, int]]:
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     return [(s, min(s + batch_size, count)) for s in range(0, count, batch_size)]
+
+
+class RequestPlan:
+    """The requests one batch becomes, cut to fit what the server accepts; iterative, no recursion.
+
+    Iterate to get ``(offset, texts)`` for each request in order. Before each is handed out it
+    is cut at ``limit()``, the number of inputs per request the server has stated (``None``
+    while unknown), so a limit learned meanwhile applies to everything not yet sent. After
+    ``refused()`` (the server said the last request was too large) its texts are planned again:
+    at the stated limit if that is now smaller, else in halves.
+    """
+
+    def __init__(self, texts: list[str], offset: int, limit: Callable[[], int | None]) -> None:
+        self._todo: deque[tuple[int, list[str]]] = deque([(offset, texts)])
+        self._limit = limit
+        self._last: tuple[int, list[str]] | None = None
+
+    def __iter__(self) -> RequestPlan:
+        return self
+
+    def __next__(self) -> tuple[int, list[str]]:
+        while self._todo:
+            offset, texts = self._todo.popleft()
+            limit = self._limit()
+            if limit and len(texts) > limit:
+                pieces = [(offset + i, texts[i : i + limit]) for i in range(0, len(texts), limit)]
+                self._todo.extendleft(reversed(pieces))
+                continue
+            self._last = (offset, texts)
+            return offset, texts
+        raise StopIteration
+
+    def refused(self) -> None:
+        """The last request handed out was refused as too large: plan its texts again."""
+        if self._last is None:
+            raise RuntimeError("refused() before any request was handed out")
+        offset, texts = self._last
+        self._last = None
+        limit = self._limit()
+        if limit and len(texts) > limit:
+            self._todo.appendleft((offset, texts))  # cut at the limit when handed out again
+            return
+        if len(texts) < 2:
+            raise ValueError(f"a single text (index {offset}) cannot be cut further")
+        half = len(texts) // 2
+        self._todo.extendleft([(offset + half, texts[half:]), (offset, texts[:half])])

@@ -28,7 +28,7 @@ from collections.abc import (
     Iterator,
     Mapping,
 )
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from types import EllipsisType, TracebackType
 from typing import Any, TypeVar
@@ -37,7 +37,13 @@ from urllib.parse import urlsplit
 import httpx
 
 from . import _retry
-from ._batching import apply_long_text_policy, check_texts, collect_texts, iter_checked_chunks
+from ._batching import (
+    RequestPlan,
+    apply_long_text_policy,
+    check_texts,
+    collect_texts,
+    iter_checked_chunks,
+)
 from ._settings import (
     API_KEY_ENV,
     BASE_URL_ENV,
@@ -83,8 +89,9 @@ __all__ = ["AsyncEmbeddingsClient", "EmbeddingsClient", "RateLimiter", "Usage"]
 
 logger = logging.getLogger("aiml_bge_integrations")
 
-_sleep: Callable[[float], None] = time.sleep
-"""The sync sleep between retries (tests patch it)."""
+_sleep: Callable[[float], None] | None = None
+"""Replaces the sync wait between retries when set (tests record delays with it). Unset, a
+worker waits on its call's cancellation event, so a call that has failed wakes it at once."""
 _asleep: Callable[[float], Any] = asyncio.sleep
 """The async sleep between retries (tests patch it)."""
 
@@ -104,7 +111,7 @@ class Usage:
     retries_by_cause: dict[str, int] = field(default_factory=dict)
     """Retries per cause: a status code ("429", "503"), "connection", "timeout" or "validation"."""
     splits: int = 0
-    """Batches split because the server said they were too large."""
+    """Requests the server refused as too large (their texts were cut and sent again)."""
     texts: int = 0
     """Vectors returned to the caller."""
     prompt_tokens: int = 0
@@ -321,6 +328,7 @@ class _BaseClient:
         self._expected_dim = expected_dimension(self.model)
         self._url = self.base_url + "/embeddings"
         self._learned_batch_limit: int | None = None
+        self._live_calls: weakref.WeakSet[threading.Event] = weakref.WeakSet()
         self._usage = Usage()
         self._usage_lock = threading.Lock()
         self._headers = {
@@ -415,18 +423,25 @@ class _BaseClient:
         return apply_long_text_policy([query], self.model, self.long_text)[0]
 
     def _new_call(self) -> _Call:
-        return _Call(_retry.Deadline(self.deadline), self.deadline)
+        call = _Call(_retry.Deadline(self.deadline), self.deadline)
+        # close() stops every call still running, so no worker sends or sleeps on after it.
+        self._live_calls.add(call.cancelled)
+        return call
 
     def _batches(self, texts: list[str]) -> Iterator[tuple[int, list[str]]]:
         return self._chunk_batches(texts, max(1, len(texts)))
 
     def _chunk_batches(self, texts: list[str], chunk_size: int) -> Iterator[tuple[int, list[str]]]:
         # Requests never straddle a chunk: each chunk is cut as embed_documents would cut it.
-        size = self.effective_batch_size
+        # The size is read for every batch, so batches not yet cut follow a limit the server
+        # stated meanwhile.
         for start in range(0, len(texts), chunk_size):
             end = min(start + chunk_size, len(texts))
-            for first in range(start, end, size):
-                yield first, texts[first : min(first + size, end)]
+            first = start
+            while first < end:
+                stop = min(first + self.effective_batch_size, end)
+                yield first, texts[first:stop]
+                first = stop
 
     def _prepare_chunks(self, texts: object, chunk_size: object) -> list[str]:
         _check_int("chunk_size", chunk_size, 1)
@@ -632,11 +647,15 @@ class _BaseClient:
         logger.debug("retrying after %s in %.2fs", outcome.cause, delay)
         return delay
 
-    def _split(self, texts: list[str]) -> tuple[list[str], list[str]]:
-        self._count(splits=1)
-        limit = self._learned_batch_limit
-        cut = limit if limit and limit < len(texts) else len(texts) // 2
-        return texts[:cut], texts[cut:]
+    def _check_call(self, call: _Call) -> None:
+        """Raise instead of sending when the call has been given up or its deadline has passed."""
+        if call.cancelled.is_set():
+            raise APIConnectionError(
+                "not sent: this call was stopped (another of its requests failed, the caller "
+                "stopped waiting, or the client was closed)"
+            )
+        if call.deadline.expired():
+            raise self._deadline_error(call)
 
     def _deadline_error(self, call: _Call) -> APITimeoutError:
         return APITimeoutError(f"deadline of {call.deadline_seconds}s for this call ran out")
@@ -752,6 +771,16 @@ def _no_tls_context() -> ssl.SSLContext:
     return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
+def _wait(seconds: float, call: _Call) -> None:
+    """Wait between attempts; a call that is stopped meanwhile wakes its workers at once."""
+    if seconds <= 0:
+        return
+    if _sleep is not None:
+        _sleep(seconds)
+    else:
+        call.cancelled.wait(seconds)
+
+
 def _rebuild(cls: type[_T], kwargs: dict[str, Any]) -> _T:
     return cls(**kwargs)
 
@@ -791,7 +820,13 @@ class EmbeddingsClient(_BaseClient):
     # -- lifecycle ------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the connection pool (if the client made it) and the worker threads."""
+        """Close the connection pool (if the client made it) and the worker threads.
+
+        Calls still running are stopped: their workers send nothing more and wake from any
+        backoff at once; a request already on the wire is let finish.
+        """
+        for stop in list(self._live_calls):
+            stop.set()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
@@ -835,7 +870,7 @@ class EmbeddingsClient(_BaseClient):
     def embed_query(self, text: str) -> list[float]:
         """The vector of one search query, with ``query_instruction`` put in front of it."""
         query = self._prepare_query(text)
-        return self._embed_batch([query], 0, self._new_call(), _Tries())[0]
+        return self._embed_batch([query], 0, self._new_call())[0]
 
     def iter_embeddings(self, texts: Iterable[str]) -> Iterator[list[float]]:
         """Stream vectors in input order, reading ``texts`` lazily with a bounded number of batches in flight.
@@ -903,51 +938,72 @@ class EmbeddingsClient(_BaseClient):
 
         if self.max_concurrency == 1:
             for offset, batch in batches:
-                yield self._embed_batch(batch, offset, call_for_batch(), _Tries())
+                yield self._embed_batch(batch, offset, call_for_batch())
             return
         pool = self._executor()
         window = 2 * self.max_concurrency
         pending: deque[Future[list[list[float]]]] = deque()
+        # Results are yielded in order, but the call fails as soon as any batch fails: a
+        # later batch's error is not kept waiting behind an earlier batch's retries.
+        failed: Future[Future[list[list[float]]]] = Future()
+
+        def watch(fut: Future[list[list[float]]]) -> None:
+            if not fut.cancelled() and fut.exception() is not None:
+                with contextlib.suppress(Exception):  # only the first failure is kept
+                    failed.set_result(fut)
+
+        def next_result() -> list[list[float]]:
+            head = pending[0]  # stays pending (and is cancelled on the way out) until done
+            either: list[Future[Any]] = [head, failed]
+            wait(either, return_when=FIRST_COMPLETED)
+            if not head.done():
+                failed.result().result()  # raises the failure
+            return pending.popleft().result()
+
         try:
             for offset, batch in batches:
-                pending.append(
-                    pool.submit(self._embed_batch, batch, offset, call_for_batch(), _Tries())
-                )
+                fut = pool.submit(self._embed_batch, batch, offset, call_for_batch())
+                fut.add_done_callback(watch)
+                pending.append(fut)
                 if len(pending) >= window:
-                    yield pending.popleft().result()
+                    yield next_result()
             while pending:
-                yield pending.popleft().result()
+                yield next_result()
         finally:
             shared.cancelled.set()
             for fut in pending:
                 fut.cancel()
 
-    def _embed_batch(
-        self, texts: list[str], offset: int, call: _Call, tries: _Tries
-    ) -> list[list[float]]:
-        limit = self._learned_batch_limit
-        if limit and len(texts) > limit:
-            return self._embed_split(texts, offset, call)
+    def _embed_batch(self, texts: list[str], offset: int, call: _Call) -> list[list[float]]:
+        vectors: list[list[float]] = []
+        plan = RequestPlan(texts, offset, lambda: self._learned_batch_limit)
+        for part_offset, part in plan:
+            got = self._attempt(part, part_offset, call)
+            if got is None:
+                plan.refused()
+            else:
+                vectors.extend(got)
+        return vectors
+
+    def _attempt(self, texts: list[str], offset: int, call: _Call) -> list[list[float]] | None:
+        """One request's vectors, retried as the policy says; ``None`` if the server refused its size."""
         body = build_request_body(self.model, texts, self.encoding_format)
+        tries = _Tries()
         while True:
             if self.rate_limiter is not None:
-                wait = self.rate_limiter.reserve(self._tokens_for_limiter(texts))
-                if wait > 0:
-                    _sleep(wait)
-            if call.deadline.expired():
-                raise self._deadline_error(call)
+                _wait(self.rate_limiter.reserve(self._tokens_for_limiter(texts)), call)
+            self._check_call(call)
             outcome = self._send(body, texts, offset, call)
             if outcome.parsed is not None:
                 return self._accept(outcome.parsed)
             if outcome.split:
-                return self._embed_split(texts, offset, call)
-            _sleep(self._next_delay(outcome, tries, call))
-
-    def _embed_split(self, texts: list[str], offset: int, call: _Call) -> list[list[float]]:
-        first, second = self._split(texts)
-        return self._embed_batch(first, offset, call, _Tries()) + self._embed_batch(
-            second, offset + len(first), call, _Tries()
-        )
+                self._count(splits=1)
+                return None
+            delay = self._next_delay(outcome, tries, call)
+            _wait(delay, call)
+            if call.cancelled.is_set():
+                assert outcome.error is not None
+                raise outcome.error
 
     def _send(self, body: bytes, texts: list[str], offset: int, call: _Call) -> _Outcome:
         request = self._build_request(self._http, body, call)
@@ -1075,7 +1131,7 @@ class AsyncEmbeddingsClient(_BaseClient):
     async def embed_query(self, text: str) -> list[float]:
         """The vector of one search query, with ``query_instruction`` put in front of it."""
         query = self._prepare_query(text)
-        return (await self._embed_batch([query], 0, self._new_call(), _Tries()))[0]
+        return (await self._embed_batch([query], 0, self._new_call()))[0]
 
     async def iter_embeddings(self, texts: Iterable[str]) -> AsyncIterator[list[float]]:
         """Stream vectors in input order with at most ``2 * max_concurrency`` batches in flight.
@@ -1114,48 +1170,70 @@ class AsyncEmbeddingsClient(_BaseClient):
     ) -> AsyncGenerator[list[list[float]], None]:
         window = 2 * self.max_concurrency
         pending: deque[asyncio.Task[list[list[float]]]] = deque()
+        # As in the sync client: in order, but the first failure of any batch ends the call.
+        failed: asyncio.Future[asyncio.Task[list[list[float]]]] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+        def watch(task: asyncio.Task[list[list[float]]]) -> None:
+            if not task.cancelled() and task.exception() is not None and not failed.done():
+                failed.set_result(task)
+
+        async def next_result() -> list[list[float]]:
+            head = pending[0]  # stays pending (and is cancelled on the way out) until done
+            either: list[asyncio.Future[Any]] = [head, failed]
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            if not head.done():
+                failed.result().result()  # raises the failure
+            return pending.popleft().result()
+
         try:
             for offset, batch in batches:
-                pending.append(
-                    asyncio.ensure_future(
-                        self._embed_batch(batch, offset, call or self._new_call(), _Tries())
-                    )
+                task = asyncio.ensure_future(
+                    self._embed_batch(batch, offset, call or self._new_call())
                 )
+                task.add_done_callback(watch)
+                pending.append(task)
                 if len(pending) >= window:
-                    yield await pending.popleft()
+                    yield await next_result()
             while pending:
-                yield await pending.popleft()
+                yield await next_result()
         finally:
+            failed.cancel()
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _embed_batch(
-        self, texts: list[str], offset: int, call: _Call, tries: _Tries
-    ) -> list[list[float]]:
-        limit = self._learned_batch_limit
-        if limit and len(texts) > limit:
-            return await self._embed_split(texts, offset, call)
+    async def _embed_batch(self, texts: list[str], offset: int, call: _Call) -> list[list[float]]:
+        vectors: list[list[float]] = []
+        plan = RequestPlan(texts, offset, lambda: self._learned_batch_limit)
+        for part_offset, part in plan:
+            got = await self._attempt(part, part_offset, call)
+            if got is None:
+                plan.refused()
+            else:
+                vectors.extend(got)
+        return vectors
+
+    async def _attempt(
+        self, texts: list[str], offset: int, call: _Call
+    ) -> list[list[float]] | None:
         body = build_request_body(self.model, texts, self.encoding_format)
+        tries = _Tries()
         while True:
             if self.rate_limiter is not None:
                 wait = self.rate_limiter.reserve(self._tokens_for_limiter(texts))
                 if wait > 0:
                     await _asleep(wait)
-            if call.deadline.expired():
-                raise self._deadline_error(call)
+            self._check_call(call)
             outcome = await self._send(body, texts, offset, call)
             if outcome.parsed is not None:
                 return self._accept(outcome.parsed)
             if outcome.split:
-                return await self._embed_split(texts, offset, call)
+                self._count(splits=1)
+                return None
             await _asleep(self._next_delay(outcome, tries, call))
-
-    async def _embed_split(self, texts: list[str], offset: int, call: _Call) -> list[list[float]]:
-        first, second = self._split(texts)
-        head = await self._embed_batch(first, offset, call, _Tries())
-        return head + await self._embed_batch(second, offset + len(first), call, _Tries())
 
     async def _loop_state(self) -> _LoopState:
         state = self._state()

@@ -97,13 +97,13 @@ async def test_cancelling_mid_way_leaves_nothing_running_and_the_client_usable(s
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert asyncio.all_tasks() == {asyncio.current_task()}
+        assert asyncio.all_tasks() == {asyncio.current_task()}, asyncio.all_tasks()
         assert _connections_quiet(_pool(client))
         sent = server.stats.requests
         assert sent < 30  # it was stopped mid-way
         serve(latency=0.0)
         assert await client.embed_documents(texts[:10]) == server_vectors(texts[:10])
-        assert asyncio.all_tasks() == {asyncio.current_task()}
+        assert asyncio.all_tasks() == {asyncio.current_task()}, asyncio.all_tasks()
 
 
 async def test_a_failing_progress_callback_leaves_nothing_running_however_often(
@@ -123,7 +123,7 @@ async def test_a_failing_progress_callback_leaves_nothing_running_however_often(
         for _ in range(30):
             with pytest.raises(RuntimeError, match="progress bar"):
                 await client.embed_documents(texts, progress=progress)
-            assert asyncio.all_tasks() == {asyncio.current_task()}
+            assert asyncio.all_tasks() == {asyncio.current_task()}, asyncio.all_tasks()
             # httpcore's own cleanup of a cancelled request can finish a moment after the
             # tasks themselves on a loaded machine.
             await _wait_for(lambda: _connections_quiet(_pool(client)), "connections released")
@@ -137,7 +137,7 @@ async def test_closing_a_stream_early_cancels_its_batches(serve: Any) -> None:
         got = [await stream.__anext__() for _ in range(3)]
         await stream.aclose()  # type: ignore[attr-defined]
         assert got == server_vectors(texts_of(100)[:3])
-        assert asyncio.all_tasks() == {asyncio.current_task()}
+        assert asyncio.all_tasks() == {asyncio.current_task()}, asyncio.all_tasks()
         assert _connections_quiet(_pool(client))
     assert server.stats.requests < 50
 
