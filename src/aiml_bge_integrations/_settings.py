@@ -33,8 +33,8 @@ DEFAULT_BASE_URL = "https://api.aimlapi.com/v1"
 DEFAULT_MODEL = "BAAI/bge-base-en-v1.5"
 DEFAULT_BATCH_SIZE = 128
 """Inputs per request. No cap is published for the AI/ML API; servers that have one are learned."""
-DEFAULT_MAX_CONCURRENCY = 4
-"""Requests in flight per client."""
+DEFAULT_MAX_CONCURRENCY = 16
+"""The most requests in flight per client; below it, the client keeps what the server sustains."""
 DEFAULT_MAX_RETRIES = 6
 DEFAULT_TIMEOUT = 60.0
 """Seconds for one HTTP request (connect, write, read, pool)."""
