@@ -930,11 +930,15 @@ def run_adaptive(args: argparse.Namespace, log: Callable[[str], None]) -> dict[s
     from aiml_bge_integrations.server import LocalServer
 
     servers = [ADAPTIVE_BY_KEY[k] for k in args.adaptive_servers]
+    texts = make_passages(args.adaptive_n, args.seed)
     rows: list[dict[str, Any]] = []
     for server_spec in servers:
         # In this process, in a thread: the parent only waits for each client's process, and
         # a capacity that changes mid-run is a live change of the server's config.
         with LocalServer(api_key=API_KEY, latency=args.latency, **server_spec.config) as server:
+            # One untimed pass first, so that no contestant pays for the server's cold caches.
+            _REFERENCE_LIMIT[0] = server_spec.level
+            _raw_httpx(texts, server.base_url, args.batch_size)
             for client in args.adaptive_clients:
                 row: dict[str, Any] = {
                     "server": server_spec.key,

@@ -50,7 +50,7 @@ class Flight:
     overlapped: int
     """Other requests in flight at any moment of this one's flight (``others`` and later ones)."""
     refused: int = 0
-    """Refusals that came back while this request was in flight: ``others`` the server never held."""
+    """Of ``others``, those refused before this one's reply came: the server never held them."""
 
 
 def _thresholds(limit: int) -> tuple[float, float]:

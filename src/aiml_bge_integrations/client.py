@@ -271,8 +271,11 @@ class _Ticket:
 
     sent_at: float
     others: int
+    """Requests in flight through the gate when this one was sent."""
     sent: int
-    refused: int
+    """This request's number among the gate's sends."""
+    others_refused: int = 0
+    """Of ``others``, those refused since: the server was not holding them."""
 
 
 class _Limiter:
@@ -314,10 +317,13 @@ class _Flights:
 
     def __init__(self, limiter: _Limiter) -> None:
         self.limiter = limiter
-        self.in_flight = 0
         self.sent = 0
-        self.refused = 0
         self.successes = 0
+        self.open: list[_Ticket] = []
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.open)
 
     def take(self, after: int | None) -> _Ticket | None:
         if self.in_flight >= self.limiter.limit:
@@ -325,18 +331,20 @@ class _Flights:
         if after is not None and self.successes <= after and self.in_flight > 0:
             return None
         self.sent += 1
-        ticket = _Ticket(time.monotonic(), self.in_flight, self.sent, self.refused)
-        self.in_flight += 1
+        ticket = _Ticket(time.monotonic(), self.in_flight, self.sent)
+        self.open.append(ticket)
         return ticket
 
     def give_back(self, ticket: _Ticket, status: int | None) -> int | None:
-        self.in_flight -= 1
+        self.open.remove(ticket)
         flight = Flight(
-            ticket.others, ticket.others + self.sent - ticket.sent, self.refused - ticket.refused
+            ticket.others, ticket.others + self.sent - ticket.sent, ticket.others_refused
         )
         absorbed = self.limiter.record(status, time.monotonic() - ticket.sent_at, flight)
         if status in (429, 503):
-            self.refused += 1
+            for later in self.open:
+                if later.sent > ticket.sent:
+                    later.others_refused += 1
         elif status is not None:
             self.successes += 1
         return self.successes if absorbed else None

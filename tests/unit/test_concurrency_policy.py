@@ -75,14 +75,13 @@ def simulate(
         heapq.heappush(events, (t, counter, kind, rid))
 
     ready: deque[int] = deque(range(batches))
-    # rid -> (sent at, others, sends so far, refusals so far, batch)
+    # rid -> (sent at, others, its number among sends, others refused since, batch)
     in_flight: dict[int, tuple[float, int, int, int, int]] = {}
     server_busy = 0
     queue: deque[int] = deque()
     refused: set[int] = set()
     refused_at: list[float] = []
     parked: list[int] = []
-    refused_back: list[int] = []
     sent = requests = refusals = peak = done = 0
     trace = [(0.0, policy.limit)]
     now = 0.0
@@ -98,7 +97,7 @@ def simulate(
             rid, next_rid = next_rid, next_rid + 1
             sent += 1
             requests += 1
-            in_flight[rid] = (now, len(in_flight), sent, len(refused_back), batch)
+            in_flight[rid] = (now, len(in_flight), sent, 0, batch)
             peak = max(peak, len(in_flight))
             if workers is not None:
                 if server_busy < workers:
@@ -128,10 +127,12 @@ def simulate(
             at(now, "reply", rid)
             continue
         else:
-            sent_at, others, seq, back, batch = in_flight.pop(rid)
-            flight = Flight(others, others + sent - seq, len(refused_back) - back)
+            sent_at, others, seq, others_refused, batch = in_flight.pop(rid)
+            flight = Flight(others, others + sent - seq, others_refused)
             if rid in refused:
-                refused_back.append(rid)
+                for later, (t, o, s, r, b) in in_flight.items():
+                    if s > seq:  # this one was in flight when ``later`` was sent
+                        in_flight[later] = (t, o, s, r + 1, b)
                 if policy.on_refusal(flight):
                     parked.append(batch)
                 else:
