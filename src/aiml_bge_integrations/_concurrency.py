@@ -51,6 +51,8 @@ class Flight:
     """Other requests in flight at any moment of this one's flight (``others`` and later ones)."""
     refused: int = 0
     """Of ``others``, those refused before this one's reply came: the server never held them."""
+    limit: int = 0
+    """The limit when this one was sent (0: not known)."""
 
 
 def _thresholds(limit: int) -> tuple[float, float]:
@@ -96,6 +98,7 @@ class ConcurrencyPolicy:
         self._probing = False
         self._base_rtt = math.inf
         self._queued_rounds = 0
+        self._proven = 0
         self._new_round(settle=True)  # the first round is a burst: its first requests find no queue
 
     def _new_round(self, settle: bool = False) -> None:
@@ -105,6 +108,7 @@ class ConcurrencyPolicy:
         self._round_size = self.limit
         self._round_rtts: list[float] = []
         self._round_used = 0
+        self._round_refused = False
 
     def _set(self, limit: int, reason: str) -> bool:
         limit = max(1, min(limit, self.max_limit))
@@ -156,6 +160,8 @@ class ConcurrencyPolicy:
         if used < max(0.8 * self.limit, self.limit - 1):  # the limit did not hold the client back
             self._new_round()
             return False
+        if not self._round_refused:
+            self._proven = max(self._proven, self.limit)
         if self._slow_start:
             if queue < 1.0:
                 return self._set(2 * self.limit, "slow start")
@@ -181,13 +187,24 @@ class ConcurrencyPolicy:
         # held by the server; the rest were, and the server would take no more.
         held = flight.others - flight.refused
         k = max(1, held if flight.others > 0 else flight.overlapped)
+        if flight.limit > self.limit:
+            # Sent before the last decrease: that decrease already answered what this says.
+            return flight.overlapped > 0
+        level = k
+        if k < self.limit:
+            # A request sent after this one may have reached the server first, so k can fall
+            # short: a level that just ran a full round without refusal is only left one step
+            # at a time.
+            level = max(k, min(self._proven, self.limit - 1))
+        self._round_refused = True
         if self._probing:
             self._probing = False
             if self._ceiling is not None and flight.others >= self._ceiling:
                 self._probe_interval = min(2 * self._probe_interval, self._max_interval)
-        self._ceiling = k if self._ceiling is None else min(self._ceiling, k)
+        self._ceiling = level if self._ceiling is None else min(self._ceiling, level)
         self._slow_start = False
         self._since_probe = 0
-        if k < self.limit:
-            self._set(k, f"refused with {k} other request(s) in flight")
+        if level < self.limit:
+            self._proven = min(self._proven, level)
+            self._set(level, f"refused with {k} other request(s) in flight")
         return flight.overlapped > 0
