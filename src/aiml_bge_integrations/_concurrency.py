@@ -51,8 +51,6 @@ class Flight:
     """Other requests in flight at any moment of this one's flight (``others`` and later ones)."""
     refused: int = 0
     """Of ``others``, those refused before this one's reply came: the server never held them."""
-    limit: int = 0
-    """The limit when this one was sent (0: not known)."""
 
 
 def _thresholds(limit: int) -> tuple[float, float]:
@@ -187,9 +185,6 @@ class ConcurrencyPolicy:
         # held by the server; the rest were, and the server would take no more.
         held = flight.others - flight.refused
         k = max(1, held if flight.others > 0 else flight.overlapped)
-        if flight.limit > self.limit:
-            # Sent before the last decrease: that decrease already answered what this says.
-            return flight.overlapped > 0
         level = k
         if k < self.limit:
             # A request sent after this one may have reached the server first, so k can fall

@@ -274,8 +274,6 @@ class _Ticket:
     """Requests in flight through the gate when this one was sent."""
     sent: int
     """This request's number among the gate's sends."""
-    limit: int
-    """The limit when it was sent."""
     others_refused: int = 0
     """Of ``others``, those refused since: the server was not holding them."""
 
@@ -333,17 +331,14 @@ class _Flights:
         if after is not None and self.successes <= after and self.in_flight > 0:
             return None
         self.sent += 1
-        ticket = _Ticket(time.monotonic(), self.in_flight, self.sent, self.limiter.limit)
+        ticket = _Ticket(time.monotonic(), self.in_flight, self.sent)
         self.open.append(ticket)
         return ticket
 
     def give_back(self, ticket: _Ticket, status: int | None) -> int | None:
         self.open.remove(ticket)
         flight = Flight(
-            ticket.others,
-            ticket.others + self.sent - ticket.sent,
-            ticket.others_refused,
-            ticket.limit,
+            ticket.others, ticket.others + self.sent - ticket.sent, ticket.others_refused
         )
         absorbed = self.limiter.record(status, time.monotonic() - ticket.sent_at, flight)
         if status in (429, 503):

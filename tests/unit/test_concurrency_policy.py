@@ -75,8 +75,8 @@ def simulate(
         heapq.heappush(events, (t, counter, kind, rid))
 
     ready: deque[int] = deque(range(batches))
-    # rid -> (sent at, others, its number among sends, others refused since, limit, batch)
-    in_flight: dict[int, tuple[float, int, int, int, int, int]] = {}
+    # rid -> (sent at, others, its number among sends, others refused since, batch)
+    in_flight: dict[int, tuple[float, int, int, int, int]] = {}
     server_busy = 0
     queue: deque[int] = deque()
     refused: set[int] = set()
@@ -97,7 +97,7 @@ def simulate(
             rid, next_rid = next_rid, next_rid + 1
             sent += 1
             requests += 1
-            in_flight[rid] = (now, len(in_flight), sent, 0, policy.limit, batch)
+            in_flight[rid] = (now, len(in_flight), sent, 0, batch)
             peak = max(peak, len(in_flight))
             if workers is not None:
                 if server_busy < workers:
@@ -127,12 +127,12 @@ def simulate(
             at(now, "reply", rid)
             continue
         else:
-            sent_at, others, seq, others_refused, level, batch = in_flight.pop(rid)
-            flight = Flight(others, others + sent - seq, others_refused, level)
+            sent_at, others, seq, others_refused, batch = in_flight.pop(rid)
+            flight = Flight(others, others + sent - seq, others_refused)
             if rid in refused:
-                for later, (t, o, s, r, lv, b) in in_flight.items():
+                for later, (t, o, s, r, b) in in_flight.items():
                     if s > seq:  # this one was in flight when ``later`` was sent
-                        in_flight[later] = (t, o, s, r + 1, lv, b)
+                        in_flight[later] = (t, o, s, r + 1, b)
                 if policy.on_refusal(flight):
                     parked.append(batch)
                 else:
@@ -270,16 +270,6 @@ def test_refusal_short_of_a_level_just_proven_steps_down_by_one() -> None:
     assert policy.limit == 4
     policy.on_refusal(Flight(3, 4))  # again, at 4: now the server is believed
     assert policy.limit == 3
-
-
-def test_refusals_sent_before_the_last_decrease_do_not_lower_it_again() -> None:
-    policy = ConcurrencyPolicy(32, initial=16)
-    policy.on_refusal(Flight(10, 15, 0, 16))
-    assert policy.limit == 10
-    assert policy.on_refusal(Flight(7, 15, 0, 16)) is True  # same burst: retried, no new cut
-    assert policy.limit == 10
-    policy.on_refusal(Flight(7, 9, 0, 10))  # sent at the new level: believed
-    assert policy.limit == 7
 
 
 def test_refusal_while_alone_is_not_about_concurrency() -> None:
