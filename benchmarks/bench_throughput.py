@@ -20,7 +20,13 @@ deterministic vector for its text. Then the parse benchmark (``bench_parse.py``)
 memory (``iter_embeddings`` over 200,000 vs 20,000 texts) and the import check. Figures go to
 ``bench-results/`` (JSON, PNG, Markdown) and the table is printed with each target marked.
 
-Usage: ``python benchmarks/bench_throughput.py [--n 20000] [--batch-size 128] [--quick]``.
+Then the adaptive-concurrency rows (issue 16): servers that allow other than 4 (429 above 12,
+429 above 2, 8 workers with a queue, 12 dropping to 4 and back, and today's 4), each against the
+default client, a client tuned by hand and langchain-openai; ``--adaptive-only`` runs only those
+(12,288 texts, batch 64; docs/concurrency.md).
+
+Usage: ``python benchmarks/bench_throughput.py [--n 20000] [--batch-size 128] [--quick]``,
+``python benchmarks/bench_throughput.py --adaptive-only``.
 """
 
 from __future__ import annotations

@@ -439,7 +439,9 @@ class _ProgressBar:
             )
             self._last = done
         self._bar.set_postfix_str(
-            f"{usage.prompt_tokens:,} tokens, {usage.credits:,.0f} credits", refresh=False
+            f"{usage.prompt_tokens:,} tokens, {usage.credits:,.0f} credits, "
+            f"{usage.concurrency} in flight",
+            refresh=False,
         )
         self._bar.update(done - self._last)
         self._last = done
@@ -551,6 +553,11 @@ def _summary(result: Any) -> None:
         )
     if result.over_limit:
         line += f"; {result.over_limit:,} passage(s) were truncated to 512 tokens"
+    if u.peak_concurrency:
+        line += (
+            f"; requests in flight: up to {u.peak_concurrency} ({u.concurrency} at the end, "
+            "as the server allowed)"
+        )
     print(line)
 
 

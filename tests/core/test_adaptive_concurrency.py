@@ -230,3 +230,23 @@ def test_server_workers_serve_in_arrival_order() -> None:
         return order
 
     assert asyncio.run(run()) == ["a", "b", "c", "e"]
+
+
+def test_cli_summary_tells_the_requests_in_flight(
+    serve: Any,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from aiml_bge_integrations.cli import main
+
+    server = serve(latency=0.02, max_concurrent_requests=2)
+    monkeypatch.setenv("AIMLAPI_API_KEY", server.api_key)
+    monkeypatch.setenv("AIMLAPI_BASE_URL", server.base_url)
+    src = tmp_path / "corpus.txt"
+    src.write_text("".join(f"passage {i}\n" for i in range(40)), encoding="utf-8")
+    assert main(["embed", str(src), "-o", str(tmp_path / "out.jsonl"), "--batch-size", "2"]) == 0
+    out = capsys.readouterr().out
+    summary = next(line for line in out.splitlines() if line.startswith("usage:"))
+    assert "; requests in flight: up to 4 (" in summary, summary  # the start, then refused
+    assert summary.endswith(" at the end, as the server allowed)")
