@@ -320,6 +320,7 @@ class _Flights:
         self.sent = 0
         self.successes = 0
         self.open: list[_Ticket] = []
+        self._released = 0  # the success that last let a refused request go again
 
     @property
     def in_flight(self) -> int:
@@ -328,8 +329,11 @@ class _Flights:
     def take(self, after: int | None) -> _Ticket | None:
         if self.in_flight >= self.limiter.limit:
             return None
-        if after is not None and self.successes <= after and self.in_flight > 0:
-            return None
+        if after is not None and self.in_flight > 0:
+            # One refused request goes again per success: the server just made room for one.
+            if self.successes <= max(after, self._released):
+                return None
+            self._released = self.successes
         self.sent += 1
         ticket = _Ticket(time.monotonic(), self.in_flight, self.sent)
         self.open.append(ticket)
