@@ -987,10 +987,11 @@ class EmbeddingsClient(_BaseClient):
             print(client.usage)
 
     Settings (all keyword-only): ``api_key``, ``base_url``, ``model``, ``batch_size``,
-    ``max_concurrency``, ``max_retries``, ``timeout``, ``deadline``, ``query_instruction``,
-    ``default_headers``, ``http_client``, ``encoding_format``, ``long_text``,
-    ``allow_insecure_http``, ``requests_per_minute``, ``tokens_per_minute``, ``rate_limiter``.
-    The README describes each. One client is safe to share between threads.
+    ``max_concurrency``, ``adaptive_concurrency``, ``max_retries``, ``timeout``, ``deadline``,
+    ``query_instruction``, ``default_headers``, ``http_client``, ``encoding_format``,
+    ``long_text``, ``allow_insecure_http``, ``requests_per_minute``, ``tokens_per_minute``,
+    ``rate_limiter``. The README describes each (docs/concurrency.md the concurrency ones). One
+    client is safe to share between threads.
     """
 
     def __init__(self, *, http_client: httpx.Client | None = None, **settings: Any) -> None:
