@@ -20,7 +20,13 @@ deterministic vector for its text. Then the parse benchmark (``bench_parse.py``)
 memory (``iter_embeddings`` over 200,000 vs 20,000 texts) and the import check. Figures go to
 ``bench-results/`` (JSON, PNG, Markdown) and the table is printed with each target marked.
 
-Usage: ``python benchmarks/bench_throughput.py [--n 20000] [--batch-size 128] [--quick]``.
+Then the adaptive-concurrency rows (issue 16): servers that allow other than 4 (429 above 12,
+429 above 2, 8 workers with a queue, 12 dropping to 4 and back, and today's 4), each against the
+default client, a client tuned by hand and langchain-openai; ``--adaptive-only`` runs only those
+(12,288 texts, batch 64; docs/concurrency.md).
+
+Usage: ``python benchmarks/bench_throughput.py [--n 20000] [--batch-size 128] [--quick]``,
+``python benchmarks/bench_throughput.py --adaptive-only``.
 ``--only core-async,core-async/without-untrack`` adds an A/B row with one of the package's kept
 shortcuts switched off (``WITHOUT``; docs/internals.md).
 """
@@ -591,7 +597,8 @@ def _check_stream_digests(result: dict[str, Any], seed: int, words: list[int]) -
 
 def _child_main(spec_json: str) -> int:
     spec = json.loads(spec_json)
-    result = _child_stream(spec) if spec["kind"] == "stream" else _child_throughput(spec)
+    children = {"stream": _child_stream, "adaptive": _child_adaptive}
+    result = children.get(spec["kind"], _child_throughput)(spec)
     print("RESULT " + json.dumps(result), flush=True)
     return 0
 
@@ -895,6 +902,248 @@ def run_parse(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+# -- adaptive concurrency: servers that allow other than 4 (issue 16) ----------------------------
+
+
+@dataclass(frozen=True)
+class AdaptiveServer:
+    """One kind of server for the adaptive rows: its settings and the level a user would tune to."""
+
+    key: str
+    label: str
+    level: int
+    """``max_concurrency`` of the client tuned by hand (what the server sustains)."""
+    config: dict[str, Any]
+    """``LocalServer`` settings besides latency."""
+    phases: tuple[tuple[float, int], ...] = ()
+    """(share of requests served, hard limit from then on): a capacity that changes mid-run."""
+
+
+ADAPTIVE_SERVERS: list[AdaptiveServer] = [
+    AdaptiveServer(
+        "limit-4", "429 above 4 in flight (the main benchmark's)", 4, {"max_concurrent_requests": 4}
+    ),
+    AdaptiveServer("limit-12", "429 above 12 in flight", 12, {"max_concurrent_requests": 12}),
+    AdaptiveServer("limit-2", "429 above 2 in flight", 2, {"max_concurrent_requests": 2}),
+    AdaptiveServer("workers-8", "8 workers, the rest queued (TEI, infinity)", 8, {"workers": 8}),
+    AdaptiveServer(
+        "drop-12-4-12",
+        "429 above 12, then 4 (another tenant), then 12",
+        12,
+        {"max_concurrent_requests": 12},
+        phases=((0.3, 4), (0.6, 12)),
+    ),
+]
+"""The servers of the adaptive rows; the tuned client of the drop row keeps 12 (refused while 4)."""
+ADAPTIVE_BY_KEY = {s.key: s for s in ADAPTIVE_SERVERS}
+ADAPTIVE_CLIENTS = ("default", "tuned", "langchain-openai")
+
+
+def _child_adaptive(spec: dict[str, Any]) -> dict[str, Any]:
+    """One client against one adaptive-row server: texts per second and what the client learned."""
+    texts = make_passages(spec["n"], spec["seed"])
+    client, mode, batch, base_url = spec["client"], spec["mode"], spec["batch"], spec["base_url"]
+    _warm_imports("langchain-openai" if client == "langchain-openai" else "core")
+    info: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    if client == "langchain-openai":
+        vectors = _langchain_openai(mode)(texts, base_url, batch)
+    else:
+        from aiml_bge_integrations import AsyncEmbeddingsClient, EmbeddingsClient
+
+        settings = _ours(base_url, batch, None)
+        if client == "tuned":
+            settings.update(max_concurrency=spec["level"], adaptive_concurrency=False)
+        if mode == "sync":
+            with EmbeddingsClient(**settings) as c:
+                vectors = c.embed_documents(texts)
+                usage = c.usage
+        else:
+
+            async def go() -> tuple[list[list[float]], Any]:
+                async with AsyncEmbeddingsClient(**settings) as c:
+                    return await c.embed_documents(texts), c.usage
+
+            vectors, usage = asyncio.run(go())
+        info = {"limit_end": usage.concurrency, "limit_peak": usage.peak_concurrency}
+    wall = time.perf_counter() - t0
+    if len(vectors) != len(texts):
+        raise RuntimeError(f"{len(vectors)} vectors for {len(texts)} texts")
+    return {"wall_s": wall, **info}
+
+
+def run_adaptive(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
+    """Default, tuned and langchain-openai clients against each adaptive-row server."""
+    from aiml_bge_integrations.server import LocalServer
+
+    servers = [ADAPTIVE_BY_KEY[k] for k in args.adaptive_servers]
+    texts = make_passages(args.adaptive_n, args.seed)
+    rows: list[dict[str, Any]] = []
+    for server_spec in servers:
+        # In this process, in a thread: the parent only waits for each client's process, and
+        # a capacity that changes mid-run is a live change of the server's config.
+        with LocalServer(api_key=API_KEY, latency=args.latency, **server_spec.config) as server:
+            # One untimed pass first, so that no contestant pays for the server's cold caches.
+            _REFERENCE_LIMIT[0] = server_spec.level
+            _raw_httpx(texts, server.base_url, args.batch_size)
+            for client in args.adaptive_clients:
+                row: dict[str, Any] = {
+                    "server": server_spec.key,
+                    "client": client,
+                    "mode": args.adaptive_mode,
+                }
+                if client == "langchain-openai" and _missing_module("langchain-openai"):
+                    row["skipped"] = "langchain_openai is not importable"
+                    rows.append(row)
+                    continue
+                server.config.max_concurrent_requests = server_spec.config.get(
+                    "max_concurrent_requests"
+                )
+                server.reset_stats()
+                stop = threading.Event()
+                requests_total = -(-args.adaptive_n // args.batch_size)
+                tenant = threading.Thread(
+                    target=_follow_phases,
+                    args=(server, server_spec.phases, requests_total, stop),
+                    daemon=True,
+                )
+                tenant.start()
+                spec = {
+                    "kind": "adaptive",
+                    "client": client,
+                    "mode": args.adaptive_mode,
+                    "level": server_spec.level,
+                    "n": args.adaptive_n,
+                    "seed": args.seed,
+                    "batch": args.batch_size,
+                    "base_url": server.base_url,
+                }
+                try:
+                    result = _run_child(spec, timeout=args.timeout)
+                except (RuntimeError, subprocess.TimeoutExpired) as err:
+                    row["failed"] = str(err)[-600:]
+                    log(f"  {server_spec.key:13s} {client:17s} FAILED: {row['failed']}")
+                    rows.append(row)
+                    continue
+                finally:
+                    stop.set()
+                    tenant.join()
+                stats = server.stats.snapshot()
+                row.update(result)
+                row["texts_per_s"] = args.adaptive_n / result["wall_s"]
+                row["requests"] = stats["requests"]
+                row["429s"] = stats["rate_limited"]
+                row["peak_in_flight"] = stats["peak_in_flight"]
+                rows.append(row)
+                learned = (
+                    f"  limit {row['limit_end']} (peak {row['limit_peak']})"
+                    if "limit_end" in row
+                    else ""
+                )
+                log(
+                    f"  {server_spec.key:13s} {client:17s} {row['texts_per_s']:7.0f} texts/s  "
+                    f"{row['requests']:5d} requests  {row['429s']:4d} x 429  peak in flight "
+                    f"{row['peak_in_flight']:3d}{learned}"
+                )
+    tuned = {r["server"]: r for r in rows if r["client"] == "tuned" and "texts_per_s" in r}
+    for r in rows:
+        base = tuned.get(r["server"])
+        if "texts_per_s" in r and base:
+            r["vs_tuned"] = r["texts_per_s"] / base["texts_per_s"]
+    return {
+        "rows": rows,
+        "n": args.adaptive_n,
+        "batch_size": args.batch_size,
+        "mode": args.adaptive_mode,
+    }
+
+
+def _follow_phases(
+    server: Any, phases: tuple[tuple[float, int], ...], requests_total: int, stop: threading.Event
+) -> None:
+    """Change the server's hard limit as the run passes each share of its requests."""
+    for share, limit in phases:
+        while server.stats.ok < share * requests_total:
+            if stop.wait(0.01):
+                return
+        server.config.max_concurrent_requests = limit
+
+
+def adaptive_table(result: dict[str, Any]) -> str:
+    """The Markdown table of the adaptive rows."""
+    rows = []
+    for r in result["rows"]:
+        spec = ADAPTIVE_BY_KEY[r["server"]]
+        if "texts_per_s" not in r:
+            rows.append(
+                [spec.label, r["client"], "skipped" if "skipped" in r else "FAILED", "", "", "", ""]
+            )
+            continue
+        client = r["client"] + (f" ({spec.level})" if r["client"] == "tuned" else "")
+        rows.append(
+            [
+                spec.label,
+                client,
+                f"{r['texts_per_s']:,.0f}",
+                _fmt(r.get("vs_tuned"), ".0%"),
+                f"{r['429s']} of {r['requests']} ({r['429s'] / max(r['requests'], 1):.1%})",
+                str(r["peak_in_flight"]),
+                f"{r['limit_end']} / {r['limit_peak']}" if "limit_end" in r else "",
+            ]
+        )
+    return markdown_table(
+        [
+            "server",
+            "client",
+            "texts/s",
+            "vs tuned",
+            "429s",
+            "peak in flight (server)",
+            "client's limit: end / peak",
+        ],
+        rows,
+    )
+
+
+def adaptive_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 16's targets for the adaptive rows."""
+    targets: list[dict[str, Any]] = []
+    defaults = [r for r in result["rows"] if r["client"] == "default" and "texts_per_s" in r]
+    if not defaults:
+        return [{"target": "adaptive: default client rows", "met": None, "detail": "none ran"}]
+    ratios = [(r["server"], r.get("vs_tuned")) for r in defaults]
+    targets.append(
+        {
+            "target": "adaptive: default >= 85% of the tuned client on every server",
+            "met": all(v is not None and v >= 0.85 for _, v in ratios),
+            "detail": "; ".join(f"{k} {_fmt(v, '.0%')}" for k, v in ratios),
+        }
+    )
+    shares = [(r["server"], r["429s"] / max(r["requests"], 1)) for r in defaults]
+    targets.append(
+        {
+            "target": "adaptive: default's 429s under 5% of its requests",
+            "met": all(s < 0.05 for _, s in shares),
+            "detail": "; ".join(f"{k} {s:.1%}" for k, s in shares),
+        }
+    )
+    queued = [r for r in defaults if "workers" in ADAPTIVE_BY_KEY[r["server"]].config]
+    if queued:
+        targets.append(
+            {
+                "target": "adaptive: queueing server gets at most twice its workers in flight",
+                "met": all(
+                    r["peak_in_flight"] <= 2 * ADAPTIVE_BY_KEY[r["server"]].config["workers"]
+                    for r in queued
+                ),
+                "detail": "; ".join(
+                    f"{r['server']}: peak {r['peak_in_flight']} in flight" for r in queued
+                ),
+            }
+        )
+    return targets
+
+
 # -- report ----------------------------------------------------------------------------------------
 
 
@@ -1052,6 +1301,8 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             f"import time {_fmt(imp['importtime_cumulative_ms'], '.0f', ' ms')} (-X importtime), "
             f"{imp['subprocess_ms']:.0f} ms over a bare interpreter",
         )
+    if report.get("adaptive"):
+        targets.extend(adaptive_targets(report["adaptive"]))
     return targets
 
 
@@ -1121,6 +1372,15 @@ def render_report(report: dict[str, Any]) -> str:
                 ],
                 rows,
             )
+        )
+    adaptive = report.get("adaptive")
+    if adaptive:
+        parts.append(
+            f"### Adaptive concurrency: servers that allow other than 4\n\n{adaptive['n']:,} texts, "
+            f"batch {adaptive['batch_size']}, latency {cfg['latency']} s, {adaptive['mode']} "
+            "clients; default = no concurrency setting, tuned = `max_concurrency` set to what the "
+            "server sustains with `adaptive_concurrency=False`. Peak in flight counts queued "
+            "requests on the queueing server.\n\n" + adaptive_table(adaptive)
         )
     targets = report.get("targets", [])
     if targets:
@@ -1205,7 +1465,9 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated contestant keys (default: all): " + ", ".join(BY_KEY),
     )
     p.add_argument(
-        "--skip", default="", help="comma-separated parts to skip: throughput,parse,stream,import"
+        "--skip",
+        default="",
+        help="comma-separated parts to skip: throughput,parse,stream,import,adaptive",
     )
     p.add_argument(
         "--stream-small", type=int, default=None, help="small streaming run (default 20000)"
@@ -1233,6 +1495,25 @@ def _parser() -> argparse.ArgumentParser:
         help="module run with python -m as the server (diagnostics only; it must accept "
         "the same flags)",
     )
+    p.add_argument(
+        "--adaptive-only",
+        action="store_true",
+        help="run only the adaptive-concurrency rows (issue 16), with --batch-size 64 unless given",
+    )
+    p.add_argument(
+        "--adaptive-n", type=int, default=None, help="texts per adaptive row (default 12288)"
+    )
+    p.add_argument(
+        "--adaptive-servers",
+        default=",".join(ADAPTIVE_BY_KEY),
+        help="comma-separated adaptive-row servers: " + ", ".join(ADAPTIVE_BY_KEY),
+    )
+    p.add_argument(
+        "--adaptive-clients",
+        default=",".join(ADAPTIVE_CLIENTS),
+        help="comma-separated adaptive-row clients: " + ", ".join(ADAPTIVE_CLIENTS),
+    )
+    p.add_argument("--adaptive-mode", choices=["sync", "async"], default="sync")
     p.add_argument("--child", help=argparse.SUPPRESS)
     return p
 
@@ -1259,6 +1540,20 @@ def main(argv: list[str] | None = None) -> int:
     args.stream_modes = [m for m in args.stream_modes.split(",") if m]
     args.stream_words = [int(w) for w in args.stream_words.split(",")]
     skip = {s for s in args.skip.split(",") if s}
+    if args.adaptive_only:
+        skip |= {"import", "throughput", "parse", "stream"}
+        if "--batch-size" not in (argv if argv is not None else sys.argv):
+            args.batch_size = 64
+    args.adaptive_n = args.adaptive_n or (2048 if quick else 12288)
+    args.adaptive_servers = [k for k in args.adaptive_servers.split(",") if k]
+    args.adaptive_clients = [k for k in args.adaptive_clients.split(",") if k]
+    for name, known in (
+        ("adaptive-servers", list(ADAPTIVE_BY_KEY)),
+        ("adaptive-clients", list(ADAPTIVE_CLIENTS)),
+    ):
+        bad = [k for k in getattr(args, name.replace("-", "_")) if k not in known]
+        if bad:
+            raise SystemExit(f"unknown {name}: {', '.join(bad)}; known: {', '.join(known)}")
     keys = [k for k in (args.only.split(",") if args.only else list(BY_KEY)) if k]
     unknown = [k for k in keys if not _known(k)]
     if unknown:
@@ -1302,6 +1597,12 @@ def main(argv: list[str] | None = None) -> int:
     if "parse" not in skip:
         log("parse benchmark ...")
         report["parse"] = run_parse(args)
+    if "adaptive" not in skip:
+        log(
+            f"adaptive concurrency: {args.adaptive_n:,} texts, batch {args.batch_size}, latency "
+            f"{args.latency} s, {args.adaptive_mode} clients ..."
+        )
+        report["adaptive"] = run_adaptive(args, log)
     if "stream" not in skip:
         log(f"streaming memory: {args.stream_small:,} vs {args.stream_large:,} texts ...")
         report["stream"] = run_stream(args, log)
@@ -1321,6 +1622,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Written to {args.out}/ (bench.json, bench.md, bench.png) in {report['elapsed_s']:.0f} s."
     )
     failed = [r["key"] for r in (report.get("throughput") or {}).get("rows", []) if "failed" in r]
+    failed += [r["server"] for r in (report.get("adaptive") or {}).get("rows", []) if "failed" in r]
     return 1 if failed else 0
 
 

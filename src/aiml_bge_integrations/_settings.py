@@ -70,8 +70,8 @@ DEFAULT_BASE_URL = "https://api.aimlapi.com/v1"
 DEFAULT_MODEL = "BAAI/bge-base-en-v1.5"
 DEFAULT_BATCH_SIZE = 128
 """Inputs per request. No cap is published for the AI/ML API; servers that have one are learned."""
-DEFAULT_MAX_CONCURRENCY = 4
-"""Requests in flight per client."""
+DEFAULT_MAX_CONCURRENCY = 16
+"""The most requests in flight per client; below it, the client keeps what the server sustains."""
 DEFAULT_MAX_RETRIES = 6
 DEFAULT_TIMEOUT = 60.0
 """Seconds for one HTTP request (connect, write, read, pool)."""
@@ -255,8 +255,9 @@ SETTINGS: tuple[Setting, ...] = (
         "base_url",
         str | None,
         DEFAULT_BASE_URL,
-        "Root of the OpenAI-compatible API (usually ending in /v1); requests go to "
-        "{base_url}/embeddings.",
+        "Root of the OpenAI-compatible API; requests go to {base_url}/embeddings (the AI/ML "
+        "API, OpenAI, vLLM and Ollama: a root ending in /v1; infinity and TEI: the server's "
+        "root, no /v1).",
         _url,
         env=BASE_URL_ENV,
         aliases={"api_base": "llama_index"},
@@ -282,9 +283,18 @@ SETTINGS: tuple[Setting, ...] = (
         "max_concurrency",
         int,
         DEFAULT_MAX_CONCURRENCY,
-        "Requests awaiting their reply at once, across every call on one client.",
+        "The most requests awaiting their reply at once, across every call on one client "
+        "(with adaptive_concurrency, the cap of what the client finds the server sustains).",
         int_at_least(1),
         cli_type=int,
+    ),
+    Setting(
+        "adaptive_concurrency",
+        bool,
+        True,
+        "Find and follow the concurrency the server sustains (from its refusals and round "
+        "trips), up to max_concurrency; False keeps max_concurrency in flight.",
+        _flag,
     ),
     Setting(
         "max_retries",

@@ -169,7 +169,10 @@ def _add_client_settings(p: argparse.ArgumentParser) -> None:
             continue
         flag = "--" + setting.name.replace("_", "-")
         if setting.type is bool:
-            g.add_argument(flag, action="store_true", default=None, help=setting.doc)
+            # --name / --no-name: a flag can turn a setting on or off whatever its default.
+            g.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=setting.doc
+            )
             continue
         g.add_argument(
             flag,
@@ -428,7 +431,9 @@ class _ProgressBar:
             )
             self._last = done
         self._bar.set_postfix_str(
-            f"{usage.prompt_tokens:,} tokens, {usage.credits:,.0f} credits", refresh=False
+            f"{usage.prompt_tokens:,} tokens, {usage.credits:,.0f} credits, "
+            f"{usage.concurrency} in flight",
+            refresh=False,
         )
         self._bar.update(done - self._last)
         self._last = done
@@ -611,6 +616,11 @@ def _summary(result: Any) -> None:
         )
     if result.over_limit:
         line += f"; {result.over_limit:,} passage(s) were truncated to 512 tokens"
+    if u.peak_concurrency:
+        line += (
+            f"; requests in flight: up to {u.peak_concurrency} ({u.concurrency} at the end, "
+            "as the server allowed)"
+        )
     print(line)
     this = result.runs[-1]["base_url"] if result.runs else None
     earlier = sorted({run["base_url"] for run in result.runs[:-1]} - {this})

@@ -46,6 +46,7 @@ from ._batching import (
     collect_texts,
     iter_checked_chunks,
 )
+from ._concurrency import ConcurrencyPolicy, Flight
 from ._secrets import resolve_key
 from ._settings import (
     API_KEY_ENV,
@@ -125,21 +126,27 @@ class Usage:
     """AI/ML API credits, from ``meta.usage.credits_used`` or the ``x-aimlapi-credits-used`` header."""
     usd: float = 0.0
     """US dollars, from the ``x-aimlapi-usd-spent`` header when the server sends it."""
+    concurrency: int = 0
+    """Requests the client allows in flight now: the level it found the server sustains."""
+    peak_concurrency: int = 0
+    """The highest ``concurrency`` since the client was made."""
 
     def __add__(self, other: Usage) -> Usage:
         causes = dict(self.retries_by_cause)
         for k, v in other.retries_by_cause.items():
             causes[k] = causes.get(k, 0) + v
         return Usage(
-            self.requests + other.requests,
-            self.retries + other.retries,
-            causes,
-            self.splits + other.splits,
-            self.texts + other.texts,
-            self.prompt_tokens + other.prompt_tokens,
-            self.total_tokens + other.total_tokens,
-            self.credits + other.credits,
-            self.usd + other.usd,
+            requests=self.requests + other.requests,
+            retries=self.retries + other.retries,
+            retries_by_cause=causes,
+            splits=self.splits + other.splits,
+            texts=self.texts + other.texts,
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+            credits=self.credits + other.credits,
+            usd=self.usd + other.usd,
+            concurrency=max(self.concurrency, other.concurrency),
+            peak_concurrency=max(self.peak_concurrency, other.peak_concurrency),
         )
 
 
@@ -205,6 +212,9 @@ class _Outcome:
     split: bool = False
     cause: str = ""
     retry_after: float | None = None
+    absorbed: int | None = None
+    """For a refusal the concurrency limit explains: the gate's success count at that moment
+    (the retry goes, without backoff, once another request has succeeded)."""
 
 
 @dataclass
@@ -220,6 +230,152 @@ class _Call:
 class _Tries:
     retries: int = 0
     validation_retries: int = 0
+    after: int | None = None
+    """Send the next attempt only after the gate has seen more successes than this."""
+
+
+@dataclass
+class _Ticket:
+    """One request's place in a gate, from sending until its reply's headers arrive."""
+
+    sent_at: float
+    others: int
+    """Requests in flight through the gate when this one was sent."""
+    sent: int
+    """This request's number among the gate's sends."""
+    others_refused: int = 0
+    """Of ``others``, those refused since: the server was not holding them."""
+
+
+class _Limiter:
+    """The client's concurrency policy behind a lock, shared by all its gates; logs changes."""
+
+    def __init__(self, max_concurrency: int, adaptive: bool) -> None:
+        self._policy = ConcurrencyPolicy(max_concurrency, adaptive=adaptive)
+        self._lock = threading.Lock()
+
+    @property
+    def limit(self) -> int:
+        """Requests allowed in flight now."""
+        return self._policy.limit
+
+    @property
+    def peak(self) -> int:
+        """The highest limit so far."""
+        return self._policy.peak
+
+    def record(self, status: int | None, rtt: float, flight: Flight) -> bool:
+        """Feed one reply (``None``: none came) to the policy; True for a refusal it explains."""
+        if status is None:
+            return False
+        with self._lock:
+            before = self._policy.limit
+            if status in (429, 503):
+                absorbed = self._policy.on_refusal(flight)
+            else:
+                absorbed = False
+                self._policy.on_success(rtt, flight)
+            after, reason = self._policy.limit, self._policy.reason
+        if after != before:
+            logger.debug("concurrency limit %d -> %d: %s", before, after, reason)
+        return absorbed
+
+
+class _Flights:
+    """The requests in flight through one gate, against the shared limit (the gate locks)."""
+
+    def __init__(self, limiter: _Limiter) -> None:
+        self.limiter = limiter
+        self.sent = 0
+        self.successes = 0
+        self.open: list[_Ticket] = []
+        self._released = 0  # the success that last let a refused request go again
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.open)
+
+    def take(self, after: int | None) -> _Ticket | None:
+        if self.in_flight >= self.limiter.limit:
+            return None
+        if after is not None and self.in_flight > 0:
+            # One refused request goes again per success: the server just made room for one.
+            if self.successes <= max(after, self._released):
+                return None
+            self._released = self.successes
+        self.sent += 1
+        ticket = _Ticket(time.monotonic(), self.in_flight, self.sent)
+        self.open.append(ticket)
+        return ticket
+
+    def give_back(self, ticket: _Ticket, status: int | None) -> int | None:
+        self.open.remove(ticket)
+        flight = Flight(
+            ticket.others, ticket.others + self.sent - ticket.sent, ticket.others_refused
+        )
+        absorbed = self.limiter.record(status, time.monotonic() - ticket.sent_at, flight)
+        if status in (429, 503):
+            for later in self.open:
+                if later.sent > ticket.sent:
+                    later.others_refused += 1
+        elif status is not None:
+            self.successes += 1
+        return self.successes if absorbed else None
+
+
+class _SyncGate:
+    """Slots for the sync client's threads: at most the current limit in flight."""
+
+    def __init__(self, limiter: _Limiter) -> None:
+        self._flights = _Flights(limiter)
+        self._cond = threading.Condition()
+
+    def acquire(self, after: int | None, stopped: threading.Event) -> _Ticket | None:
+        """A slot, or None once ``stopped`` is set (the call was given up: nothing is sent)."""
+        with self._cond:
+            while not stopped.is_set():
+                ticket = self._flights.take(after)
+                if ticket is not None:
+                    return ticket
+                # Woken by every release; the short timeout also sees a call stopped meanwhile.
+                self._cond.wait(0.05)
+        return None
+
+    def release(self, ticket: _Ticket, status: int | None) -> int | None:
+        with self._cond:
+            mark = self._flights.give_back(ticket, status)
+            self._cond.notify_all()
+        return mark
+
+
+class _AsyncGate:
+    """Slots for the requests of one event loop: at most the current limit in flight."""
+
+    def __init__(self, limiter: _Limiter) -> None:
+        self._flights = _Flights(limiter)
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self, after: int | None = None) -> _Ticket:
+        while True:
+            ticket = self._flights.take(after)
+            if ticket is not None:
+                return ticket
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+
+    def release(self, ticket: _Ticket, status: int | None) -> int | None:
+        mark = self._flights.give_back(ticket, status)
+        # Everyone waiting looks again: the limit may have grown by more than one.
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+        return mark
 
 
 class _BaseClient:
@@ -236,8 +392,12 @@ class _BaseClient:
         self.batch_size: int = values["batch_size"]
         """Inputs per request (lowered automatically when a server states a smaller limit)."""
         self.max_concurrency: int = values["max_concurrency"]
-        """Requests awaiting their reply at once, across every call on this client (a request
-        holds its slot from sending until its reply's headers arrive)."""
+        """The most requests awaiting their reply at once, across every call on this client (a
+        request holds its slot from sending until its reply's headers arrive)."""
+        self.adaptive_concurrency: bool = values["adaptive_concurrency"]
+        """True: keep in flight what the server sustains, found from its refusals and round
+        trips, up to ``max_concurrency``; False: always ``max_concurrency``."""
+        self._limiter = _Limiter(self.max_concurrency, self.adaptive_concurrency)
         self.max_retries: int = values["max_retries"]
         self.timeout: float = values["timeout"]
         self.deadline: float | None = values["deadline"]
@@ -309,13 +469,21 @@ class _BaseClient:
     def usage(self) -> Usage:
         """A snapshot of the running totals since this client was made (or ``reset_usage``)."""
         with self._usage_lock:
-            return replace(self._usage, retries_by_cause=dict(self._usage.retries_by_cause))
+            return self._with_limits(self._usage)
 
     def reset_usage(self) -> Usage:
-        """Return the totals so far and start counting from zero."""
+        """Return the totals so far and start counting from zero (the limits are not totals: kept)."""
         with self._usage_lock:
             old, self._usage = self._usage, Usage()
-            return old
+            return self._with_limits(old)
+
+    def _with_limits(self, usage: Usage) -> Usage:
+        return replace(
+            usage,
+            retries_by_cause=dict(usage.retries_by_cause),
+            concurrency=self._limiter.limit,
+            peak_concurrency=self._limiter.peak,
+        )
 
     def _count(self, **deltas: int | float) -> None:
         with self._usage_lock:
@@ -567,6 +735,13 @@ class _BaseClient:
             cause="connection",
         )
 
+    def _absorb(self, outcome: _Outcome, absorbed: int | None) -> _Outcome:
+        # A refusal the limit explains is retried without backoff, unless the server asked
+        # for a wait (Retry-After), which is honoured.
+        if absorbed is not None and outcome.retry and outcome.retry_after is None:
+            outcome.absorbed = absorbed
+        return outcome
+
     def _accept(self, parsed: ParsedEmbeddings) -> list[list[float]]:
         if parsed.model and not self._model_checked:
             self._check_reply_model(parsed.model)
@@ -615,11 +790,16 @@ class _BaseClient:
                     error.message += f" (gave up after {tries.retries} retries)"
                 raise error
             tries.retries += 1
-        delay = self._retry_policy.delay(
-            tries.retries + tries.validation_retries,
-            status=int(outcome.cause) if outcome.cause.isdigit() else None,
-            retry_after=outcome.retry_after,
-        )
+        if outcome.absorbed is not None:
+            # The limit has been lowered to what the server holds; the retry waits for a
+            # request to succeed rather than for a backoff.
+            tries.after, delay = outcome.absorbed, 0.0
+        else:
+            delay = self._retry_policy.delay(
+                tries.retries + tries.validation_retries,
+                status=int(outcome.cause) if outcome.cause.isdigit() else None,
+                retry_after=outcome.retry_after,
+            )
         if call.cancelled.is_set():
             raise error
         if not call.deadline.allows_wait(delay):
@@ -659,11 +839,15 @@ class _Exchange:
         self,
         http: httpx.AsyncClient,
         request: httpx.Request,
-        slots: asyncio.Semaphore,
+        slots: _AsyncGate,
+        after: int | None,
         on_send: Callable[[], None],
     ) -> None:
         self._http, self._request, self._slots, self._on_send = http, request, slots, on_send
+        self._after = after
         self._scope: Any = None
+        self.absorbed: int | None = None
+        """The gate's verdict on a refusal (see ``_Outcome.absorbed``)."""
 
     async def run(self) -> tuple[httpx.Response, bytes]:
         inner = asyncio.ensure_future(self._inner())
@@ -683,9 +867,14 @@ class _Exchange:
 
         with anyio.CancelScope() as scope:
             self._scope = scope
-            async with self._slots:
+            ticket = await self._slots.acquire(self._after)
+            status: int | None = None
+            try:
                 self._on_send()
                 response = await self._http.send(self._request, stream=True)
+                status = response.status_code
+            finally:
+                self.absorbed = self._slots.release(ticket, status)
             # The slot is free once the reply has begun: the server is done with the request,
             # and the next one goes out while this body is still arriving.
             try:
@@ -818,7 +1007,9 @@ class EmbeddingsClient(_BaseClient):
     settings reference, docs/settings-notes.md, describes each); a bad value raises
     ``ConfigurationError`` naming it. ``http_client`` and ``rate_limiter`` are objects the
     caller shares. A copy (``copy``, ``deepcopy``, pickle) has the same settings and the same
-    key. One client is safe to share between threads.
+    key. How many requests are in flight is found
+    from the server's refusals and round trips (docs/concurrency.md). One client is safe to
+    share between threads.
     """
 
     def __init__(
@@ -829,6 +1020,7 @@ class EmbeddingsClient(_BaseClient):
         model: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        adaptive_concurrency: bool = True,
         max_retries: int = DEFAULT_MAX_RETRIES,
         timeout: float = DEFAULT_TIMEOUT,
         deadline: float | None = None,
@@ -849,7 +1041,7 @@ class EmbeddingsClient(_BaseClient):
         self._http = http_client or _own_pool(
             httpx.Client, self.max_concurrency, self.timeout, self.base_url
         )
-        self._slots = threading.BoundedSemaphore(self.max_concurrency)
+        self._slots = _SyncGate(self._limiter)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -977,7 +1169,6 @@ class EmbeddingsClient(_BaseClient):
                 yield self._embed_batch(batch, offset, call_for_batch())
             return
         pool = self._executor()
-        window = 2 * self.max_concurrency
         pending: deque[Future[list[list[float]]]] = deque()
         # Results are yielded in order, but the call fails as soon as any batch fails: a
         # later batch's error is not kept waiting behind an earlier batch's retries.
@@ -1001,7 +1192,8 @@ class EmbeddingsClient(_BaseClient):
                 fut = pool.submit(self._embed_batch, batch, offset, call_for_batch())
                 fut.add_done_callback(watch)
                 pending.append(fut)
-                if len(pending) >= window:
+                # Twice the current limit submitted: the pool's threads follow the limit.
+                while len(pending) >= 2 * self._limiter.limit:
                     yield next_result()
             while pending:
                 yield next_result()
@@ -1029,24 +1221,35 @@ class EmbeddingsClient(_BaseClient):
             if self.rate_limiter is not None:
                 _wait(self.rate_limiter.reserve(self._tokens_for_limiter(texts)), call)
             self._check_call(call)
-            outcome = self._send(body, texts, offset, call)
+            outcome = self._send(body, texts, offset, call, tries)
             if outcome.parsed is not None:
                 return self._accept(outcome.parsed)
             if outcome.split:
                 self._count(splits=1)
                 return None
             delay = self._next_delay(outcome, tries, call)
-            _wait(delay, call)
+            _wait(delay, call)  # none for a refusal the limit explains: that waits for a slot
             if call.cancelled.is_set():
                 assert outcome.error is not None
                 raise outcome.error
 
-    def _send(self, body: bytes, texts: list[str], offset: int, call: _Call) -> _Outcome:
+    def _send(
+        self, body: bytes, texts: list[str], offset: int, call: _Call, tries: _Tries
+    ) -> _Outcome:
         request = self._build_request(self._http, body, call)
+        ticket = self._slots.acquire(tries.after, call.cancelled)
+        if ticket is None:
+            self._check_call(call)  # raises: the call was stopped while this waited for a slot
+            raise AssertionError("unreachable")
+        tries.after = None
         self._count(requests=1)
+        status: int | None = None
         try:
-            with self._slots:
+            try:
                 response = self._http.send(request, stream=True)
+                status = response.status_code
+            finally:
+                absorbed = self._slots.release(ticket, status)
             # The slot is free once the reply has begun: the server is done with the request,
             # and another worker sends the next one while this body is still arriving.
             try:
@@ -1056,12 +1259,15 @@ class EmbeddingsClient(_BaseClient):
                 _release(response)
         except httpx.TransportError as err:
             return self._transport_outcome(err)
-        return self._interpret(response.status_code, response.headers, content, texts, offset)
+        return self._absorb(
+            self._interpret(response.status_code, response.headers, content, texts, offset),
+            absorbed,
+        )
 
 
 @dataclass
 class _LoopState:
-    semaphore: asyncio.Semaphore
+    slots: _AsyncGate
     http: httpx.AsyncClient
     owned: bool
     closer: AsyncGenerator[None, None] | None = None
@@ -1101,6 +1307,7 @@ class AsyncEmbeddingsClient(_BaseClient):
         model: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        adaptive_concurrency: bool = True,
         max_retries: int = DEFAULT_MAX_RETRIES,
         timeout: float = DEFAULT_TIMEOUT,
         deadline: float | None = None,
@@ -1159,9 +1366,7 @@ class AsyncEmbeddingsClient(_BaseClient):
                 http = self._injected_http or _own_pool(
                     httpx.AsyncClient, self.max_concurrency, self.timeout, self.base_url
                 )
-                state = _LoopState(
-                    asyncio.Semaphore(self.max_concurrency), http, self._injected_http is None
-                )
+                state = _LoopState(_AsyncGate(self._limiter), http, self._injected_http is None)
                 self._states[loop] = state
             return state
 
@@ -1225,7 +1430,6 @@ class AsyncEmbeddingsClient(_BaseClient):
     async def _run(
         self, batches: Iterator[tuple[int, list[str]]], call: _Call | None
     ) -> AsyncGenerator[list[list[float]], None]:
-        window = 2 * self.max_concurrency
         pending: deque[asyncio.Task[list[list[float]]]] = deque()
         # As in the sync client: in order, but the first failure of any batch ends the call.
         failed: asyncio.Future[asyncio.Task[list[list[float]]]] = (
@@ -1251,7 +1455,7 @@ class AsyncEmbeddingsClient(_BaseClient):
                 )
                 task.add_done_callback(watch)
                 pending.append(task)
-                if len(pending) >= window:
+                while len(pending) >= 2 * self._limiter.limit:
                     yield await next_result()
             while pending:
                 yield await next_result()
@@ -1284,13 +1488,15 @@ class AsyncEmbeddingsClient(_BaseClient):
                 if wait > 0:
                     await _asleep(wait)
             self._check_call(call)
-            outcome = await self._send(body, texts, offset, call)
+            outcome = await self._send(body, texts, offset, call, tries)
             if outcome.parsed is not None:
                 return self._accept(outcome.parsed)
             if outcome.split:
                 self._count(splits=1)
                 return None
-            await _asleep(self._next_delay(outcome, tries, call))
+            delay = self._next_delay(outcome, tries, call)
+            if tries.after is None:  # a refusal the limit explains waits for a slot instead
+                await _asleep(delay)
 
     async def _loop_state(self) -> _LoopState:
         state = self._state()
@@ -1299,10 +1505,15 @@ class AsyncEmbeddingsClient(_BaseClient):
             await state.closer.__anext__()  # runs to its yield at once: registers it with the loop
         return state
 
-    async def _send(self, body: bytes, texts: list[str], offset: int, call: _Call) -> _Outcome:
+    async def _send(
+        self, body: bytes, texts: list[str], offset: int, call: _Call, tries: _Tries
+    ) -> _Outcome:
         state = await self._loop_state()
         request = self._build_request(state.http, body, call)
-        exchange = _Exchange(state.http, request, state.semaphore, lambda: self._count(requests=1))
+        exchange = _Exchange(
+            state.http, request, state.slots, tries.after, lambda: self._count(requests=1)
+        )
+        tries.after = None
         try:
             response, content = await exchange.run()
         except httpx.TransportError as err:
@@ -1310,4 +1521,7 @@ class AsyncEmbeddingsClient(_BaseClient):
         # Let a request waiting for the slot just freed go out before this reply is parsed:
         # parsing holds the event loop for milliseconds, the server's time is the scarce one.
         await asyncio.sleep(0)
-        return self._interpret(response.status_code, response.headers, content, texts, offset)
+        return self._absorb(
+            self._interpret(response.status_code, response.headers, content, texts, offset),
+            exchange.absorbed,
+        )

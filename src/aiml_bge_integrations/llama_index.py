@@ -193,6 +193,7 @@ class AimlBgeEmbedding(AdapterMixin, BaseEmbedding):
     model: str = _frozen("model")
     batch_size: int = _frozen("batch_size")
     max_concurrency: int = _frozen("max_concurrency")
+    adaptive_concurrency: bool = _frozen("adaptive_concurrency")
     max_retries: int = _frozen("max_retries")
     timeout: float = _frozen("timeout")
     deadline: float | None = _frozen("deadline")

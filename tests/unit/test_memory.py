@@ -66,6 +66,8 @@ def client(replies: dict[str, bytes]) -> Iterator[EmbeddingsClient]:
         base_url="https://mock.test/v1",
         model="tiny",
         batch_size=BATCH,
+        max_concurrency=4,
+        adaptive_concurrency=False,  # a fixed number in flight: the peaks compare like for like
         http_client=http,
     ) as c:
         c.embed_documents([f"t{i}" for i in range(BATCH)])  # warm up: threads, pool, caches

@@ -122,6 +122,9 @@ class ServerConfig:
     included (requests overlap), as an upstream whose inference takes that long."""
     max_concurrent_requests: int | None = None
     """Requests handled at once; one more gets 429 at once."""
+    workers: int | None = None
+    """Requests served at once; the others wait in a queue, in arrival order, as TEI and infinity
+    do (their wait comes before ``latency``, and they count in ``in_flight``). ``None``: no queue."""
     requests_per_minute: int | None = None
     """Requests admitted per sliding 60-second window; more get 429."""
     retry_after_on_limit: float | None = None
@@ -145,6 +148,7 @@ class ServerConfig:
             raise ValueError("latency must not be negative")
         for name in (
             "max_concurrent_requests",
+            "workers",
             "requests_per_minute",
             "max_body_bytes",
             "max_items_per_request",
@@ -156,6 +160,37 @@ class ServerConfig:
                 raise ValueError(f"{name} must be at least 1 (or None for no limit)")
 
 
+class _WorkerQueue:
+    """At most ``workers`` requests served at once; the others wait for a worker in arrival order."""
+
+    def __init__(self) -> None:
+        self.busy = 0
+        self.waiting: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self, workers: int) -> None:
+        if self.busy < workers and not self.waiting:
+            self.busy += 1
+            return
+        turn = asyncio.get_running_loop().create_future()
+        self.waiting.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.release(workers)  # given a worker just as the request went away
+            else:
+                self.waiting.remove(turn)
+            raise
+
+    def release(self, workers: int | None) -> None:
+        self.busy -= 1
+        while self.waiting and (workers is None or self.busy < workers):
+            turn = self.waiting.popleft()
+            if not turn.done():
+                self.busy += 1
+                turn.set_result(None)
+
+
 class _State:
     """Per-app mutable state besides the config: counters, the window, the fault injector."""
 
@@ -165,6 +200,7 @@ class _State:
         self.vectors = VectorCache(HashingEmbedder(config.dim))
         self.tokens = TokenCounter()
         self.window: deque[float] = deque()
+        self.queue = _WorkerQueue()
         self._injector: FaultInjector | None = None
 
     def injector(self) -> FaultInjector | None:
@@ -325,8 +361,15 @@ async def _embeddings(request: Request) -> Response:
     if not stats.try_admit(config.max_concurrent_requests):
         stats.count_rate_limited()
         return finish(dialect.rate_limited(ctx, _retry_after(config.retry_after_on_limit)))
+    workers = config.workers
     try:
-        return await _admitted(request, state, dialect, ctx, common, finish)
+        if workers is not None:
+            await state.queue.acquire(workers)
+        try:
+            return await _admitted(request, state, dialect, ctx, common, finish)
+        finally:
+            if workers is not None:
+                state.queue.release(state.config.workers)
     finally:
         stats.release()
 

@@ -1,0 +1,205 @@
+"""Concurrency policy, pure: how many requests to keep in flight, from what the replies say.
+
+The client owns the slots and the clock; every decision is made here, from two signals:
+
+- Refusals (429, 503). A request refused while ``k`` others were in flight says the server
+  sustains at most ``k`` at once: the limit drops to ``k`` at once (not by halves), and the
+  level that was refused is probed again only after ``probe_interval`` successes, an interval
+  that doubles after each probe the server refuses, so refusals stay a small share of requests.
+- Queueing. A server that queues what it cannot serve (TEI, infinity) never refuses: the round
+  trip grows while throughput does not. As in TCP Vegas, the base round trip is the shortest
+  seen, and ``in_flight * (1 - base / rtt)`` estimates the requests waiting in the server's
+  queue (``rtt`` a round's mean); when two rounds in a row find it above ``beta`` (or above
+  the requests being served), the limit drops to those being served plus ``alpha``.
+
+Without either signal the limit doubles every other round (slow start, as Vegas's: the round
+after a change only settles) until the first signal, then grows by one a round (by one probe,
+above a refused level). A round is as many replies as the limit; growth needs the round to
+have used the limit (all but one request of it, or four fifths, on average), so a client that
+sends one request at a time never talks itself into a high limit.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+__all__ = [
+    "INITIAL_LIMIT",
+    "MAX_PROBE_INTERVAL",
+    "PROBE_INTERVAL",
+    "ConcurrencyPolicy",
+    "Flight",
+]
+
+INITIAL_LIMIT = 4
+"""Requests in flight before the server has said anything (capped by ``max_limit``)."""
+PROBE_INTERVAL = 32
+"""Successes after a refusal before one request is tried above the refused level."""
+MAX_PROBE_INTERVAL = 256
+"""The longest probe interval: each probe the server refuses doubles it, up to this."""
+
+
+@dataclass(frozen=True)
+class Flight:
+    """What the client saw of the other requests while one request was in flight."""
+
+    others: int
+    """Other requests in flight when this one was sent."""
+    overlapped: int
+    """Other requests in flight at any moment of this one's flight (``others`` and later ones)."""
+    refused: int = 0
+    """Of ``others``, those refused before this one's reply came: the server never held them."""
+
+
+def _thresholds(limit: int) -> tuple[float, float]:
+    # Queue sizes to grow below and to shrink above (as Netflix's Vegas limiter): a few
+    # requests of queue are allowed, more at higher limits, never zero.
+    scale = math.log10(max(limit, 2))
+    return 3.0 * scale, 6.0 * scale
+
+
+class ConcurrencyPolicy:
+    """The limit on requests in flight, adjusted after every reply; not thread-safe (callers lock).
+
+    ``adaptive=False`` keeps the limit at ``max_limit`` whatever happens.
+    """
+
+    def __init__(
+        self,
+        max_limit: int,
+        *,
+        adaptive: bool = True,
+        initial: int = INITIAL_LIMIT,
+        probe_interval: int = PROBE_INTERVAL,
+        max_probe_interval: int = MAX_PROBE_INTERVAL,
+    ) -> None:
+        if max_limit < 1:
+            raise ValueError("max_limit must be at least 1")
+        self.max_limit = max_limit
+        """The limit never goes above this."""
+        self.adaptive = adaptive
+        """False: the limit stays at ``max_limit``."""
+        self.limit = min(max(1, initial), max_limit) if adaptive else max_limit
+        """Requests allowed in flight now."""
+        self.peak = self.limit
+        """The highest limit so far."""
+        self.reason = "start"
+        """Why the limit last changed (for logs)."""
+        self._base_interval = probe_interval
+        self._max_interval = max_probe_interval
+        self._probe_interval = probe_interval
+        self._since_probe = 0
+        self._slow_start = True
+        self._ceiling: int | None = None
+        self._probing = False
+        self._base_rtt = math.inf
+        self._queued_rounds = 0
+        self._proven = 0
+        self._new_round(settle=True)  # the first round is a burst: its first requests find no queue
+
+    def _new_round(self, settle: bool = False) -> None:
+        self._settle = settle
+        if settle:
+            self._queued_rounds = 0
+        self._round_size = self.limit
+        self._round_rtts: list[float] = []
+        self._round_used = 0
+        self._round_refused = False
+
+    def _set(self, limit: int, reason: str) -> bool:
+        limit = max(1, min(limit, self.max_limit))
+        changed = limit != self.limit
+        if changed:
+            self.limit, self.reason = limit, reason
+            self.peak = max(self.peak, limit)
+        # The round after a change still carries the old level's queue; the one after it tells.
+        self._new_round(settle=changed)
+        return changed
+
+    def on_success(self, rtt: float, flight: Flight) -> bool:
+        """A reply that was not a refusal came ``rtt`` seconds after sending; True if the limit changed."""
+        if not self.adaptive:
+            return False
+        self._base_rtt = min(self._base_rtt, rtt)
+        self._since_probe += 1
+        self._round_rtts.append(rtt)
+        self._round_used += flight.others + 1
+        if self._probing and self._ceiling is not None and flight.others >= self._ceiling:
+            # A request above the refused level went through: the server takes more now.
+            self._ceiling, self._probing = None, False
+            self._probe_interval = self._base_interval
+        if len(self._round_rtts) < self._round_size:
+            return False
+        return self._end_round()
+
+    def _end_round(self) -> bool:
+        if self._settle:
+            self._new_round()
+            return False
+        # The mean, as Little's law has it (in flight = throughput x mean round trip): with N
+        # workers, some requests find one free and some wait a whole turn, and the median
+        # would see only the first.
+        rtt, base = statistics.fmean(self._round_rtts), self._base_rtt
+        used = self._round_used / len(self._round_rtts)  # requests in flight, on average
+        queue = used * (1.0 - base / rtt) if rtt > 0 else 0.0
+        served = used - queue
+        alpha, beta = _thresholds(self.limit)
+        # Above beta, or more waiting than being served (the round trip doubled): too many,
+        # once two rounds in a row say so (one can be a stall of the client's own).
+        self._queued_rounds = self._queued_rounds + 1 if queue > min(beta, served) else 0
+        if self._queued_rounds >= 2:
+            self._slow_start = False
+            return self._set(
+                min(self.limit - 1, math.floor(served + alpha)),
+                f"queueing: round trip {rtt * 1000:.0f} ms, {base * 1000:.0f} ms at best",
+            )
+        if used < max(0.8 * self.limit, self.limit - 1):  # the limit did not hold the client back
+            self._new_round()
+            return False
+        if not self._round_refused:
+            self._proven = max(self._proven, self.limit)
+        if self._slow_start:
+            if queue < 1.0:
+                return self._set(2 * self.limit, "slow start")
+            self._slow_start = False
+        if queue <= alpha:
+            if self._ceiling is None or self.limit < self._ceiling:
+                return self._set(self.limit + 1, "no queue, no refusal")
+            if self.limit >= self._ceiling and self._since_probe >= self._probe_interval:
+                self._probing, self._since_probe = True, 0
+                return self._set(self.limit + 1, "probing above the refused level")
+        self._new_round()
+        return False
+
+    def on_refusal(self, flight: Flight) -> bool:
+        """A 429 or 503 came back; True if it is explained by concurrency (retry without backoff).
+
+        A request refused while nothing else was in flight is not about concurrency (a rate
+        limit, an outage): the usual backoff applies.
+        """
+        if not self.adaptive:
+            return False
+        # Of the requests in flight when this one was sent, those refused meanwhile were never
+        # held by the server; the rest were, and the server would take no more.
+        held = flight.others - flight.refused
+        k = max(1, held if flight.others > 0 else flight.overlapped)
+        level = k
+        if k < self.limit:
+            # A request sent after this one may have reached the server first, so k can fall
+            # short: a level that just ran a full round without refusal is only left one step
+            # at a time.
+            level = max(k, min(self._proven, self.limit - 1))
+        self._round_refused = True
+        if self._probing:
+            self._probing = False
+            if self._ceiling is not None and flight.others >= self._ceiling:
+                self._probe_interval = min(2 * self._probe_interval, self._max_interval)
+        self._ceiling = level if self._ceiling is None else min(self._ceiling, level)
+        self._slow_start = False
+        self._since_probe = 0
+        if level < self.limit:
+            self._proven = min(self._proven, level)
+            self._set(level, f"refused with {k} other request(s) in flight")
+        return flight.overlapped > 0

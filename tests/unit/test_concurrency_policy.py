@@ -1,0 +1,366 @@
+"""The concurrency policy, pure: fed synthetic replies and round trips, and run in a simulation.
+
+``simulate`` is a discrete-event model of the client (a gate that follows the policy's limit,
+retries without backoff, once another request succeeded, when the policy says a refusal was
+about concurrency, with a 1 s backoff otherwise) in front of a model server: a hard limit that refuses at once, or workers
+with a queue. Time is simulated, so throughput here is a deterministic figure, not a timing.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from aiml_bge_integrations._concurrency import (
+    INITIAL_LIMIT,
+    MAX_PROBE_INTERVAL,
+    PROBE_INTERVAL,
+    ConcurrencyPolicy,
+    Flight,
+)
+
+LATENCY = 0.2
+REFUSAL_RTT = 0.002
+BACKOFF = 1.0
+
+
+@dataclass
+class Run:
+    """What a simulated run came to."""
+
+    seconds: float
+    requests: int
+    refusals: int
+    peak_in_flight: int
+    refused_at: list[float] = field(default_factory=list)
+    trace: list[tuple[float, int]] = field(default_factory=list)
+    """(time, limit) after every change."""
+
+    @property
+    def refused_share(self) -> float:
+        return self.refusals / self.requests
+
+    def limit_at(self, t: float) -> int:
+        limit = self.trace[0][1]
+        for when, value in self.trace:
+            if when > t:
+                break
+            limit = value
+        return limit
+
+
+def simulate(
+    policy: ConcurrencyPolicy,
+    batches: int,
+    *,
+    capacity: Callable[[float], int] | None = None,
+    workers: int | None = None,
+    latency: float = LATENCY,
+    jitter: float = 0.0,
+    seed: int = 0,
+) -> Run:
+    """Send ``batches`` requests through ``policy`` to a hard-limit or a queueing server."""
+    rng = random.Random(seed)
+    events: list[tuple[float, int, str, int]] = []
+    counter = 0
+
+    def at(t: float, kind: str, rid: int) -> None:
+        nonlocal counter
+        counter += 1
+        heapq.heappush(events, (t, counter, kind, rid))
+
+    ready: deque[int] = deque(range(batches))
+    # rid -> (sent at, others, its number among sends, others refused since, batch)
+    in_flight: dict[int, tuple[float, int, int, int, int]] = {}
+    server_busy = 0
+    queue: deque[int] = deque()
+    refused: set[int] = set()
+    refused_at: list[float] = []
+    parked: list[int] = []
+    sent = requests = refusals = peak = done = 0
+    trace = [(0.0, policy.limit)]
+    now = 0.0
+    next_rid = 0
+
+    def service() -> float:
+        return latency * (1.0 + jitter * rng.random())
+
+    def dispatch() -> None:
+        nonlocal sent, requests, refusals, server_busy, peak, next_rid
+        while ready and len(in_flight) < policy.limit:
+            batch = ready.popleft()
+            rid, next_rid = next_rid, next_rid + 1
+            sent += 1
+            requests += 1
+            in_flight[rid] = (now, len(in_flight), sent, 0, batch)
+            peak = max(peak, len(in_flight))
+            if workers is not None:
+                if server_busy < workers:
+                    server_busy += 1
+                    at(now + service(), "served", rid)
+                else:
+                    queue.append(rid)
+            elif capacity is not None and server_busy >= capacity(now):
+                refusals += 1
+                refused_at.append(now)
+                refused.add(rid)
+                at(now + REFUSAL_RTT, "reply", rid)
+            else:
+                server_busy += 1
+                at(now + service(), "served", rid)
+
+    dispatch()
+    while events:
+        now, _, kind, rid = heapq.heappop(events)
+        if kind == "ready":
+            ready.appendleft(rid)
+        elif kind == "served":
+            server_busy -= 1
+            if queue:
+                server_busy += 1
+                at(now + service(), "served", queue.popleft())
+            at(now, "reply", rid)
+            continue
+        else:
+            sent_at, others, seq, others_refused, batch = in_flight.pop(rid)
+            flight = Flight(others, others + sent - seq, others_refused)
+            if rid in refused:
+                for later, (t, o, s, r, b) in in_flight.items():
+                    if s > seq:  # this one was in flight when ``later`` was sent
+                        in_flight[later] = (t, o, s, r + 1, b)
+                if policy.on_refusal(flight):
+                    parked.append(batch)
+                else:
+                    at(now + BACKOFF, "ready", batch)
+            else:
+                policy.on_success(now - sent_at, flight)
+                done += 1
+            if parked and (rid not in refused or not in_flight):
+                # As the client: a refused request goes again once another one succeeded
+                # (or none is left to wait for).
+                ready.extendleft(reversed(parked))
+                parked.clear()
+            if policy.limit != trace[-1][1]:
+                trace.append((now, policy.limit))
+        dispatch()
+    assert done == batches
+    return Run(now, requests, refusals, peak, refused_at, trace)
+
+
+def ideal_seconds(batches: int, level: int, latency: float = LATENCY) -> float:
+    """A client tuned by hand: ``level`` in flight all the time, no refusal."""
+    rounds = -(-batches // level)
+    return rounds * latency
+
+
+# -- the servers of issue 16 -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("limit", "batches"), [(1, 120), (2, 200), (4, 160), (12, 300)])
+def test_hard_limit_is_found_with_few_refusals(limit: int, batches: int) -> None:
+    run = simulate(ConcurrencyPolicy(32), batches, capacity=lambda t: limit)
+    ratio = ideal_seconds(batches, limit) / run.seconds
+    print(
+        f"limit {limit}: found {run.trace[-1][1]}, {ratio:.0%} of tuned, {run.refused_share:.1%} refused"
+    )
+    assert run.trace[-1][1] in (limit, limit + 1)  # at the limit, or probing just above it
+    assert run.refused_share < 0.05
+    assert ratio >= 0.85
+
+
+def test_hard_limit_above_the_cap_stays_at_the_cap() -> None:
+    run = simulate(ConcurrencyPolicy(8), 200, capacity=lambda t: 50)
+    assert run.refusals == 0
+    assert run.peak_in_flight == 8
+    assert [limit for _, limit in run.trace] == [4, 8]
+
+
+@pytest.mark.parametrize("workers", [1, 2, 4, 6, 8, 16])
+def test_queueing_server_gets_no_more_than_twice_its_workers(workers: int) -> None:
+    batches = 40 * workers
+    run = simulate(ConcurrencyPolicy(32), batches, workers=workers, jitter=0.05, seed=workers)
+    ratio = ideal_seconds(batches, workers) / run.seconds
+    print(f"{workers} workers: peak {run.peak_in_flight}, {ratio:.0%} of tuned")
+    assert run.refusals == 0
+    assert run.peak_in_flight <= max(2 * workers, INITIAL_LIMIT)
+    assert ratio >= 0.85
+    # Settled: the last limit is at or above the workers (no throughput left behind).
+    assert workers <= run.trace[-1][1] <= 2 * workers
+
+
+def test_queueing_server_with_noisy_round_trips() -> None:
+    run = simulate(ConcurrencyPolicy(32), 400, workers=8, jitter=0.1, seed=3)
+    assert run.peak_in_flight <= 16
+    assert ideal_seconds(400, 8, LATENCY * 1.05) / run.seconds >= 0.85
+
+
+def test_capacity_that_drops_and_recovers_is_followed() -> None:
+    def capacity(t: float) -> int:
+        return 4 if 3.0 <= t < 8.0 else 12
+
+    run = simulate(ConcurrencyPolicy(32), 700, capacity=capacity, jitter=0.1, seed=1)
+    print(run.trace)
+    assert run.limit_at(2.9) in (12, 13)
+    assert run.limit_at(7.9) in (4, 5)  # followed down
+    assert run.limit_at(run.seconds) >= 11  # and back up
+    assert run.refused_share < 0.05
+
+
+def test_steady_state_does_not_oscillate() -> None:
+    run = simulate(ConcurrencyPolicy(32), 1000, capacity=lambda t: 6)
+    late = [limit for when, limit in run.trace if when > run.seconds / 2]
+    # Past the start, the limit only ever probes one above the level and comes back.
+    assert set(late) <= {6, 7}
+    assert len(late) <= 8
+
+
+# -- single decisions ----------------------------------------------------------------------------
+
+
+def full(limit: int) -> Flight:
+    return Flight(limit - 1, limit - 1)
+
+
+def test_starts_at_the_initial_limit_within_the_cap() -> None:
+    assert ConcurrencyPolicy(32).limit == INITIAL_LIMIT
+    assert ConcurrencyPolicy(3).limit == 3
+    assert ConcurrencyPolicy(1).limit == 1
+
+
+def test_slow_start_doubles_per_full_round_up_to_the_cap() -> None:
+    policy = ConcurrencyPolicy(20)
+    seen = [policy.limit]
+    for _ in range(6):
+        for _ in range(policy.limit):
+            policy.on_success(0.1, full(policy.limit))
+        seen.append(policy.limit)
+    # The first round, and every round after a change, only settles (it carries a burst).
+    assert seen == [4, 4, 8, 8, 16, 16, 20]
+    assert policy.peak == 20
+
+
+def test_no_growth_without_using_the_limit() -> None:
+    policy = ConcurrencyPolicy(32)
+    for _ in range(100):
+        policy.on_success(0.1, Flight(0, 0))  # one request at a time
+    assert policy.limit == INITIAL_LIMIT
+
+
+def test_refusal_sets_the_limit_to_the_others_in_flight() -> None:
+    policy = ConcurrencyPolicy(32, initial=16)
+    assert policy.on_refusal(Flight(5, 9)) is True
+    assert policy.limit == 5
+    assert "refused" in policy.reason
+    policy.on_refusal(Flight(9, 9))  # a late reply to a request sent at a higher level
+    assert policy.limit == 5
+
+
+def test_refusal_short_of_a_level_just_proven_steps_down_by_one() -> None:
+    policy = ConcurrencyPolicy(32)
+    for _ in range(8):  # a round to settle, a full round at 4 without refusal: 4 is proven
+        policy.on_success(0.1, full(4))
+    assert policy.limit == 8
+    # Sent with 3 others in flight, refused: a request sent after it got there first.
+    policy.on_refusal(Flight(3, 7))
+    assert policy.limit == 4
+    policy.on_refusal(Flight(3, 4))  # again, at 4: now the server is believed
+    assert policy.limit == 3
+
+
+def test_refusal_while_alone_is_not_about_concurrency() -> None:
+    policy = ConcurrencyPolicy(32)
+    assert policy.on_refusal(Flight(0, 0)) is False
+    assert policy.limit == 1
+
+
+def test_refusal_counts_requests_sent_after_it_when_none_were_before() -> None:
+    policy = ConcurrencyPolicy(32)
+    assert policy.on_refusal(Flight(0, 3)) is True
+    assert policy.limit == 3
+
+
+def test_probes_above_a_refused_level_grow_rarer() -> None:
+    policy = ConcurrencyPolicy(32, initial=8)
+    policy.on_refusal(full(4))  # ceiling 3
+    assert policy.limit == 3
+    gaps = []
+    successes = 0
+    for _ in range(2000):
+        policy.on_success(0.1, full(policy.limit))
+        successes += 1
+        if policy.limit == 4:  # a probe: the server refuses it
+            policy.on_refusal(Flight(3, 3))
+            gaps.append(successes)
+            successes = 0
+    assert gaps[0] >= PROBE_INTERVAL
+    assert gaps == sorted(gaps)
+    assert max(gaps) <= MAX_PROBE_INTERVAL + 3
+    assert len(gaps) < 2000 * 0.05
+
+
+def test_a_probe_that_goes_through_resumes_growth() -> None:
+    policy = ConcurrencyPolicy(32, initial=8)
+    policy.on_refusal(full(4))
+    for _ in range(PROBE_INTERVAL + 3):
+        policy.on_success(0.1, full(policy.limit))
+    assert policy.limit == 4
+    policy.on_success(0.1, Flight(3, 3))  # sent above the old level, and served
+    for _ in range(40):
+        policy.on_success(0.1, full(policy.limit))
+    assert policy.limit > 5
+
+
+def test_queueing_shrinks_to_what_is_served_plus_a_little() -> None:
+    policy = ConcurrencyPolicy(32, initial=16)
+    policy.on_success(0.1, Flight(0, 0))  # the base round trip
+    for _ in range(32):  # a round to settle, a round to measure
+        policy.on_success(0.2, full(16))  # twice as long: half the requests wait
+    assert policy.limit == 16  # one round could be a stall of the client's own
+    for _ in range(16):
+        policy.on_success(0.2, full(16))  # a second round in a row
+    assert 8 <= policy.limit <= 12
+    assert "queueing" in policy.reason
+
+
+def test_one_slow_round_between_normal_ones_changes_nothing() -> None:
+    policy = ConcurrencyPolicy(16, initial=16)  # at its cap: no growth to shift the rounds
+    for _ in range(16):  # settle
+        policy.on_success(0.1, full(16))
+    for _ in range(10):
+        for rtt in (0.3, 0.1):  # a stalled round, then a normal one, again and again
+            for _ in range(16):
+                policy.on_success(rtt, full(16))
+    assert policy.limit == 16
+
+
+def test_not_adaptive_keeps_the_limit() -> None:
+    policy = ConcurrencyPolicy(6, adaptive=False)
+    assert policy.limit == 6
+    assert policy.on_refusal(full(6)) is False
+    for _ in range(50):
+        assert policy.on_success(1.0, full(6)) is False
+    assert (policy.limit, policy.peak) == (6, 6)
+
+
+def test_limit_never_leaves_its_bounds() -> None:
+    rng = random.Random(7)
+    policy = ConcurrencyPolicy(10)
+    for _ in range(5000):
+        others = rng.randrange(0, policy.limit)
+        flight = Flight(others, others + rng.randrange(0, 3))
+        if rng.random() < 0.1:
+            policy.on_refusal(flight)
+        else:
+            policy.on_success(rng.uniform(0.05, 0.5), flight)
+        assert 1 <= policy.limit <= 10
+    assert policy.peak <= 10
+
+
+def test_rejects_a_cap_below_one() -> None:
+    with pytest.raises(ValueError):
+        ConcurrencyPolicy(0)
