@@ -285,8 +285,11 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_continue(
     match = re.search(r"interrupted; ([\d,]+) of ([\d,]+) passages are saved", lines[0])
     assert match is not None, lines[0]
     done = int(match.group(1).replace(",", ""))
-    # The checkpoint was brought up to date on the way out: nothing is left to adopt.
-    assert saved(work) == done == written(work)
+    # The checkpoint was brought up to date on the way out. A signal landing between a batch's
+    # write and its record leaves that one batch written but not counted: a resumed run adopts
+    # it once (test_cli_interrupt interrupts at every such point and checks the output).
+    assert saved(work) == done
+    assert done <= written(work) <= done + BATCH
     assert "run the same command to continue" in lines[0]
     assert not out.exists()
 
