@@ -216,7 +216,9 @@ def test_environment_defaults_agree(setting: Setting, monkeypatch: pytest.Monkey
             ), label
 
 
-@pytest.mark.parametrize("setting", [s for s in SETTINGS if s.name != "api_key"], ids=str)
+@pytest.mark.parametrize(
+    "setting", [s for s in SETTINGS if s.name != "api_key"], ids=lambda s: s.name
+)
 def test_a_good_value_reaches_the_core_from_every_surface(setting: Setting) -> None:
     value = GOOD[setting.name]
     for label, make in _surfaces(setting):
