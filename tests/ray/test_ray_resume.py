@@ -89,9 +89,11 @@ def test_a_failed_job_run_again_embeds_only_what_was_not_written(
 
     table = read_output(out)
     assert table.column("id").to_pylist() == list(range(ROWS))  # each id written once
-    # Only the ids not yet written were embedded again: an id written is never re-embedded.
+    # The ids not yet written are embedded again, and nothing else beyond one block: a block
+    # whose checkpoint was being committed as the job failed may be done twice (Ray Data's
+    # two-phase commit removes a data file whose checkpoint is still pending).
     # What the failure cost (first - written) is the blocks embedded but not yet written.
-    assert second == ROWS - written
+    assert ROWS - written <= second <= ROWS - written + ROWS_PER_BLOCK
     assert first >= written
     np.testing.assert_array_equal(
         vectors_of(table), reference_vectors(server, corpus().column("text").to_pylist())
@@ -155,7 +157,8 @@ def test_a_job_whose_driver_was_killed_resumes_where_it_was(
     )
     table = read_output(out)
     assert table.column("id").to_pylist() == list(range(ROWS))  # each id written once
-    assert server.stats.items == ROWS - committed  # only the ids not yet written
+    # The ids not yet written, and at most one block more (one mid-commit when it was killed).
+    assert ROWS - committed <= server.stats.items <= ROWS - committed + ROWS_PER_BLOCK
     np.testing.assert_array_equal(
         vectors_of(table), reference_vectors(server, corpus().column("text").to_pylist())
     )
