@@ -46,6 +46,8 @@ os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
 from _common import API_KEY, ServerProcess, machine_description, make_passages, markdown_table
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "ray"))
+
 LATENCY = 0.2
 CAP = 8
 BATCH = 32
@@ -95,10 +97,24 @@ class _FirstAndLast:
         self._thread.join()
 
 
+def _timed(server: ServerProcess, n: int, run: Any) -> tuple[float, float, float]:
+    """Wall seconds of ``run()``, seconds to the first request, texts/s first to last request."""
+    server.reset_stats()
+    start = time.perf_counter()
+    watch = _FirstAndLast(server, n)
+    rows = run()
+    end = time.perf_counter()
+    watch.stop()
+    assert rows == n, rows
+    # The last request was accepted at ``last`` and answered LATENCY later.
+    steady = n / (watch.last + LATENCY - watch.first)
+    return end - start, watch.first - start, steady
+
+
 def _run_ray(
     server: ServerProcess, texts: list[str], actors: int, embedder: type
 ) -> tuple[float, float, float]:
-    """Wall seconds, seconds to the first request, and texts/s from the first request to the last."""
+    """``embed_dataset``, the limit split between the actors."""
     import ray
 
     from aiml_bge_integrations.ray import embed_dataset
@@ -112,16 +128,113 @@ def _run_ray(
         base_url=server.base_url,
         embedder=embedder,
     )
-    server.reset_stats()
-    start = time.perf_counter()
-    watch = _FirstAndLast(server, len(texts))
-    rows = sum(len(t) for t in ray.get(out.to_arrow_refs()))
-    end = time.perf_counter()
-    watch.stop()
-    assert rows == len(texts), rows
-    # The last request was accepted at ``last`` and answered LATENCY later.
-    steady = len(texts) / (watch.last + LATENCY - watch.first)
-    return end - start, watch.first - start, steady
+    return _timed(server, len(texts), lambda: sum(len(t) for t in ray.get(out.to_arrow_refs())))
+
+
+# -- the alternative to the split: one limiter actor that every request asks for a slot --------
+
+
+class _Slots:
+    """A cluster-wide semaphore as a Ray actor (async: a waiting acquire blocks nothing else)."""
+
+    def __init__(self, slots: int) -> None:
+        import asyncio
+
+        self._free = asyncio.Semaphore(slots)
+
+    async def acquire(self) -> None:
+        await self._free.acquire()
+
+    def release(self) -> None:
+        self._free.release()
+
+
+class _SlotEmbedder:
+    """Each request of a block waits for a slot of the shared ``_Slots`` actor, then is sent."""
+
+    def __init__(self, *, slots: Any, base_url: str) -> None:
+        from aiml_bge_integrations import AsyncEmbeddingsClient
+
+        self._slots = slots
+        self._client = AsyncEmbeddingsClient(
+            api_key=os.environ["AIMLAPI_API_KEY"],
+            base_url=base_url,
+            batch_size=BATCH,
+            max_concurrency=CAP,  # the actor's slots bound it, not the client
+            adaptive_concurrency=False,
+        )
+
+    async def _one(self, texts: list[str]) -> list[list[float]]:
+        await self._slots.acquire.remote()
+        try:
+            return await self._client.embed_documents(texts)
+        finally:
+            self._slots.release.remote()
+
+    async def __call__(self, batch: Any) -> Any:
+        import asyncio
+
+        import numpy as np
+        import pyarrow as pa
+
+        texts = batch.column("text").to_pylist()
+        chunks = [texts[i : i + BATCH] for i in range(0, len(texts), BATCH)]
+        parts = await asyncio.gather(*(self._one(c) for c in chunks))
+        matrix = np.asarray([v for part in parts for v in part], dtype=np.float32)
+        column = pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
+        return batch.append_column("embedding", column)
+
+
+def _run_limiter_actor(
+    server: ServerProcess, texts: list[str], actors: int
+) -> tuple[float, float, float]:
+    """The same job with the limit held by a ``_Slots`` actor instead of a split."""
+    import ray
+
+    slots = ray.remote(num_cpus=0.1)(_Slots).remote(CAP)
+    ds = ray.data.from_arrow(_table(texts)).repartition(
+        target_num_rows_per_block=2 * BATCH * CAP // actors
+    )
+    out = ds.map_batches(
+        _SlotEmbedder,
+        fn_constructor_kwargs={"slots": slots, "base_url": server.base_url},
+        batch_size=None,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=0.25,
+    )
+    try:
+        return _timed(server, len(texts), lambda: sum(len(t) for t in ray.get(out.to_arrow_refs())))
+    finally:
+        ray.kill(slots)
+
+
+def _run_parquet(
+    server: ServerProcess, texts: list[str], actors: int
+) -> tuple[float, float, float]:
+    """``embed_parquet``: read, embed and write from each actor, one block at a time."""
+    import pyarrow.parquet as pq
+
+    from aiml_bge_integrations.ray import embed_parquet
+
+    work = Path(tempfile.mkdtemp(prefix="rbp", dir="/tmp"))
+    try:
+        pq.write_table(_table(texts), work / "in.parquet")
+
+        def run() -> int:
+            done = embed_parquet(
+                str(work / "in.parquet"),
+                str(work / "out"),
+                actors=actors,
+                max_concurrency=CAP,
+                batch_size=BATCH,
+                base_url=server.base_url,
+            )
+            return done.embedded
+
+        return _timed(server, len(texts), run)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 class _NoOp:
@@ -188,9 +301,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import ray
 
+        from aiml_bge_integrations._ray_job import local_node_environment
         from aiml_bge_integrations.ray import BgeEmbedder, SyncBgeEmbedder
 
-        os.environ["AIMLAPI_API_KEY"] = API_KEY  # inherited by the node's workers only
+        # Inherited by the node's processes only: the key, and what keeps their own traffic
+        # on loopback (Ray's dashboard asks cloud metadata endpoints at start).
+        node_env = {"AIMLAPI_API_KEY": API_KEY, **local_node_environment()}
+        os.environ.update(node_env)
         ray.init(
             _node_ip_address="127.0.0.1",
             include_dashboard=False,
@@ -200,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
             _temp_dir=temp_dir,
         )
         ray.data.DataContext.get_current().enable_progress_bars = False
-        os.environ.pop("AIMLAPI_API_KEY")
+        for name in node_env:
+            os.environ.pop(name)
 
         def stats() -> tuple[int, int]:
             s = server.stats()
@@ -213,14 +331,25 @@ def main(argv: list[str] | None = None) -> int:
             ["single process, max_concurrency=8", f"{seconds:.2f}", "-", f"{args.n / seconds:,.0f}",
              "-", refused, peak]
         )  # fmt: skip
-        configs = [(a, BgeEmbedder, "async") for a in actor_counts]
+        configs: list[tuple[int, str, Any]] = [
+            (a, "async", lambda a=a: _run_ray(server, texts, a, BgeEmbedder)) for a in actor_counts
+        ]
         if 2 in actor_counts:
-            configs.append((2, SyncBgeEmbedder, "sync"))
-        for actors, embedder, kind in configs:
+            configs.append((2, "sync", lambda: _run_ray(server, texts, 2, SyncBgeEmbedder)))
+        configs += [
+            (a, "limiter actor", lambda a=a: _run_limiter_actor(server, texts, a))
+            for a in actor_counts
+        ]
+        configs += [
+            (a, "embed_parquet", lambda a=a: _run_parquet(server, texts, a))
+            for a in actor_counts
+            if a in (1, 4)
+        ]
+        for actors, kind, job in configs:
             runs = []
             for _ in range(args.repeat):
                 server.reset_stats()
-                seconds, first, steady = _run_ray(server, texts, actors, embedder)
+                seconds, first, steady = job()
                 refused, peak = stats()
                 runs.append((seconds, first, steady, refused, peak))
             seconds, first, steady = (statistics.median(r[i] for r in runs) for i in range(3))

@@ -3,9 +3,9 @@
 The input (a text file, JSONL or a directory, read and checked as ``aiml-bge embed`` reads
 it, with the same ids) is staged once as Parquet in ``<OUT_DIR>.partial/``; Ray Data reads it,
 ``embed_parquet`` embeds it on an actor pool and writes ``OUT_DIR/`` (Parquet files with
-``id``, the text, the input's other JSONL fields and ``embedding``), checkpointing each
-block by id in ``<OUT_DIR>.partial/checkpoint``. Run again after a failure, it writes only
-the ids not yet written; on success ``<OUT_DIR>.partial/`` is removed.
+``id``, the text, the input's other JSONL fields and ``embedding``), one file per block,
+written by the actor that embedded it. Run again after a failure, it reads the ids already in
+``OUT_DIR/`` and writes only the others; on success ``<OUT_DIR>.partial/`` is removed.
 
 ``OUT_DIR`` and its ``.partial`` sibling must be on storage every Ray node sees (a local
 path is fine for a single node). The key is never passed to Ray: the workers read it from
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 
 from ._job import (
@@ -36,7 +37,7 @@ from ._job import (
 from ._settings import API_KEY_ENV, BGE_MAX_TOKENS, is_bge_model
 from .errors import AimlBgeError
 
-__all__ = ["RayJobResult", "run_ray_job"]
+__all__ = ["RayJobResult", "local_node_environment", "run_ray_job"]
 
 _STAGE_ROWS = 8192
 
@@ -119,7 +120,23 @@ def _stage(source: InputSource, target: Path, text_column: str) -> None:
             writer.close()
 
 
-def _start_ray(address: str | None) -> Callable[[], None]:
+def local_node_environment(base_url: str | None = None) -> dict[str, str]:
+    """Environment for a local Ray node's processes that keeps their own traffic on loopback.
+
+    Ray's dashboard process asks the cloud metadata endpoints (169.254.169.254 and
+    ``metadata.google.internal``, with the ``requests`` library) which cloud it runs on, even
+    with usage stats off. A proxy on a closed loopback port makes those requests fail at once;
+    loopback and the host of ``base_url`` are exempt, so the actors reach the server directly.
+    Only plain-HTTP requests honour ``http_proxy``: HTTPS traffic is not affected.
+    """
+    exempt = ["127.0.0.1", "localhost", "::1"]
+    host = httpx.URL(base_url).host if base_url else ""
+    if host and host not in exempt:
+        exempt.append(host)
+    return {"http_proxy": "http://127.0.0.1:9", "no_proxy": ",".join(exempt)}
+
+
+def _start_ray(address: str | None, base_url: str | None = None) -> Callable[[], None]:
     """Connect to ``address``, or start a single local node on 127.0.0.1; returns the stop."""
     if address is None:
         # Read by Ray on import: keeps a local node's sockets on the loopback address.
@@ -130,15 +147,31 @@ def _start_ray(address: str | None) -> Callable[[], None]:
     if ray.is_initialized():
         return lambda: None
     if address is None:
-        ray.init(
-            _node_ip_address="127.0.0.1",
-            include_dashboard=False,
-            # Logical CPUs, not cores: actors take a fraction, and a resumed job adds
-            # checkpoint-filter actors of one CPU each.
-            num_cpus=max(8, os.cpu_count() or 1),
-            log_to_driver=False,
-            configure_logging=False,
-        )
+        # The node's processes inherit this environment when they start. A user's own HTTP
+        # proxy is left as it is; their no_proxy list is kept and extended.
+        saved = {name: os.environ.get(name) for name in ("http_proxy", "no_proxy")}
+        if not (os.environ.get("http_proxy") or os.environ.get("HTTP_PROXY")):
+            node = local_node_environment(base_url)
+            theirs = os.environ.get("no_proxy") or os.environ.get("NO_PROXY")
+            if theirs:
+                node["no_proxy"] += "," + theirs
+            os.environ.update(node)
+        try:
+            ray.init(
+                _node_ip_address="127.0.0.1",
+                include_dashboard=False,
+                # Logical CPUs, not cores: actors take a fraction of one and mostly wait on
+                # the network, while the read and repartition tasks take one each.
+                num_cpus=max(8, os.cpu_count() or 1),
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
     else:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
     stop: Callable[[], None] = ray.shutdown
@@ -228,7 +261,7 @@ def run_ray_job(
 
     if key is not None and ray_address is None:
         os.environ[API_KEY_ENV] = key  # inherited by the local node's workers, nothing else
-    stop = _start_ray(ray_address)
+    stop = _start_ray(ray_address, settings.get("base_url"))
     try:
         import ray.data
 
@@ -237,7 +270,6 @@ def run_ray_job(
             str(work / "input.parquet"),
             str(output),
             id_column="id",
-            checkpoint_path=str(work / "checkpoint"),
             actors=actors or DEFAULT_ACTORS,
             **settings,
         )

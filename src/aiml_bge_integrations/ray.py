@@ -17,8 +17,8 @@ newer)::
 - ``embed_dataset`` is the one call most users need: it splits the limits, sizes the actor
   pool, gives each actor a fraction of a CPU, and cuts the data into blocks small enough that
   every actor has work.
-- ``embed_parquet`` reads Parquet, embeds and writes Parquet with Ray Data's checkpointing by
-  id, so that a job run again after a failure embeds only the ids not yet written.
+- ``embed_parquet`` reads Parquet, embeds, and writes each block as a Parquet file from the
+  actor that embedded it; run again after a failure, it embeds only the ids not yet written.
 
 **Limits for the whole cluster.** ``max_concurrency``, ``requests_per_minute`` and
 ``tokens_per_minute`` given to ``embed_dataset`` hold for all actors together: each of the
@@ -34,7 +34,10 @@ secret (see docs/ray.md, "How the key reaches the workers").
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import os
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +45,9 @@ from typing import Any
 try:
     import numpy as np
     import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
     import ray
     import ray.data
 except ImportError as err:  # pragma: no cover - exercised only without the extra
@@ -61,6 +67,7 @@ from .errors import ConfigurationError, InvalidInputError, MissingAPIKeyError
 __all__ = [
     "ActorShare",
     "BgeEmbedder",
+    "ParquetRun",
     "SyncBgeEmbedder",
     "embed_dataset",
     "embed_parquet",
@@ -265,6 +272,39 @@ def _validate_client_settings(settings: Mapping[str, Any]) -> None:
     EmbeddingsClient(api_key="settings-check", **settings).close()
 
 
+def _plan(
+    *,
+    actors: int,
+    max_concurrency: int,
+    requests_per_minute: float | None,
+    tokens_per_minute: float | None,
+    batch_size: int,
+    num_cpus: float,
+    rows_per_block: int | None,
+    settings: Mapping[str, Any],
+) -> tuple[ActorShare, dict[str, Any], int]:
+    # The actor share, each actor's client settings, and the rows per block; every check made
+    # on the driver, before an actor starts.
+    _check_settings(settings)
+    share = split_limits(actors, max_concurrency, requests_per_minute, tokens_per_minute)
+    client_settings: dict[str, Any] = {
+        **settings,
+        "batch_size": batch_size,
+        "max_concurrency": share.max_concurrency,
+    }
+    if share.requests_per_minute is not None:
+        client_settings["requests_per_minute"] = share.requests_per_minute
+    if share.tokens_per_minute is not None:
+        client_settings["tokens_per_minute"] = share.tokens_per_minute
+    _validate_client_settings(client_settings)
+    if not num_cpus > 0:
+        raise ConfigurationError(f"num_cpus must be positive, not {num_cpus!r}")
+    rows = rows_per_block or 2 * batch_size * share.max_concurrency
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+        raise ConfigurationError(f"rows_per_block must be an integer >= 1, not {rows!r}")
+    return share, client_settings, rows
+
+
 def embed_dataset(
     ds: ray.data.Dataset,
     *,
@@ -296,23 +336,16 @@ def embed_dataset(
 
     Raises ``ConfigurationError`` at once for bad settings, before any actor starts.
     """
-    _check_settings(settings)
-    share = split_limits(actors, max_concurrency, requests_per_minute, tokens_per_minute)
-    client_settings: dict[str, Any] = {
-        **settings,
-        "batch_size": batch_size,
-        "max_concurrency": share.max_concurrency,
-    }
-    if share.requests_per_minute is not None:
-        client_settings["requests_per_minute"] = share.requests_per_minute
-    if share.tokens_per_minute is not None:
-        client_settings["tokens_per_minute"] = share.tokens_per_minute
-    _validate_client_settings(client_settings)
-    if not num_cpus > 0:
-        raise ConfigurationError(f"num_cpus must be positive, not {num_cpus!r}")
-    rows = rows_per_block or 2 * batch_size * share.max_concurrency
-    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
-        raise ConfigurationError(f"rows_per_block must be an integer >= 1, not {rows!r}")
+    share, client_settings, rows = _plan(
+        actors=actors,
+        max_concurrency=max_concurrency,
+        requests_per_minute=requests_per_minute,
+        tokens_per_minute=tokens_per_minute,
+        batch_size=batch_size,
+        num_cpus=num_cpus,
+        rows_per_block=rows_per_block,
+        settings=settings,
+    )
     return ds.repartition(target_num_rows_per_block=rows).map_batches(
         embedder or BgeEmbedder,
         fn_constructor_kwargs={
@@ -328,36 +361,184 @@ def embed_dataset(
     )
 
 
+# -- resumable Parquet: each block embedded and written by the same actor task ----------------
+
+_PART_PREFIX = "part-"
+_PART_SUFFIX = ".parquet"
+_TEMP_PREFIX = ".writing-"
+
+
+@dataclass(frozen=True)
+class ParquetRun:
+    """What one ``embed_parquet`` run did."""
+
+    embedded: int
+    """Rows embedded and written by this run."""
+    already_written: int
+    """Rows found in the output directory at the start (written by earlier runs), skipped."""
+
+
+def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
+    # A URI (s3://, gs://, ...) or a local path, made absolute on the driver so that every
+    # actor writes to the same directory whatever its working directory.
+    if "://" not in path:
+        path = os.path.abspath(path)
+    fs, root = pafs.FileSystem.from_uri(path)
+    return fs, root.rstrip("/")
+
+
+def _part_name(ids: pa.ChunkedArray | pa.Array) -> str:
+    # Named by the ids it holds: a block written again (a task retried after its actor died)
+    # replaces its own file instead of adding a second copy of its rows.
+    digest = hashlib.sha256()
+    for value in ids.to_pylist():
+        digest.update(repr(value).encode())
+        digest.update(b"\x00")
+    return f"{_PART_PREFIX}{digest.hexdigest()[:32]}{_PART_SUFFIX}"
+
+
+class _BlockWriter(BgeEmbedder):
+    # embed_parquet's map class: embeds a block, writes it as one Parquet file (to a hidden
+    # name, then moved into place, so a file under its final name is always whole), and
+    # returns only its row count. The vectors never pass through Ray's object store.
+
+    def __init__(self, *, output_path: str, id_column: str, **options: Any) -> None:
+        super().__init__(**options)
+        self._fs, self._dir = _filesystem(output_path)
+        self._id_column = id_column
+
+    async def __call__(self, batch: pa.Table) -> pa.Table:
+        table = await super().__call__(batch)
+        if table.num_rows:
+            await asyncio.to_thread(self._write, table)
+        return pa.table({"rows": pa.array([table.num_rows], type=pa.int64())})
+
+    def _write(self, table: pa.Table) -> None:
+        name = _part_name(table.column(self._id_column))
+        final = f"{self._dir}/{name}"
+        temp = f"{self._dir}/{_TEMP_PREFIX}{uuid.uuid4().hex}-{name}"
+        with self._fs.open_output_stream(temp) as sink:
+            pq.write_table(table, sink)
+        self._fs.move(temp, final)
+
+
+def _written_ids(fs: pafs.FileSystem, directory: str, id_column: str) -> pa.Array | None:
+    """The ids of the part files in ``directory`` (``None`` when there are none).
+
+    Removes what a killed run left half-written (hidden temporary files). Raises
+    ``InvalidInputError`` when an id is written twice: the ids were not unique.
+    """
+    fs.create_dir(directory, recursive=True)
+    infos = fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
+    parts: list[str] = []
+    for info in infos:
+        if info.type != pafs.FileType.File:
+            continue
+        if info.base_name.startswith(_TEMP_PREFIX):
+            fs.delete_file(info.path)
+        elif info.base_name.startswith(_PART_PREFIX) and info.base_name.endswith(_PART_SUFFIX):
+            parts.append(info.path)
+    if not parts:
+        return None
+    ids = pq.ParquetDataset(parts, filesystem=fs).read(columns=[id_column]).column(id_column)
+    written = ids.combine_chunks()
+    if pc.count_distinct(written).as_py() != len(written):
+        raise InvalidInputError(
+            f"{directory} holds some {id_column!r} more than once: the ids of the input must "
+            "be unique for a run to be resumed by id"
+        )
+    return written
+
+
+def _drop_written(batch: pa.Table, *, id_column: str, written: list[Any]) -> pa.Table:
+    # ``written`` is ``[ObjectRef]``: a list, so that Ray hands the reference over instead of
+    # resolving it for every task's arguments.
+    ids: pa.Array = ray.get(written[0])
+    column = batch.column(id_column)
+    if ids.type != column.type:
+        ids = ids.cast(column.type)
+    return batch.filter(pc.invert(pc.is_in(column, value_set=ids)))
+
+
+def _read_parquet(path: str | list[str]) -> ray.data.Dataset:
+    # Ray Data's first Parquet reader. The newer one (DataContext.use_datasource_v2, on by
+    # default since Ray 2.5x) reads the files' footers in tasks started from its listing
+    # task, each in a new worker process: 15-18 s before the first row on a 2-core node,
+    # against about 1 s (docs/ray.md). The plan is fixed when the read is called.
+    context = ray.data.DataContext.get_current()
+    if not hasattr(context, "use_datasource_v2"):
+        return ray.data.read_parquet(path)
+    saved = context.use_datasource_v2
+    context.use_datasource_v2 = False
+    try:
+        return ray.data.read_parquet(path)
+    finally:
+        context.use_datasource_v2 = saved
+
+
 def embed_parquet(
     input_path: str | list[str],
     output_path: str,
     *,
     id_column: str = "id",
-    checkpoint_path: str | None = None,
     **options: Any,
-) -> None:
-    """Read Parquet, embed (``embed_dataset`` with ``options``), write Parquet; resumable by id.
+) -> ParquetRun:
+    """Read Parquet, embed (``embed_dataset``'s ``options``), write Parquet; resumable by id.
 
-    Ray Data's checkpointing by ``id_column`` is on: every block written is recorded under
-    ``checkpoint_path`` (default ``output_path + ".checkpoint"``) in the same step as its
-    file, and a run started again after a failure filters the recorded ids out when reading,
-    so each id is embedded and written once. Its conditions: the ids are unique and never
-    change; the input is read with a ``ray.data.read_*`` call at the start and written at the
-    end; ``checkpoint_path`` and ``output_path`` are on storage every node sees (object
-    storage, or a shared file system). On success the checkpoint is deleted.
+    Each block is embedded and written, as one Parquet file in ``output_path``, by the same
+    actor task, and each actor takes one block at a time: a failure or a killed driver loses
+    at most the block each actor was embedding. Run again, it reads the ids already in
+    ``output_path`` and embeds only the others, so each id is written once. The output
+    directory is the checkpoint: there is nothing else to keep or delete.
+
+    Conditions: ``id_column`` holds unique ids that never change between runs; ``output_path``
+    is on storage every node sees (object storage, or a shared file system; a local path on a
+    single node). ``embedder`` is not accepted (blocks are embedded by ``BgeEmbedder``).
     """
-    from ray.data.checkpoint import CheckpointConfig
-
-    # The read copies the current DataContext: the checkpoint setting goes with this dataset
-    # only, and the caller's context is left as it was.
-    context = ray.data.DataContext.get_current()
-    saved = context.checkpoint_config
-    context.checkpoint_config = CheckpointConfig(
-        id_column=id_column,
-        checkpoint_path=checkpoint_path or output_path.rstrip("/") + ".checkpoint",
+    if "embedder" in options:
+        raise ConfigurationError("embedder is not accepted by embed_parquet (BgeEmbedder embeds)")
+    text_column = options.pop("text_column", "text")
+    output_column = options.pop("output_column", "embedding")
+    api_key_env = options.pop("api_key_env", API_KEY_ENV)
+    num_cpus = options.pop("num_cpus", DEFAULT_ACTOR_CPUS)
+    share, client_settings, rows = _plan(
+        actors=options.pop("actors", DEFAULT_ACTORS),
+        max_concurrency=options.pop("max_concurrency", DEFAULT_MAX_CONCURRENCY),
+        requests_per_minute=options.pop("requests_per_minute", None),
+        tokens_per_minute=options.pop("tokens_per_minute", None),
+        batch_size=options.pop("batch_size", DEFAULT_BATCH_SIZE),
+        num_cpus=num_cpus,
+        rows_per_block=options.pop("rows_per_block", None),
+        settings=options,
     )
-    try:
-        ds = ray.data.read_parquet(input_path)
-    finally:
-        context.checkpoint_config = saved
-    embed_dataset(ds, **options).write_parquet(output_path)
+    fs, directory = _filesystem(output_path)
+    written = _written_ids(fs, directory, id_column)
+    ds = _read_parquet(input_path)
+    if written is not None:
+        ds = ds.map_batches(
+            _drop_written,
+            fn_kwargs={"id_column": id_column, "written": [ray.put(written)]},
+            batch_size=None,
+            batch_format="pyarrow",
+        )
+    done = ds.repartition(target_num_rows_per_block=rows).map_batches(
+        _BlockWriter,
+        fn_constructor_kwargs={
+            "output_path": output_path,
+            "id_column": id_column,
+            "text_column": text_column,
+            "output_column": output_column,
+            "api_key_env": api_key_env,
+            **client_settings,
+        },
+        batch_size=None,
+        batch_format="pyarrow",
+        # One block at a time per actor: what a failure can lose is that block.
+        compute=ray.data.ActorPoolStrategy(size=share.actors, max_tasks_in_flight_per_actor=1),
+        num_cpus=num_cpus,
+    )
+    embedded = sum(
+        int(pc.sum(batch.column("rows")).as_py() or 0)
+        for batch in done.iter_batches(batch_size=None, batch_format="pyarrow")
+    )
+    return ParquetRun(embedded=embedded, already_written=0 if written is None else len(written))

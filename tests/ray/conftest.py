@@ -1,4 +1,4 @@
-"""Fixtures of the Ray tests: one single-node Ray session per module, on 127.0.0.1 only.
+"""Fixtures of the Ray tests: one single-node Ray session for the run, on 127.0.0.1 only.
 
 Each test module skips itself (``pytest.importorskip``) where Ray Data is not installed; this
 file imports Ray only inside its fixtures.
@@ -34,17 +34,18 @@ if str(Path(__file__).parent) not in sys.path:
 
 from ray_checks import assert_ray_on_loopback
 
+from aiml_bge_integrations._ray_job import local_node_environment
 from aiml_bge_integrations._settings import API_KEY_ENV
 from aiml_bge_integrations.server import LocalServer
 
 NUM_CPUS = 8
-"""Logical CPUs of the test node (tokens, not cores: actors take a quarter each, and a
-resumed job adds checkpoint-filter actors of one CPU each)."""
+"""Logical CPUs of the test node (tokens, not cores: actors take a quarter each, read and
+repartition tasks one each)."""
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ray_server() -> Iterator[LocalServer]:
-    """A local server for this module, its key in the environment the Ray node inherits."""
+    """A local server for the Ray tests, its key in the environment the Ray node inherits."""
     with LocalServer() as server:
         yield server
 
@@ -53,27 +54,28 @@ def ray_server() -> Iterator[LocalServer]:
 def ray_temp_root() -> Iterator[Path]:
     """One short root for every Ray session of the test run, removed at its end.
 
-    Short: Ray's unix socket paths must stay under 108 bytes. Kept until the end of the run:
-    Ray Data's logger keeps writing to the first session's log file in this process.
+    Short: Ray's unix socket paths must stay under 108 bytes.
     """
     root = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
     yield root
     shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ray_session(ray_server: LocalServer, ray_temp_root: Path) -> Iterator[dict[str, Any]]:
     """A single-node Ray session on 127.0.0.1, started with the server's key in its environment.
 
     Yields ``{"temp_dir": Path, "server": LocalServer}``; the session is shut down at the end
-    of the module.
+    of the test run. Started once: a node takes seconds to start on two cores.
     """
     import ray
     import ray.data
 
     assert ray_server.api_key
-    previous = os.environ.get(API_KEY_ENV)
-    os.environ[API_KEY_ENV] = ray_server.api_key
+    # The key, and what keeps the node's own traffic on loopback (local_node_environment).
+    node_env = {API_KEY_ENV: ray_server.api_key, **local_node_environment()}
+    previous = {name: os.environ.get(name) for name in node_env}
+    os.environ.update(node_env)
     temp_dir = ray_temp_root
     try:
         ray.init(
@@ -87,11 +89,13 @@ def ray_session(ray_server: LocalServer, ray_temp_root: Path) -> Iterator[dict[s
             object_store_memory=100 * 1024 * 1024,
         )
     finally:
-        # Only the node's processes keep it; the driver's tests run without it (tests/conftest.py).
-        if previous is None:
-            os.environ.pop(API_KEY_ENV, None)
-        else:
-            os.environ[API_KEY_ENV] = previous
+        # Only the node's processes keep them; the driver's tests run without the key
+        # (tests/conftest.py) and without the proxy.
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False

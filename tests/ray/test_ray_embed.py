@@ -18,7 +18,7 @@ from ray_helpers import ROWS, corpus, reference_vectors, vectors_of
 from aiml_bge_integrations.ray import BgeEmbedder, SyncBgeEmbedder, embed_dataset
 from aiml_bge_integrations.server import FaultConfig
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 
 @pytest.fixture
@@ -130,6 +130,12 @@ def test_the_key_is_nowhere_in_what_ray_stores(server: Any, ray_session: dict[st
 
 
 def test_every_ray_socket_is_on_loopback(ray_session: dict[str, Any]) -> None:
-    from ray_checks import assert_ray_on_loopback
+    from ray_checks import assert_ray_on_loopback, ray_processes
 
     assert_ray_on_loopback()  # again, now that actors and workers have come and gone
+    # The dashboard process asks cloud metadata endpoints at start: through a closed port on
+    # loopback (local_node_environment), so that nothing leaves 127.0.0.0/8.
+    dashboards = [p for p in ray_processes() if "dashboard.py" in " ".join(p.cmdline())]
+    assert dashboards, "no dashboard process found"
+    for process in dashboards:
+        assert process.environ().get("http_proxy", "").startswith("http://127.0.0.1:")

@@ -25,7 +25,7 @@ from ray_helpers import ROWS, corpus, reference_vectors, vectors_of, write_corpu
 from aiml_bge_integrations.ray import embed_parquet
 from aiml_bge_integrations.server import FaultConfig
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 ROWS_PER_BLOCK = 100
 """Small blocks, so that a failure leaves most of the corpus written and resumable."""
@@ -44,10 +44,11 @@ def read_output(path: Path) -> Any:
     return pq.read_table(path).sort_by("id")
 
 
-def _committed_ids(ckpt: Path) -> int:
-    """Ids in committed checkpoint files (``*.pending.parquet`` are not committed yet)."""
-    files = [p for p in ckpt.glob("*.parquet") if not p.name.endswith(".pending.parquet")]
-    return sum(pq.read_metadata(p).num_rows for p in files)
+def _written(out: Path) -> int:
+    """Rows in the output's part files (a file under its final name is whole)."""
+    if not out.exists():
+        return 0
+    return sum(pq.read_metadata(p).num_rows for p in out.glob("part-*.parquet"))
 
 
 def _wait(condition: Any, seconds: float) -> bool:
@@ -63,42 +64,37 @@ def test_a_failed_job_run_again_embeds_only_what_was_not_written(
     server: Any, tmp_path: Path
 ) -> None:
     source = write_corpus(tmp_path / "in")
-    out, ckpt = tmp_path / "out", tmp_path / "ckpt"
+    out = tmp_path / "out"
     options = {
         "base_url": server.base_url,
         "batch_size": 50,
         "actors": 1,
         "max_concurrency": 2,
         "rows_per_block": ROWS_PER_BLOCK,
-        "checkpoint_path": str(ckpt),
     }
-    # Request 13 fails for good (no retries): its block's task raises, the job stops.
+    # Request 31 fails for good (no retries): its block's task raises, the job stops.
     server.config.faults = FaultConfig(script=[None] * 30 + ["500"])
     with pytest.raises(Exception, match="500"):
         embed_parquet(str(source), str(out), max_retries=0, **options)
     first = server.stats.items
-    # Committed blocks only: a data file whose checkpoint is still pending is removed and its
-    # ids embedded again by the next run (Ray Data's two-phase commit).
-    written = _committed_ids(ckpt)
+    written = _written(out)
     assert 0 < written < ROWS, "the failure should leave a partly written output"
 
     server.config.faults = None
     server.reset_stats()
-    embed_parquet(str(source), str(out), **options)
+    run = embed_parquet(str(source), str(out), **options)
     second = server.stats.items
 
     table = read_output(out)
     assert table.column("id").to_pylist() == list(range(ROWS))  # each id written once
-    # The ids not yet written are embedded again, and nothing else beyond one block: a block
-    # whose checkpoint was being committed as the job failed may be done twice (Ray Data's
-    # two-phase commit removes a data file whose checkpoint is still pending).
-    # What the failure cost (first - written) is the blocks embedded but not yet written.
-    assert ROWS - written <= second <= ROWS - written + ROWS_PER_BLOCK
-    assert first >= written
+    # The second run embeds exactly the ids not yet written ...
+    assert second == ROWS - written
+    assert (run.embedded, run.already_written) == (ROWS - written, written)
+    # ... and the failure cost at most the block being embedded when it happened.
+    assert first + second <= ROWS + ROWS_PER_BLOCK, (first, second)
     np.testing.assert_array_equal(
         vectors_of(table), reference_vectors(server, corpus().column("text").to_pylist())
     )
-    assert not ckpt.exists()  # deleted on success
 
 
 _DRIVER = textwrap.dedent(
@@ -107,10 +103,10 @@ _DRIVER = textwrap.dedent(
     import ray
     from aiml_bge_integrations.ray import embed_parquet
 
-    address, source, out, ckpt, base_url = sys.argv[1:]
+    address, source, out, base_url = sys.argv[1:]
     ray.init(address=address, log_to_driver=False, configure_logging=False)
-    embed_parquet(source, out, checkpoint_path=ckpt, base_url=base_url, batch_size=50,
-                  actors=1, max_concurrency=2, rows_per_block=100)
+    embed_parquet(source, out, base_url=base_url, batch_size=50, actors=1,
+                  max_concurrency=2, rows_per_block=100)
     print("finished")
     """
 )
@@ -120,17 +116,17 @@ def test_a_job_whose_driver_was_killed_resumes_where_it_was(
     server: Any, tmp_path: Path, ray_session: dict[str, Any]
 ) -> None:
     source = write_corpus(tmp_path / "in")
-    out, ckpt = tmp_path / "out", tmp_path / "ckpt"
-    server.config.latency = 0.2  # slow enough to kill the driver halfway
+    out = tmp_path / "out"
+    server.config.latency = 0.1  # slow enough to kill the driver halfway
     address = ray.get_runtime_context().gcs_address
     driver = subprocess.Popen(
-        [sys.executable, "-c", _DRIVER, address, str(source), str(out), str(ckpt), server.base_url],
+        [sys.executable, "-c", _DRIVER, address, str(source), str(out), server.base_url],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
     try:
-        assert _wait(lambda: _committed_ids(ckpt) >= 300, 120), "the driver wrote nothing"
+        assert _wait(lambda: _written(out) >= 300, 120), "the driver wrote nothing"
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)
     finally:
@@ -141,14 +137,14 @@ def test_a_job_whose_driver_was_killed_resumes_where_it_was(
     server.config.latency = 0.0
     assert _wait(lambda: server.stats.in_flight == 0, 30)
     time.sleep(1.0)
-    committed = _committed_ids(ckpt)
-    assert 0 < committed < ROWS
+    written = _written(out)
+    assert 0 < written < ROWS
+    first = server.stats.items
     server.reset_stats()
 
     embed_parquet(
         str(source),
         str(out),
-        checkpoint_path=str(ckpt),
         base_url=server.base_url,
         batch_size=50,
         actors=1,
@@ -157,8 +153,9 @@ def test_a_job_whose_driver_was_killed_resumes_where_it_was(
     )
     table = read_output(out)
     assert table.column("id").to_pylist() == list(range(ROWS))  # each id written once
-    # The ids not yet written, and at most one block more (one mid-commit when it was killed).
-    assert ROWS - committed <= server.stats.items <= ROWS - committed + ROWS_PER_BLOCK
+    # The ids not yet written, exactly; what the kill cost is at most the block in flight.
+    assert server.stats.items == ROWS - written
+    assert first + server.stats.items <= ROWS + ROWS_PER_BLOCK, first
     np.testing.assert_array_equal(
         vectors_of(table), reference_vectors(server, corpus().column("text").to_pylist())
     )
@@ -206,8 +203,8 @@ def test_cli_ray_writes_parquet_and_resumes_after_a_failure(
     assert code == 1, err
     assert "run the same command to continue" in err
     assert server.api_key not in err
-    committed = _committed_ids(tmp_path / "vectors.partial" / "checkpoint")
-    assert 0 < committed < ROWS
+    written = _written(out)
+    assert 0 < written < ROWS
 
     server.config.faults = None
     server.reset_stats()
@@ -215,7 +212,7 @@ def test_cli_ray_writes_parquet_and_resumes_after_a_failure(
     assert f"wrote {ROWS:,} vectors" in printed
     assert code == 0, err
     assert "continuing the unfinished run" in err
-    assert server.stats.items == ROWS - committed
+    assert server.stats.items == ROWS - written
     assert not (tmp_path / "vectors.partial").exists()
 
     table = read_output(out)
