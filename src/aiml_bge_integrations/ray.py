@@ -156,12 +156,23 @@ def _key_from_env(api_key_env: str) -> str:
 
 
 class _EmbedderBase:
-    def __init__(self, *, text_column: str, output_column: str, model: str) -> None:
+    _client_class: type[AsyncEmbeddingsClient] | type[EmbeddingsClient]
+
+    def __init__(
+        self,
+        *,
+        text_column: str = "text",
+        output_column: str = "embedding",
+        api_key_env: str = API_KEY_ENV,
+        **settings: Any,
+    ) -> None:
+        _check_settings(settings)
+        self._client: Any = self._client_class(api_key=_key_from_env(api_key_env), **settings)
         self.text_column = text_column
         """Column holding the texts."""
         self.output_column = output_column
         """Column the vectors are written to."""
-        self._dim: int | None = expected_dimension(model)
+        self._dim: int | None = expected_dimension(self._client.model)
 
     def _texts(self, batch: pa.Table) -> list[str]:
         if self.text_column not in batch.column_names:
@@ -213,19 +224,8 @@ class BgeEmbedder(_EmbedderBase):
     docs/ray.md). Prefer ``embed_dataset``, which also splits cluster-wide limits.
     """
 
-    def __init__(
-        self,
-        *,
-        text_column: str = "text",
-        output_column: str = "embedding",
-        api_key_env: str = API_KEY_ENV,
-        **settings: Any,
-    ) -> None:
-        _check_settings(settings)
-        self._client = AsyncEmbeddingsClient(api_key=_key_from_env(api_key_env), **settings)
-        super().__init__(
-            text_column=text_column, output_column=output_column, model=self._client.model
-        )
+    _client_class = AsyncEmbeddingsClient
+    _client: AsyncEmbeddingsClient
 
     async def __call__(self, batch: pa.Table) -> pa.Table:
         """The batch with the vectors of its texts appended as ``output_column``."""
@@ -242,19 +242,8 @@ class SyncBgeEmbedder(_EmbedderBase):
     functions; ``BgeEmbedder`` is the default.
     """
 
-    def __init__(
-        self,
-        *,
-        text_column: str = "text",
-        output_column: str = "embedding",
-        api_key_env: str = API_KEY_ENV,
-        **settings: Any,
-    ) -> None:
-        _check_settings(settings)
-        self._client = EmbeddingsClient(api_key=_key_from_env(api_key_env), **settings)
-        super().__init__(
-            text_column=text_column, output_column=output_column, model=self._client.model
-        )
+    _client_class = EmbeddingsClient
+    _client: EmbeddingsClient
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """The batch with the vectors of its texts appended as ``output_column``."""
