@@ -15,6 +15,10 @@ from typing import Any
 
 import pytest
 
+# One xdist worker runs every test here: the report fixture, module-scoped, would otherwise
+# run the benchmark once on each worker that gets a test of this module.
+pytestmark = pytest.mark.xdist_group("bench")
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "bench_throughput.py"
 N = 300
