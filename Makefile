@@ -1,6 +1,6 @@
 # Two commands for a fresh machine with only Python and make:
 #   make demo   runs the demo (the local server is started when AIMLAPI_API_KEY is unset)
-#   make test   runs ruff, mypy, the whole test suite and the strict docs build
+#   make test   runs ruff, mypy, the whole test suite (on two pytest-xdist workers) and the strict docs build
 # CI (.ci/run) runs make test, make release-check and make test-pythons.
 PYTHON ?= python3
 VENV := .venv
@@ -33,8 +33,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Two workers (pytest-xdist); loadgroup runs the tests of one xdist_group mark on one worker.
 pytest: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 # Broken links, missing pages and unresolvable API references fail the build (strict: true in
 # mkdocs.yml). The site goes to site/ (git-ignored). No --quiet: it hides the warnings that

@@ -53,6 +53,18 @@ def core_tests(session: nox.Session) -> None:
         "import sys; v = '%d.%d' % sys.version_info[:2]; print(sys.version); "
         f"assert v == {session.python!r}, v",
     )
+    # Two workers, as in make test (pytest-xdist is in the test extra).
     session.run(
-        "python", "-m", "pytest", "tests/unit", "tests/core", "-q", "-p", "no:cacheprovider"
+        "python",
+        "-m",
+        "pytest",
+        "tests/unit",
+        "tests/core",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-n",
+        "2",
+        "--dist",
+        "loadgroup",
     )

@@ -1,8 +1,8 @@
 """The benchmark runs end to end at tiny sizes: a smoke test, not a measurement.
 
 Nothing here looks at a timing. It checks that the script starts the server in its own
-process, runs contestants in fresh processes, checks their vectors, streams, parses, and
-writes its JSON, Markdown and PNG, so that ``make bench`` cannot rot unnoticed.
+process, runs contestants in fresh processes, checks their vectors, streams, parses, runs the
+adaptive rows, and writes its JSON, Markdown and PNG, so that ``make bench`` cannot rot unnoticed.
 """
 
 from __future__ import annotations
@@ -15,9 +15,14 @@ from typing import Any
 
 import pytest
 
+# One xdist worker runs every test here: the report fixture, module-scoped, would otherwise
+# run the benchmark once on each worker that gets a test of this module.
+pytestmark = pytest.mark.xdist_group("bench")
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "bench_throughput.py"
 N = 300
+ADAPTIVE_N = 512
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +46,13 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "128",
             "--parse-rounds",
             "1",
+            # The adaptive rows at their default size (12,288 texts x 5 servers x 3 clients)
+            # took over three minutes; one server whose capacity changes mid-run, with every
+            # client, runs the same code.
+            "--adaptive-n",
+            str(ADAPTIVE_N),
+            "--adaptive-servers",
+            "drop-12-4-12",
             "--out",
             str(out),
         ],
@@ -107,3 +119,17 @@ def test_table_json_and_chart_are_written(report: dict[str, Any]) -> None:
     assert "### Targets" in table and "### Throughput" in table
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "### Targets" in str(report["_stdout"])
+
+
+@pytest.mark.slow
+def test_adaptive_rows_run_each_client(report: dict[str, Any]) -> None:
+    rows = report["adaptive"]["rows"]
+    assert [(r["server"], r["client"]) for r in rows] == [
+        ("drop-12-4-12", "default"),
+        ("drop-12-4-12", "tuned"),
+        ("drop-12-4-12", "langchain-openai"),
+    ]
+    for row in rows:
+        assert "failed" not in row and row["texts_per_s"] > 0, row
+        assert row["requests"] >= (ADAPTIVE_N + 127) // 128, row
+    assert rows[1]["limit_end"] == 12  # the tuned client keeps its setting

@@ -121,6 +121,8 @@ def test_request_errors_do_not_show_the_key(local_server: Any) -> None:
     refused = AimlBgeEmbeddings(api_key=SECRET, base_url="http://127.0.0.1:9/v1", max_retries=0)
     with pytest.raises(APIConnectionError) as conn:
         refused.embed_documents(["hello"])
+    wrong.close()  # its connection to the server would be left to the collector
+    refused.close()
     for err in (auth.value, conn.value):
         text = " ".join([str(err), repr(err), repr(err.args), repr(getattr(err, "body", None))])
         assert not _leaks(text)

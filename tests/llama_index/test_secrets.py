@@ -235,6 +235,7 @@ def test_errors_and_logs_carry_no_key(
     wrong = AimlBgeEmbedding(base_url=keyed_server.base_url, api_key=KEY + "-wrong")
     with pytest.raises(Exception) as refused:
         wrong.get_query_embedding("hello")
+    wrong.close()  # its connection to the server would be left to the collector
     assert refused.type.__name__ == "AuthenticationError"
     assert KEY not in str(refused.value) and KEY not in repr(refused.value.__dict__)
     assert caplog.records

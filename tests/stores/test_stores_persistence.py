@@ -21,6 +21,9 @@ from stores_support import SCORES, finish_child, start_child
 
 from aiml_bge_integrations.demo_corpus import PASSAGES, QUERIES
 
+# One xdist worker runs every test here: the module-scoped runs build every store once.
+pytestmark = pytest.mark.xdist_group("stores-persistence")
+
 STORES = [
     ("langchain", "chroma"),
     ("langchain", "faiss"),

@@ -20,6 +20,9 @@ import pytest
 
 from aiml_bge_integrations import AsyncEmbeddingsClient, EmbeddingsClient
 
+# One xdist worker runs every test here: the module-scoped replies are built once.
+pytestmark = pytest.mark.xdist_group("memory")
+
 N = 100_000
 BATCH = 1000
 T = TypeVar("T")
