@@ -77,24 +77,3 @@ def make_server() -> Iterator[Any]:
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Keep ``--dist loadgroup`` grouping by ``xdist_group`` marks on pytest 9.2.
-
-    pytest-xdist 3.8 tells its scheduler a test's group by appending ``@group`` to the test's
-    ``_nodeid``, which pytest 9.2 no longer reads (structured node ids): every group would be
-    spread over the workers without a word (pytest-dev/pytest-xdist#1386). On a worker of a
-    loadgroup run, this appends the suffix where xdist's did not take.
-    """
-    if not getattr(config.option, "loadgroup", False):
-        return
-    for item in items:
-        names = {
-            str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
-            for mark in item.iter_markers("xdist_group")
-        }
-        suffix = "@" + "_".join(sorted(names))
-        if names and not item.nodeid.endswith(suffix):
-            item._id = item.nodeid + suffix  # type: ignore[attr-defined]

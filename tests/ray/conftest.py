@@ -43,6 +43,25 @@ NUM_CPUS = 8
 repartition tasks one each)."""
 
 
+@pytest.fixture(autouse=True)
+def _one_worker_for_ray(request: pytest.FixtureRequest) -> None:
+    """Fail loudly when ``--dist loadgroup`` does not keep the Ray tests on one worker.
+
+    pytest-xdist groups the tests of an ``xdist_group`` by a ``@group`` suffix of their node
+    ids; with pytest 9.2 that suffix no longer takes (pytest-dev/pytest-xdist#1386), and each
+    worker would start a Ray node of its own on the same two cores.
+    """
+    node = request.node
+    grouped = node.get_closest_marker("xdist_group") is not None
+    loadgroup = getattr(request.config.option, "loadgroup", False)
+    if loadgroup and grouped and not node.nodeid.endswith("@ray"):
+        pytest.fail(
+            f"not grouped on one worker: pytest-xdist's loadgroup does not work with "
+            f"pytest {pytest.__version__} (pytest-dev/pytest-xdist#1386); install the "
+            "pytest that the test extra pins"
+        )
+
+
 @pytest.fixture(scope="session")
 def ray_server() -> Iterator[LocalServer]:
     """A local server for the Ray tests, its key in the environment the Ray node inherits."""
