@@ -243,8 +243,8 @@ class _Ticket:
     """Requests in flight through the gate when this one was sent."""
     sent: int
     """This request's number among the gate's sends."""
-    others_refused: int = 0
-    """Of ``others``, those refused since: the server was not holding them."""
+    cuts: int
+    """The limiter's cuts when this one was sent (see ``Flight.cuts``)."""
 
 
 class _Limiter:
@@ -263,6 +263,11 @@ class _Limiter:
     def peak(self) -> int:
         """The highest limit so far."""
         return self._policy.peak
+
+    @property
+    def cuts(self) -> int:
+        """The policy's cuts on refusals so far."""
+        return self._policy.cuts
 
     def record(self, status: int | None, rtt: float, flight: Flight) -> bool:
         """Feed one reply (``None``: none came) to the policy; True for a refusal it explains."""
@@ -304,21 +309,17 @@ class _Flights:
                 return None
             self._released = self.successes
         self.sent += 1
-        ticket = _Ticket(time.monotonic(), self.in_flight, self.sent)
+        ticket = _Ticket(time.monotonic(), self.in_flight, self.sent, self.limiter.cuts)
         self.open.append(ticket)
         return ticket
 
     def give_back(self, ticket: _Ticket, status: int | None) -> int | None:
         self.open.remove(ticket)
         flight = Flight(
-            ticket.others, ticket.others + self.sent - ticket.sent, ticket.others_refused
+            ticket.others, ticket.others + self.sent - ticket.sent, self.in_flight, ticket.cuts
         )
         absorbed = self.limiter.record(status, time.monotonic() - ticket.sent_at, flight)
-        if status in (429, 503):
-            for later in self.open:
-                if later.sent > ticket.sent:
-                    later.others_refused += 1
-        elif status is not None:
+        if status is not None and status not in (429, 503):
             self.successes += 1
         return self.successes if absorbed else None
 
