@@ -56,6 +56,8 @@ class Flight:
     """Other requests in flight when this one was sent."""
     overlapped: int
     """Other requests in flight at any moment of this one's flight (``others`` and later ones)."""
+    refused: int = 0
+    """Of ``others``, those refused before this one's reply came: the server never held them."""
     remaining: int = 0
     """Other requests still in flight when this one's reply came."""
     cuts: int = 0
@@ -208,10 +210,11 @@ class ConcurrencyPolicy:
         """
         if not self.adaptive:
             return False
-        # The server refused it while holding what it held then: the requests still in flight
-        # now, all sent before this reply (requests race on the wire, notably on new
-        # connections, so counting those in flight when this one was sent can fall short).
-        k = max(1, flight.remaining)
+        # What the server held when it refused this one, counted two ways, each of which can
+        # fall short: the requests in flight when it was sent, less those refused since (a
+        # request sent later may reach the server first, notably on new connections); the
+        # requests still in flight when its reply came (some may have finished meanwhile).
+        k = max(1, flight.others - flight.refused, flight.remaining)
         level, reason = k, f"refused with {k} other request(s) in flight"
         if self.cuts and flight.cuts == self.cuts and self._since_cut < self.limit:
             # Sent after the last cut and refused before a round of replies at the new level:

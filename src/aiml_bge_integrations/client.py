@@ -245,6 +245,8 @@ class _Ticket:
     """This request's number among the gate's sends."""
     cuts: int
     """The limiter's cuts when this one was sent (see ``Flight.cuts``)."""
+    others_refused: int = 0
+    """Of ``others``, those refused since: the server was not holding them."""
 
 
 class _Limiter:
@@ -316,10 +318,18 @@ class _Flights:
     def give_back(self, ticket: _Ticket, status: int | None) -> int | None:
         self.open.remove(ticket)
         flight = Flight(
-            ticket.others, ticket.others + self.sent - ticket.sent, self.in_flight, ticket.cuts
+            ticket.others,
+            ticket.others + self.sent - ticket.sent,
+            ticket.others_refused,
+            self.in_flight,
+            ticket.cuts,
         )
         absorbed = self.limiter.record(status, time.monotonic() - ticket.sent_at, flight)
-        if status is not None and status not in (429, 503):
+        if status in (429, 503):
+            for later in self.open:
+                if later.sent > ticket.sent:
+                    later.others_refused += 1
+        elif status is not None:
             self.successes += 1
         return self.successes if absorbed else None
 

@@ -76,7 +76,7 @@ def simulate(
         heapq.heappush(events, (t, counter, kind, rid))
 
     ready: deque[int] = deque(range(batches))
-    # rid -> (sent at, others, its number among sends, the policy's cuts then, batch)
+    # rid -> (sent at, others, its number among sends, others refused since, cuts then, batch)
     in_flight: dict[int, tuple[float, int, int, int, int]] = {}
     server_busy = 0
     queue: deque[int] = deque()
@@ -98,7 +98,7 @@ def simulate(
             rid, next_rid = next_rid, next_rid + 1
             sent += 1
             requests += 1
-            in_flight[rid] = (now, len(in_flight), sent, policy.cuts, batch)
+            in_flight[rid] = (now, len(in_flight), sent, 0, policy.cuts, batch)
             peak = max(peak, len(in_flight))
             if workers is not None:
                 if server_busy < workers:
@@ -128,9 +128,12 @@ def simulate(
             at(now, "reply", rid)
             continue
         else:
-            sent_at, others, seq, cuts, batch = in_flight.pop(rid)
-            flight = Flight(others, others + sent - seq, len(in_flight), cuts)
+            sent_at, others, seq, others_refused, cuts, batch = in_flight.pop(rid)
+            flight = Flight(others, others + sent - seq, others_refused, len(in_flight), cuts)
             if rid in refused:
+                for later, (t, o, s, r, c, b) in in_flight.items():
+                    if s > seq:  # this one was in flight when ``later`` was sent
+                        in_flight[later] = (t, o, s, r + 1, c, b)
                 if policy.on_refusal(flight):
                     parked.append(batch)
                 else:
@@ -265,12 +268,12 @@ def test_steady_state_does_not_oscillate() -> None:
 
 
 def full(limit: int) -> Flight:
-    return Flight(limit - 1, limit - 1, limit - 1)
+    return Flight(limit - 1, limit - 1, remaining=limit - 1)
 
 
 def refused(k: int, cuts: int = 0) -> Flight:
     """A refusal sent with ``k`` others in flight, still ``k`` when it came back."""
-    return Flight(k, k, k, cuts)
+    return Flight(k, k, remaining=k, cuts=cuts)
 
 
 def test_starts_at_the_initial_limit_within_the_cap() -> None:
@@ -321,7 +324,7 @@ def test_no_growth_without_using_the_limit() -> None:
 
 def test_refusal_sets_the_limit_to_the_requests_still_in_flight() -> None:
     policy = ConcurrencyPolicy(32, initial=16)
-    assert policy.on_refusal(Flight(5, 9, 5)) is True
+    assert policy.on_refusal(Flight(5, 9, remaining=5)) is True
     assert policy.limit == 5
     assert "refused" in policy.reason
     policy.on_refusal(refused(9))  # a late reply to a request sent at a higher level
@@ -332,10 +335,17 @@ def test_refusal_counts_the_requests_in_flight_at_its_reply_not_at_its_sending()
     # The first burst: four requests race to the server, which holds two. The one refused
     # was sent second, but a request sent after it got there first.
     policy = ConcurrencyPolicy(32)
-    policy.on_refusal(Flight(1, 3, 3))  # three others out: two held, one refused too
+    policy.on_refusal(Flight(1, 3, remaining=3))  # three others out: two held, one refused
     assert policy.limit == 3
-    policy.on_refusal(Flight(3, 3, 2))  # the other one refused: two held
+    policy.on_refusal(Flight(3, 3, 1, remaining=2))  # the other one refused: two held
     assert policy.limit == 2
+
+
+def test_refusal_counts_the_requests_in_flight_at_its_sending_when_others_finished() -> None:
+    # The end of a job: a probe refused with 12 in flight, 9 left by the time it came back.
+    policy = ConcurrencyPolicy(32, initial=13)
+    policy.on_refusal(Flight(12, 12, remaining=9))
+    assert policy.limit == 12
 
 
 def test_a_second_refusal_within_a_round_of_a_cut_halves_the_limit() -> None:
@@ -367,7 +377,7 @@ def test_refusal_while_alone_is_not_about_concurrency() -> None:
 
 def test_refusal_counts_requests_sent_after_it_when_none_were_before() -> None:
     policy = ConcurrencyPolicy(32)
-    assert policy.on_refusal(Flight(0, 3, 3)) is True
+    assert policy.on_refusal(Flight(0, 3, remaining=3)) is True
     assert policy.limit == 3
 
 
