@@ -105,6 +105,7 @@ class ConcurrencyPolicy:
         self.cuts = 0
         """Cuts made on refusals so far (a request records it when sent; see ``Flight.cuts``)."""
         self._since_cut = 0
+        self._since_growth = 0
         self._slow_start = True
         self._slow_rounds = 0
         self._ramp_to = 0
@@ -126,6 +127,8 @@ class ConcurrencyPolicy:
         limit = max(1, min(limit, self.max_limit))
         self._ramp_to = 0
         changed = limit != self.limit
+        if limit > self.limit:
+            self._since_growth = 0
         if changed:
             self.limit, self.reason = limit, reason
             self.peak = max(self.peak, limit)
@@ -140,6 +143,7 @@ class ConcurrencyPolicy:
         self._base_rtt = min(self._base_rtt, rtt)
         self._since_probe += 1
         self._since_cut += 1
+        self._since_growth += 1
         self._round_rtts.append(rtt)
         self._round_used += flight.others + 1
         ramped = self.limit < self._ramp_to
@@ -148,6 +152,7 @@ class ConcurrencyPolicy:
             # TCP's): a hard limit is overshot by a request or two, not by half the level.
             self.limit += 1
             self.peak = max(self.peak, self.limit)
+            self._since_growth = 0
         if self._probing and self._ceiling is not None and flight.others >= self._ceiling:
             # A request above the refused level went through: the server takes more now.
             self._ceiling, self._probing = None, False
@@ -216,12 +221,15 @@ class ConcurrencyPolicy:
         # requests still in flight when its reply came (some may have finished meanwhile).
         k = max(1, flight.others - flight.refused, flight.remaining)
         level, reason = k, f"refused with {k} other request(s) in flight"
-        if self.cuts and flight.cuts == self.cuts and self._since_cut < self.limit:
-            # Sent after the last cut and refused before a round of replies at the new level:
-            # the capacity fell well below the limit. Halve (as TCP does, once a round) rather
-            # than step down one refusal at a time while the requests the server admitted
-            # before the drop finish. Refusals of requests sent before the cut only bring the
-            # limit down to their own ``k``: they were sent at the old level.
+        after_cut = self.cuts and flight.cuts == self.cuts and self._since_cut < self.limit
+        if after_cut and self._since_growth >= self.limit:
+            # Sent after the last cut and refused before a round of replies at the new level,
+            # the limit having held for a round before: the capacity fell well below it.
+            # Halve (as TCP does, once a round) rather than step down one refusal at a time
+            # while the requests the server admitted before the drop finish. Refusals of
+            # requests sent before the cut bring the limit down to their own ``k`` only (they
+            # were sent at the old level), and so do those of a limit that just grew past the
+            # capacity (its overshoot is a few requests).
             level, reason = (
                 min(k, self.limit // 2),
                 f"refused again within a round ({k} in flight): halved",

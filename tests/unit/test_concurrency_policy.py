@@ -349,7 +349,9 @@ def test_refusal_counts_the_requests_in_flight_at_its_sending_when_others_finish
 
 
 def test_a_second_refusal_within_a_round_of_a_cut_halves_the_limit() -> None:
-    policy = ConcurrencyPolicy(32, initial=12)
+    policy = ConcurrencyPolicy(12, initial=12)
+    for _ in range(24):  # the limit holds: a round to settle, a round at its cap
+        policy.on_success(0.1, full(12))
     policy.on_refusal(refused(11))  # the capacity dropped: a cut to 11
     assert policy.limit == 11
     policy.on_refusal(refused(10, cuts=policy.cuts))  # sent after that cut, refused at once
@@ -360,6 +362,18 @@ def test_a_second_refusal_within_a_round_of_a_cut_halves_the_limit() -> None:
         policy.on_success(0.1, full(5))
     policy.on_refusal(refused(4, cuts=policy.cuts))  # after a round: the level, not a half
     assert policy.limit == 4
+
+
+def test_refusals_just_after_growth_step_down_without_halving() -> None:
+    policy = ConcurrencyPolicy(32, initial=8)
+    for _ in range(16):  # settle, then a round at 8 without a queue: up by half
+        policy.on_success(0.1, full(8))
+    assert policy.limit == 12
+    policy.on_refusal(refused(10))  # the server holds 8: the overshoot comes back
+    policy.on_refusal(refused(9, cuts=policy.cuts))  # sent after that cut: still the overshoot
+    assert policy.limit == 9
+    policy.on_refusal(refused(8, cuts=policy.cuts))
+    assert policy.limit == 8
 
 
 def test_refusals_of_one_burst_step_down_without_halving() -> None:
