@@ -113,7 +113,7 @@ class ConcurrencyPolicy:
         self._probing = False
         self._base_rtt = math.inf
         self._queued_rounds = 0
-        self._new_round(settle=True)  # the first round is a burst: its first requests find no queue
+        self._new_round()
 
     def _new_round(self, settle: bool = False) -> None:
         self._settle = settle
@@ -145,7 +145,9 @@ class ConcurrencyPolicy:
         self._since_cut += 1
         self._since_growth += 1
         self._round_rtts.append(rtt)
-        self._round_used += flight.others + 1
+        # In flight with it: those sent before it, and after it up to the limit (a burst's
+        # first requests went out alone only by a hair).
+        self._round_used += min(flight.overlapped, self.limit - 1) + 1
         ramped = self.limit < self._ramp_to
         if ramped:
             # Slow start's doubling is clocked by replies, one request more per reply (as
