@@ -2,12 +2,12 @@
 
 The client owns the slots and the clock; every decision is made here, from two signals:
 
-- Refusals (429, 503). A refusal that comes back while ``k`` other requests are still in
-  flight says the server holds at most ``k`` at once: the limit drops to ``k`` at once (not by
-  halves). A second refusal of a request sent after that cut, before a round of replies at the
-  new level, says the capacity fell well below it (another tenant arrived): the limit halves
-  (as TCP's), so following a drop costs a few refusals, not one per request the server admitted
-  before it. The level that was refused is probed again only after ``probe_interval``
+- Refusals (429, 503). A request refused while the server held ``k`` others says it holds
+  at most ``k`` at once: the limit drops to ``k`` at once (not by halves). A second refusal of
+  a request sent after that cut, before a round of replies at the new level, of a limit that
+  had held for a round, says the capacity fell well below it (another tenant arrived): the
+  limit halves (as TCP's), so following a drop costs a few refusals, not one per request the
+  server admitted before it. The level that was refused is probed again only after ``probe_interval``
   successes, an interval that doubles after each probe the server refuses, so refusals stay a
   small share of requests.
 - Queueing. A server that queues what it cannot serve (TEI, infinity) never refuses: the round
@@ -19,8 +19,8 @@ The client owns the slots and the clock; every decision is made here, from two s
 Without either signal the limit doubles every other round (slow start, as Vegas's: the round
 after a change only settles): half the step at once, the rest one request per reply, so a
 hard limit is overshot by a request or two rather than by half the level. Slow start ends at
-a refusal, or at the second round in a row that finds a queue of one (one slow round can be a
-stall of the client's own); then the limit grows by one a round (by one probe, above a
+a refusal, or at the second round that finds a queue of one (one slow round can be a stall
+of the client's own); then the limit grows by one a round (by one probe, above a
 refused level). A round is as many replies as the limit; growth needs the round to have used
 the limit (all but one request of it, or four fifths, on average), so a client that sends one
 request at a time never talks itself into a high limit.
