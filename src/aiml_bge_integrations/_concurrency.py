@@ -2,10 +2,14 @@
 
 The client owns the slots and the clock; every decision is made here, from two signals:
 
-- Refusals (429, 503). A request refused while ``k`` others were in flight says the server
-  sustains at most ``k`` at once: the limit drops to ``k`` at once (not by halves), and the
-  level that was refused is probed again only after ``probe_interval`` successes, an interval
-  that doubles after each probe the server refuses, so refusals stay a small share of requests.
+- Refusals (429, 503). A request refused while the server held ``k`` others says it holds
+  at most ``k`` at once: the limit drops to ``k`` at once (not by halves). A second refusal of
+  a request sent after that cut, before a round of replies at the new level, of a limit that
+  had held for a round, says the capacity fell well below it (another tenant arrived): the
+  limit halves (as TCP's), so following a drop costs a few refusals, not one per request the
+  server admitted before it. The level that was refused is probed again only after ``probe_interval``
+  successes, an interval that doubles after each probe the server refuses, so refusals stay a
+  small share of requests.
 - Queueing. A server that queues what it cannot serve (TEI, infinity) never refuses: the round
   trip grows while throughput does not. As in TCP Vegas, the base round trip is the shortest
   seen, and ``in_flight * (1 - base / rtt)`` estimates the requests waiting in the server's
@@ -13,10 +17,13 @@ The client owns the slots and the clock; every decision is made here, from two s
   the requests being served), the limit drops to those being served plus ``alpha``.
 
 Without either signal the limit doubles every other round (slow start, as Vegas's: the round
-after a change only settles) until the first signal, then grows by one a round (by one probe,
-above a refused level). A round is as many replies as the limit; growth needs the round to
-have used the limit (all but one request of it, or four fifths, on average), so a client that
-sends one request at a time never talks itself into a high limit.
+after a change only settles): half the step at once, the rest one request per reply, so a
+hard limit is overshot by a request or two rather than by half the level. Slow start ends at
+a refusal, or at the second round that finds a queue of one (one slow round can be a stall
+of the client's own); then the limit grows by one a round (by one probe, above a
+refused level). A round is as many replies as the limit; growth needs the round to have used
+the limit (all but one request of it, or four fifths, on average), so a client that sends one
+request at a time never talks itself into a high limit.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ __all__ = [
 
 INITIAL_LIMIT = 4
 """Requests in flight before the server has said anything (capped by ``max_limit``)."""
-PROBE_INTERVAL = 32
+PROBE_INTERVAL = 64
 """Successes after a refusal before one request is tried above the refused level."""
 MAX_PROBE_INTERVAL = 256
 """The longest probe interval: each probe the server refuses doubles it, up to this."""
@@ -51,6 +58,10 @@ class Flight:
     """Other requests in flight at any moment of this one's flight (``others`` and later ones)."""
     refused: int = 0
     """Of ``others``, those refused before this one's reply came: the server never held them."""
+    remaining: int = 0
+    """Other requests still in flight when this one's reply came."""
+    cuts: int = 0
+    """The policy's ``cuts`` when this request was sent."""
 
 
 def _thresholds(limit: int) -> tuple[float, float]:
@@ -91,13 +102,18 @@ class ConcurrencyPolicy:
         self._max_interval = max_probe_interval
         self._probe_interval = probe_interval
         self._since_probe = 0
+        self.cuts = 0
+        """Cuts made on refusals so far (a request records it when sent; see ``Flight.cuts``)."""
+        self._since_cut = 0
+        self._since_growth = 0
         self._slow_start = True
+        self._slow_rounds = 0
+        self._ramp_to = 0
         self._ceiling: int | None = None
         self._probing = False
         self._base_rtt = math.inf
         self._queued_rounds = 0
-        self._proven = 0
-        self._new_round(settle=True)  # the first round is a burst: its first requests find no queue
+        self._new_round()
 
     def _new_round(self, settle: bool = False) -> None:
         self._settle = settle
@@ -106,11 +122,13 @@ class ConcurrencyPolicy:
         self._round_size = self.limit
         self._round_rtts: list[float] = []
         self._round_used = 0
-        self._round_refused = False
 
     def _set(self, limit: int, reason: str) -> bool:
         limit = max(1, min(limit, self.max_limit))
+        self._ramp_to = 0
         changed = limit != self.limit
+        if limit > self.limit:
+            self._since_growth = 0
         if changed:
             self.limit, self.reason = limit, reason
             self.peak = max(self.peak, limit)
@@ -124,15 +142,26 @@ class ConcurrencyPolicy:
             return False
         self._base_rtt = min(self._base_rtt, rtt)
         self._since_probe += 1
+        self._since_cut += 1
+        self._since_growth += 1
         self._round_rtts.append(rtt)
-        self._round_used += flight.others + 1
+        # In flight with it: those sent before it, and after it up to the limit (a burst's
+        # first requests went out alone only by a hair).
+        self._round_used += min(flight.overlapped, self.limit - 1) + 1
+        ramped = self.limit < self._ramp_to
+        if ramped:
+            # Slow start's doubling is clocked by replies, one request more per reply (as
+            # TCP's): a hard limit is overshot by a request or two, not by half the level.
+            self.limit += 1
+            self.peak = max(self.peak, self.limit)
+            self._since_growth = 0
         if self._probing and self._ceiling is not None and flight.others >= self._ceiling:
             # A request above the refused level went through: the server takes more now.
             self._ceiling, self._probing = None, False
             self._probe_interval = self._base_interval
         if len(self._round_rtts) < self._round_size:
-            return False
-        return self._end_round()
+            return ramped
+        return self._end_round() or ramped
 
     def _end_round(self) -> bool:
         if self._settle:
@@ -158,11 +187,18 @@ class ConcurrencyPolicy:
         if used < max(0.8 * self.limit, self.limit - 1):  # the limit did not hold the client back
             self._new_round()
             return False
-        if not self._round_refused:
-            self._proven = max(self._proven, self.limit)
         if self._slow_start:
             if queue < 1.0:
-                return self._set(2 * self.limit, "slow start")
+                # Half the step at once (the replies of a round come together: the other
+                # half waits for the next ones), the rest one request per reply.
+                target = min(2 * self.limit, self.max_limit)
+                changed = self._set(self.limit + self.limit // 2, "slow start")
+                self._ramp_to = target
+                return changed
+            self._slow_rounds += 1
+            if self._slow_rounds < 2:  # one slow round can be a stall of the client's own
+                self._new_round()
+                return False
             self._slow_start = False
         if queue <= alpha:
             if self._ceiling is None or self.limit < self._ceiling:
@@ -181,25 +217,34 @@ class ConcurrencyPolicy:
         """
         if not self.adaptive:
             return False
-        # Of the requests in flight when this one was sent, those refused meanwhile were never
-        # held by the server; the rest were, and the server would take no more.
-        held = flight.others - flight.refused
-        k = max(1, held if flight.others > 0 else flight.overlapped)
-        level = k
-        if k < self.limit:
-            # A request sent after this one may have reached the server first, so k can fall
-            # short: a level that just ran a full round without refusal is only left one step
-            # at a time.
-            level = max(k, min(self._proven, self.limit - 1))
-        self._round_refused = True
+        # What the server held when it refused this one, counted two ways, each of which can
+        # fall short: the requests in flight when it was sent, less those refused since (a
+        # request sent later may reach the server first, notably on new connections); the
+        # requests still in flight when its reply came (some may have finished meanwhile).
+        k = max(1, flight.others - flight.refused, flight.remaining)
+        level, reason = k, f"refused with {k} other request(s) in flight"
+        after_cut = self.cuts and flight.cuts == self.cuts and self._since_cut < self.limit
+        if after_cut and self._since_growth >= self.limit:
+            # Sent after the last cut and refused before a round of replies at the new level,
+            # the limit having held for a round before: the capacity fell well below it.
+            # Halve (as TCP does, once a round) rather than step down one refusal at a time
+            # while the requests the server admitted before the drop finish. Refusals of
+            # requests sent before the cut bring the limit down to their own ``k`` only (they
+            # were sent at the old level), and so do those of a limit that just grew past the
+            # capacity (its overshoot is a few requests).
+            level, reason = (
+                min(k, self.limit // 2),
+                f"refused again within a round ({k} in flight): halved",
+            )
         if self._probing:
             self._probing = False
             if self._ceiling is not None and flight.others >= self._ceiling:
                 self._probe_interval = min(2 * self._probe_interval, self._max_interval)
-        self._ceiling = level if self._ceiling is None else min(self._ceiling, level)
+        self._ceiling = k if self._ceiling is None else min(self._ceiling, k)
         self._slow_start = False
         self._since_probe = 0
         if level < self.limit:
-            self._proven = min(self._proven, level)
-            self._set(level, f"refused with {k} other request(s) in flight")
+            self.cuts += 1
+            self._since_cut = 0
+            self._set(level, reason)
         return flight.overlapped > 0

@@ -243,6 +243,8 @@ class _Ticket:
     """Requests in flight through the gate when this one was sent."""
     sent: int
     """This request's number among the gate's sends."""
+    cuts: int
+    """The limiter's cuts when this one was sent (see ``Flight.cuts``)."""
     others_refused: int = 0
     """Of ``others``, those refused since: the server was not holding them."""
 
@@ -263,6 +265,11 @@ class _Limiter:
     def peak(self) -> int:
         """The highest limit so far."""
         return self._policy.peak
+
+    @property
+    def cuts(self) -> int:
+        """The policy's cuts on refusals so far."""
+        return self._policy.cuts
 
     def record(self, status: int | None, rtt: float, flight: Flight) -> bool:
         """Feed one reply (``None``: none came) to the policy; True for a refusal it explains."""
@@ -304,14 +311,18 @@ class _Flights:
                 return None
             self._released = self.successes
         self.sent += 1
-        ticket = _Ticket(time.monotonic(), self.in_flight, self.sent)
+        ticket = _Ticket(time.monotonic(), self.in_flight, self.sent, self.limiter.cuts)
         self.open.append(ticket)
         return ticket
 
     def give_back(self, ticket: _Ticket, status: int | None) -> int | None:
         self.open.remove(ticket)
         flight = Flight(
-            ticket.others, ticket.others + self.sent - ticket.sent, ticket.others_refused
+            ticket.others,
+            ticket.others + self.sent - ticket.sent,
+            ticket.others_refused,
+            self.in_flight,
+            ticket.cuts,
         )
         absorbed = self.limiter.record(status, time.monotonic() - ticket.sent_at, flight)
         if status in (429, 503):

@@ -91,10 +91,9 @@ def test_queueing_server_gets_at_most_twice_its_workers(serve: Any, mode: str) -
     usage, stats, _ = versus_tuned(mode, server, batches_of(240), 4)
     assert stats["rate_limited"] == 0
     # Queued requests count: what the client keeps in flight. Without reading the queue from
-    # the round trips it would climb to its cap of 16; the benchmark's target (at most twice
-    # the workers, 8 here) is reported by `make bench`: a loaded test machine's round trips are
-    # too noisy to hold it to the request.
-    assert stats["peak_in_flight"] <= 12
+    # the round trips it would climb to its cap of 16; slow start stops at twice the workers
+    # (8 here), and a loaded test machine's noisy round trips can let it grow one or two more.
+    assert stats["peak_in_flight"] <= 10
     assert usage.peak_concurrency >= 4
 
 

@@ -9,6 +9,7 @@ with a queue. Time is simulated, so throughput here is a deterministic figure, n
 from __future__ import annotations
 
 import heapq
+import itertools
 import random
 from collections import deque
 from collections.abc import Callable
@@ -75,7 +76,7 @@ def simulate(
         heapq.heappush(events, (t, counter, kind, rid))
 
     ready: deque[int] = deque(range(batches))
-    # rid -> (sent at, others, its number among sends, others refused since, batch)
+    # rid -> (sent at, others, its number among sends, others refused since, cuts then, batch)
     in_flight: dict[int, tuple[float, int, int, int, int]] = {}
     server_busy = 0
     queue: deque[int] = deque()
@@ -97,7 +98,7 @@ def simulate(
             rid, next_rid = next_rid, next_rid + 1
             sent += 1
             requests += 1
-            in_flight[rid] = (now, len(in_flight), sent, 0, batch)
+            in_flight[rid] = (now, len(in_flight), sent, 0, policy.cuts, batch)
             peak = max(peak, len(in_flight))
             if workers is not None:
                 if server_busy < workers:
@@ -127,12 +128,12 @@ def simulate(
             at(now, "reply", rid)
             continue
         else:
-            sent_at, others, seq, others_refused, batch = in_flight.pop(rid)
-            flight = Flight(others, others + sent - seq, others_refused)
+            sent_at, others, seq, others_refused, cuts, batch = in_flight.pop(rid)
+            flight = Flight(others, others + sent - seq, others_refused, len(in_flight), cuts)
             if rid in refused:
-                for later, (t, o, s, r, b) in in_flight.items():
+                for later, (t, o, s, r, c, b) in in_flight.items():
                     if s > seq:  # this one was in flight when ``later`` was sent
-                        in_flight[later] = (t, o, s, r + 1, b)
+                        in_flight[later] = (t, o, s, r + 1, c, b)
                 if policy.on_refusal(flight):
                     parked.append(batch)
                 else:
@@ -177,7 +178,9 @@ def test_hard_limit_above_the_cap_stays_at_the_cap() -> None:
     run = simulate(ConcurrencyPolicy(8), 200, capacity=lambda t: 50)
     assert run.refusals == 0
     assert run.peak_in_flight == 8
-    assert [limit for _, limit in run.trace] == [4, 8]
+    limits = [limit for _, limit in run.trace]
+    assert limits == sorted(limits)
+    assert limits[-1] == 8
 
 
 @pytest.mark.parametrize("workers", [1, 2, 4, 6, 8, 16])
@@ -211,6 +214,48 @@ def test_capacity_that_drops_and_recovers_is_followed() -> None:
     assert run.refused_share < 0.05
 
 
+class CountingPolicy(ConcurrencyPolicy):
+    """The policy, counting its successes (a server's phases that follow the requests served)."""
+
+    successes = 0
+
+    def on_success(self, rtt: float, flight: Flight) -> bool:
+        self.successes += 1
+        return super().on_success(rtt, flight)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_drop_from_12_to_4_costs_a_few_refusals(seed: int) -> None:
+    # The benchmark's drop server: 12, then 4 from 30% of the requests served to 60%, then 12.
+    policy = CountingPolicy(16)
+    batches = 192
+
+    dropped: list[float] = []
+
+    def capacity(t: float) -> int:
+        if 0.3 * batches <= policy.successes < 0.6 * batches:
+            dropped.append(t)
+            return 4
+        return 12
+
+    run = simulate(policy, batches, capacity=capacity, jitter=0.1, seed=seed)
+    during = [when for when in run.refused_at if dropped[0] <= when < dropped[0] + 1.0]
+    print(f"{run.refusals} refusals ({run.refused_share:.1%}), {len(during)} at the drop")
+    assert len(during) <= 5  # one per request the server admitted before the drop: 8
+    assert run.refused_share < 0.04
+    assert run.limit_at(dropped[0] + 1.0) == 4
+    assert run.limit_at(run.seconds) > 4  # and back up
+
+
+@pytest.mark.parametrize(("limit", "overshoot"), [(4, 2), (12, 2)])
+def test_slow_start_overshoots_a_hard_limit_by_few_requests(limit: int, overshoot: int) -> None:
+    run = simulate(ConcurrencyPolicy(16), 400, capacity=lambda t: limit, jitter=0.1, seed=limit)
+    first = run.refused_at[0]
+    burst = [when for when in run.refused_at if when < first + 0.1]
+    assert len(burst) <= overshoot  # doubling at once would cost 4 (8 -> 4, 16 -> 12)
+    assert run.trace[-1][1] in (limit, limit + 1)
+
+
 def test_steady_state_does_not_oscillate() -> None:
     run = simulate(ConcurrencyPolicy(32), 1000, capacity=lambda t: 6)
     late = [limit for when, limit in run.trace if when > run.seconds / 2]
@@ -223,7 +268,12 @@ def test_steady_state_does_not_oscillate() -> None:
 
 
 def full(limit: int) -> Flight:
-    return Flight(limit - 1, limit - 1)
+    return Flight(limit - 1, limit - 1, remaining=limit - 1)
+
+
+def refused(k: int, cuts: int = 0) -> Flight:
+    """A refusal sent with ``k`` others in flight, still ``k`` when it came back."""
+    return Flight(k, k, remaining=k, cuts=cuts)
 
 
 def test_starts_at_the_initial_limit_within_the_cap() -> None:
@@ -232,16 +282,34 @@ def test_starts_at_the_initial_limit_within_the_cap() -> None:
     assert ConcurrencyPolicy(1).limit == 1
 
 
-def test_slow_start_doubles_per_full_round_up_to_the_cap() -> None:
+def test_slow_start_doubles_every_other_round_half_at_once_then_one_per_reply() -> None:
     policy = ConcurrencyPolicy(20)
-    seen = [policy.limit]
-    for _ in range(6):
-        for _ in range(policy.limit):
-            policy.on_success(0.1, full(policy.limit))
+    seen = []
+    for _ in range(60):
+        policy.on_success(0.1, full(policy.limit))
         seen.append(policy.limit)
-    # The first round, and every round after a change, only settles (it carries a burst).
-    assert seen == [4, 4, 8, 8, 16, 16, 20]
-    assert policy.peak == 20
+    # A round measured: up by half at its last reply, then one per reply to double; the round
+    # of the change settles (it carries the old level), the next one measures.
+    assert seen[:22] == [4, 4, 4, 6, 7] + [8] * 12 + [12, 13, 14, 15, 16]
+    assert seen[-1] == policy.peak == 20
+    assert all(b - a <= max(1, a // 2) for a, b in itertools.pairwise(seen))
+
+
+def test_one_slow_round_does_not_end_slow_start() -> None:
+    policy = ConcurrencyPolicy(32)
+    for rtt in (0.1, 0.2, 0.2, 0.2):  # a stalled round: a queue of 2 if it were the server's
+        policy.on_success(rtt, full(4))
+    assert policy.limit == 4
+    for _ in range(4):  # a normal one: slow start goes on
+        policy.on_success(0.1, full(4))
+    assert (policy.limit, policy.reason) == (6, "slow start")
+
+
+def test_two_slow_rounds_end_slow_start() -> None:
+    policy = ConcurrencyPolicy(32)
+    for rtt in (0.1, 0.15, 0.15, 0.15, 0.15, 0.15, 0.15, 0.15):  # a queue of one, twice
+        policy.on_success(rtt, full(4))
+    assert policy.limit == 5  # below alpha: growth by one, no longer by half
 
 
 def test_no_growth_without_using_the_limit() -> None:
@@ -251,25 +319,65 @@ def test_no_growth_without_using_the_limit() -> None:
     assert policy.limit == INITIAL_LIMIT
 
 
-def test_refusal_sets_the_limit_to_the_others_in_flight() -> None:
+def test_refusal_sets_the_limit_to_the_requests_still_in_flight() -> None:
     policy = ConcurrencyPolicy(32, initial=16)
-    assert policy.on_refusal(Flight(5, 9)) is True
+    assert policy.on_refusal(Flight(5, 9, remaining=5)) is True
     assert policy.limit == 5
     assert "refused" in policy.reason
-    policy.on_refusal(Flight(9, 9))  # a late reply to a request sent at a higher level
+    policy.on_refusal(refused(9))  # a late reply to a request sent at a higher level
     assert policy.limit == 5
 
 
-def test_refusal_short_of_a_level_just_proven_steps_down_by_one() -> None:
+def test_refusal_counts_the_requests_in_flight_at_its_reply_not_at_its_sending() -> None:
+    # The first burst: four requests race to the server, which holds two. The one refused
+    # was sent second, but a request sent after it got there first.
     policy = ConcurrencyPolicy(32)
-    for _ in range(8):  # a round to settle, a full round at 4 without refusal: 4 is proven
-        policy.on_success(0.1, full(4))
-    assert policy.limit == 8
-    # Sent with 3 others in flight, refused: a request sent after it got there first.
-    policy.on_refusal(Flight(3, 7))
-    assert policy.limit == 4
-    policy.on_refusal(Flight(3, 4))  # again, at 4: now the server is believed
+    policy.on_refusal(Flight(1, 3, remaining=3))  # three others out: two held, one refused
     assert policy.limit == 3
+    policy.on_refusal(Flight(3, 3, 1, remaining=2))  # the other one refused: two held
+    assert policy.limit == 2
+
+
+def test_refusal_counts_the_requests_in_flight_at_its_sending_when_others_finished() -> None:
+    # The end of a job: a probe refused with 12 in flight, 9 left by the time it came back.
+    policy = ConcurrencyPolicy(32, initial=13)
+    policy.on_refusal(Flight(12, 12, remaining=9))
+    assert policy.limit == 12
+
+
+def test_a_second_refusal_within_a_round_of_a_cut_halves_the_limit() -> None:
+    policy = ConcurrencyPolicy(12, initial=12)
+    for _ in range(24):  # the limit holds: a round to settle, a round at its cap
+        policy.on_success(0.1, full(12))
+    policy.on_refusal(refused(11))  # the capacity dropped: a cut to 11
+    assert policy.limit == 11
+    policy.on_refusal(refused(10, cuts=policy.cuts))  # sent after that cut, refused at once
+    assert policy.limit == 5
+    policy.on_refusal(refused(9, cuts=policy.cuts - 1))  # sent before it: nothing new
+    assert policy.limit == 5
+    for _ in range(5):  # a round of replies at 5
+        policy.on_success(0.1, full(5))
+    policy.on_refusal(refused(4, cuts=policy.cuts))  # after a round: the level, not a half
+    assert policy.limit == 4
+
+
+def test_refusals_just_after_growth_step_down_without_halving() -> None:
+    policy = ConcurrencyPolicy(32, initial=8)
+    for _ in range(8):  # a round at 8 without a queue: up by half
+        policy.on_success(0.1, full(8))
+    assert policy.limit == 12
+    policy.on_refusal(refused(10))  # the server holds 8: the overshoot comes back
+    policy.on_refusal(refused(9, cuts=policy.cuts))  # sent after that cut: still the overshoot
+    assert policy.limit == 9
+    policy.on_refusal(refused(8, cuts=policy.cuts))
+    assert policy.limit == 8
+
+
+def test_refusals_of_one_burst_step_down_without_halving() -> None:
+    policy = ConcurrencyPolicy(32, initial=16)
+    for k in (15, 14, 13, 12):  # all sent before the first cut, refused one after the other
+        policy.on_refusal(refused(k))
+    assert policy.limit == 12
 
 
 def test_refusal_while_alone_is_not_about_concurrency() -> None:
@@ -280,13 +388,13 @@ def test_refusal_while_alone_is_not_about_concurrency() -> None:
 
 def test_refusal_counts_requests_sent_after_it_when_none_were_before() -> None:
     policy = ConcurrencyPolicy(32)
-    assert policy.on_refusal(Flight(0, 3)) is True
+    assert policy.on_refusal(Flight(0, 3, remaining=3)) is True
     assert policy.limit == 3
 
 
 def test_probes_above_a_refused_level_grow_rarer() -> None:
     policy = ConcurrencyPolicy(32, initial=8)
-    policy.on_refusal(full(4))  # ceiling 3
+    policy.on_refusal(refused(3))  # ceiling 3
     assert policy.limit == 3
     gaps = []
     successes = 0
@@ -294,7 +402,7 @@ def test_probes_above_a_refused_level_grow_rarer() -> None:
         policy.on_success(0.1, full(policy.limit))
         successes += 1
         if policy.limit == 4:  # a probe: the server refuses it
-            policy.on_refusal(Flight(3, 3))
+            policy.on_refusal(refused(3))
             gaps.append(successes)
             successes = 0
     assert gaps[0] >= PROBE_INTERVAL
@@ -305,7 +413,7 @@ def test_probes_above_a_refused_level_grow_rarer() -> None:
 
 def test_a_probe_that_goes_through_resumes_growth() -> None:
     policy = ConcurrencyPolicy(32, initial=8)
-    policy.on_refusal(full(4))
+    policy.on_refusal(refused(3))
     for _ in range(PROBE_INTERVAL + 3):
         policy.on_success(0.1, full(policy.limit))
     assert policy.limit == 4
@@ -317,8 +425,8 @@ def test_a_probe_that_goes_through_resumes_growth() -> None:
 
 def test_queueing_shrinks_to_what_is_served_plus_a_little() -> None:
     policy = ConcurrencyPolicy(32, initial=16)
-    policy.on_success(0.1, Flight(0, 0))  # the base round trip
-    for _ in range(32):  # a round to settle, a round to measure
+    policy.on_success(0.1, full(16))  # the base round trip
+    for _ in range(15):  # the rest of the first round
         policy.on_success(0.2, full(16))  # twice as long: half the requests wait
     assert policy.limit == 16  # one round could be a stall of the client's own
     for _ in range(16):
@@ -341,7 +449,7 @@ def test_one_slow_round_between_normal_ones_changes_nothing() -> None:
 def test_not_adaptive_keeps_the_limit() -> None:
     policy = ConcurrencyPolicy(6, adaptive=False)
     assert policy.limit == 6
-    assert policy.on_refusal(full(6)) is False
+    assert policy.on_refusal(refused(5)) is False
     for _ in range(50):
         assert policy.on_success(1.0, full(6)) is False
     assert (policy.limit, policy.peak) == (6, 6)
