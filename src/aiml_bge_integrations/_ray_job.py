@@ -54,6 +54,8 @@ class RayJobResult:
     """Whether an unfinished run was continued."""
     seconds: float
     """Wall time of this run."""
+    embedded: int
+    """Passages embedded by this run (the others were written by the runs before)."""
 
 
 def _work_dir(output: Path) -> Path:
@@ -266,7 +268,7 @@ def run_ray_job(
         import ray.data
 
         ray.data.DataContext.get_current().raise_original_map_exception = True
-        embed_parquet(
+        done = embed_parquet(
             str(work / "input.parquet"),
             str(output),
             id_column="id",
@@ -281,4 +283,4 @@ def run_ray_job(
     finally:
         stop()
     shutil.rmtree(work, ignore_errors=True)
-    return RayJobResult(output, scanned.total, resumable, time.monotonic() - started)
+    return RayJobResult(output, scanned.total, resumable, time.monotonic() - started, done.embedded)

@@ -561,7 +561,12 @@ def _embed_on_ray(args: argparse.Namespace) -> int:
         return _error(EXIT_OUTPUT, f"cannot write {args.output}: {err}")
     if not quiet:
         what = "finished the unfinished run: " if result.resumed else ""
-        print(f"{what}wrote {result.total:,} vectors to {result.output}/ in {result.seconds:.1f} s")
+        before = result.total - result.embedded
+        split = f" ({result.embedded:,} this run, {before:,} before)" if before else ""
+        print(
+            f"{what}wrote {result.total:,} vectors{split} to {result.output}/ in "
+            f"{result.seconds:.1f} s"
+        )
     return EXIT_OK
 
 

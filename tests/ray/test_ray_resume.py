@@ -209,7 +209,7 @@ def test_cli_ray_writes_parquet_and_resumes_after_a_failure(
     server.config.faults = None
     server.reset_stats()
     code, printed, err = _cli(capsys, *args)
-    assert f"wrote {ROWS:,} vectors" in printed
+    assert f"wrote {ROWS:,} vectors ({ROWS - written:,} this run, {written:,} before)" in printed
     assert code == 0, err
     assert "continuing the unfinished run" in err
     assert server.stats.items == ROWS - written
