@@ -500,9 +500,16 @@ def embed_parquet(
         rows_per_block=options.pop("rows_per_block", None),
         settings=options,
     )
+    ds = _read_parquet(input_path)
+    columns = ds.schema().names
+    missing = [name for name in (id_column, text_column) if name not in columns]
+    if missing:
+        raise InvalidInputError(
+            f"no column {missing[0]!r} in {input_path} (columns: {', '.join(columns)}); "
+            "name the ids with id_column= and the texts with text_column="
+        )
     fs, directory = _filesystem(output_path)
     written = _written_ids(fs, directory, id_column)
-    ds = _read_parquet(input_path)
     if written is not None:
         ds = ds.map_batches(
             _drop_written,

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import ray
 from ray_helpers import ROWS, corpus, reference_vectors, vectors_of, write_corpus
 
+from aiml_bge_integrations.errors import InvalidInputError
 from aiml_bge_integrations.ray import embed_parquet
 from aiml_bge_integrations.server import FaultConfig
 
@@ -97,11 +98,28 @@ def test_a_failed_job_run_again_embeds_only_what_was_not_written(
     )
 
 
+def test_a_missing_id_or_text_column_is_named_before_anything_is_sent(
+    server: Any, tmp_path: Path
+) -> None:
+    source = tmp_path / "in.parquet"
+    pq.write_table(corpus(10).rename_columns(["doc", "text", "lang"]), source)
+    with pytest.raises(InvalidInputError, match=r"no column 'id'.*doc, text, lang"):
+        embed_parquet(str(source), str(tmp_path / "out"), base_url=server.base_url)
+    with pytest.raises(InvalidInputError, match="no column 'body'"):
+        embed_parquet(
+            str(source), str(tmp_path / "out"), id_column="doc", text_column="body",
+            base_url=server.base_url,
+        )  # fmt: skip
+    assert server.stats.requests == 0
+    assert not (tmp_path / "out").exists()
+
+
 _DRIVER = textwrap.dedent(
     """
     import sys
     import ray
-    from aiml_bge_integrations.ray import embed_parquet
+    from aiml_bge_integrations.errors import InvalidInputError
+from aiml_bge_integrations.ray import embed_parquet
 
     address, source, out, base_url = sys.argv[1:]
     ray.init(address=address, log_to_driver=False, configure_logging=False)
