@@ -118,8 +118,7 @@ _DRIVER = textwrap.dedent(
     """
     import sys
     import ray
-    from aiml_bge_integrations.errors import InvalidInputError
-from aiml_bge_integrations.ray import embed_parquet
+    from aiml_bge_integrations.ray import embed_parquet
 
     address, source, out, base_url = sys.argv[1:]
     ray.init(address=address, log_to_driver=False, configure_logging=False)
