@@ -149,40 +149,34 @@ class _Slots:
         self._free.release()
 
 
-class _SlotEmbedder:
-    """Each request of a block waits for a slot of the shared ``_Slots`` actor, then is sent."""
+def _slot_embedder() -> type:
+    from aiml_bge_integrations.ray import BgeEmbedder
 
-    def __init__(self, *, slots: Any, base_url: str) -> None:
-        from aiml_bge_integrations import AsyncEmbeddingsClient
+    class SlotEmbedder(BgeEmbedder):
+        """Each request of a block waits for a slot of the shared ``_Slots`` actor, then is sent."""
 
-        self._slots = slots
-        self._client = AsyncEmbeddingsClient(
-            api_key=os.environ["AIMLAPI_API_KEY"],
-            base_url=base_url,
-            batch_size=BATCH,
-            max_concurrency=CAP,  # the actor's slots bound it, not the client
-            adaptive_concurrency=False,
-        )
+        def __init__(self, *, slots: Any, **settings: Any) -> None:
+            # The actor's slots bound what is in flight, not the client.
+            super().__init__(max_concurrency=CAP, adaptive_concurrency=False, **settings)
+            self._slots = slots
 
-    async def _one(self, texts: list[str]) -> list[list[float]]:
-        await self._slots.acquire.remote()
-        try:
-            return await self._client.embed_documents(texts)
-        finally:
-            self._slots.release.remote()
+        async def _one(self, texts: list[str]) -> list[list[float]]:
+            await self._slots.acquire.remote()
+            try:
+                vectors: list[list[float]] = await self._client.embed_documents(texts)
+                return vectors
+            finally:
+                self._slots.release.remote()
 
-    async def __call__(self, batch: Any) -> Any:
-        import asyncio
+        async def __call__(self, batch: Any) -> Any:
+            import asyncio
 
-        import numpy as np
-        import pyarrow as pa
+            texts = self._texts(batch)
+            chunks = [texts[i : i + BATCH] for i in range(0, len(texts), BATCH)]
+            parts = await asyncio.gather(*(self._one(c) for c in chunks))
+            return self._append(batch, [v for part in parts for v in part])
 
-        texts = batch.column("text").to_pylist()
-        chunks = [texts[i : i + BATCH] for i in range(0, len(texts), BATCH)]
-        parts = await asyncio.gather(*(self._one(c) for c in chunks))
-        matrix = np.asarray([v for part in parts for v in part], dtype=np.float32)
-        column = pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
-        return batch.append_column("embedding", column)
+    return SlotEmbedder
 
 
 def _run_limiter_actor(
@@ -196,8 +190,8 @@ def _run_limiter_actor(
         target_num_rows_per_block=2 * BATCH * CAP // actors
     )
     out = ds.map_batches(
-        _SlotEmbedder,
-        fn_constructor_kwargs={"slots": slots, "base_url": server.base_url},
+        _slot_embedder(),
+        fn_constructor_kwargs={"slots": slots, "base_url": server.base_url, "batch_size": BATCH},
         batch_size=None,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=actors),

@@ -261,19 +261,30 @@ def _validate_client_settings(settings: Mapping[str, Any]) -> None:
     EmbeddingsClient(api_key="settings-check", **settings).close()
 
 
+@dataclass(frozen=True)
+class _Plan:
+    # What every actor of a job is built from, checked on the driver before any actor starts.
+    actors: int
+    num_cpus: float
+    rows_per_block: int
+    constructor: dict[str, Any]
+    """The map class's keyword arguments: the columns, api_key_env and the client settings."""
+
+
 def _plan(
     *,
-    actors: int,
-    max_concurrency: int,
-    requests_per_minute: float | None,
-    tokens_per_minute: float | None,
-    batch_size: int,
-    num_cpus: float,
-    rows_per_block: int | None,
-    settings: Mapping[str, Any],
-) -> tuple[ActorShare, dict[str, Any], int]:
-    # The actor share, each actor's client settings, and the rows per block; every check made
-    # on the driver, before an actor starts.
+    text_column: str = "text",
+    output_column: str = "embedding",
+    actors: int = DEFAULT_ACTORS,
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    requests_per_minute: float | None = None,
+    tokens_per_minute: float | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    num_cpus: float = DEFAULT_ACTOR_CPUS,
+    rows_per_block: int | None = None,
+    api_key_env: str = API_KEY_ENV,
+    **settings: Any,
+) -> _Plan:
     _check_settings(settings)
     share = split_limits(actors, max_concurrency, requests_per_minute, tokens_per_minute)
     client_settings: dict[str, Any] = {
@@ -291,7 +302,35 @@ def _plan(
     rows = rows_per_block or 2 * batch_size * share.max_concurrency
     if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
         raise ConfigurationError(f"rows_per_block must be an integer >= 1, not {rows!r}")
-    return share, client_settings, rows
+    constructor = {
+        "text_column": text_column,
+        "output_column": output_column,
+        "api_key_env": api_key_env,
+        **client_settings,
+    }
+    return _Plan(share.actors, num_cpus, rows, constructor)
+
+
+def _map(
+    ds: ray.data.Dataset,
+    plan: _Plan,
+    map_class: type[_EmbedderBase],
+    *,
+    extra: Mapping[str, Any] | None = None,
+    tasks_per_actor: int | None = None,
+) -> ray.data.Dataset:
+    # Blocks cut (streaming, no shuffle) to the plan's size, on a pool of the plan's actors.
+    # ``tasks_per_actor`` None is Ray Data's default of blocks handed to an actor at once.
+    return ds.repartition(target_num_rows_per_block=plan.rows_per_block).map_batches(
+        map_class,
+        fn_constructor_kwargs={**plan.constructor, **(extra or {})},
+        batch_size=None,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(
+            size=plan.actors, max_tasks_in_flight_per_actor=tasks_per_actor
+        ),
+        num_cpus=plan.num_cpus,
+    )
 
 
 def embed_dataset(
@@ -325,7 +364,9 @@ def embed_dataset(
 
     Raises ``ConfigurationError`` at once for bad settings, before any actor starts.
     """
-    share, client_settings, rows = _plan(
+    plan = _plan(
+        text_column=text_column,
+        output_column=output_column,
         actors=actors,
         max_concurrency=max_concurrency,
         requests_per_minute=requests_per_minute,
@@ -333,21 +374,10 @@ def embed_dataset(
         batch_size=batch_size,
         num_cpus=num_cpus,
         rows_per_block=rows_per_block,
-        settings=settings,
+        api_key_env=api_key_env,
+        **settings,
     )
-    return ds.repartition(target_num_rows_per_block=rows).map_batches(
-        embedder or BgeEmbedder,
-        fn_constructor_kwargs={
-            "text_column": text_column,
-            "output_column": output_column,
-            "api_key_env": api_key_env,
-            **client_settings,
-        },
-        batch_size=None,
-        batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=share.actors),
-        num_cpus=num_cpus,
-    )
+    return _map(ds, plan, embedder or BgeEmbedder)
 
 
 # -- resumable Parquet: each block embedded and written by the same actor task ----------------
@@ -486,20 +516,8 @@ def embed_parquet(
     """
     if "embedder" in options:
         raise ConfigurationError("embedder is not accepted by embed_parquet (BgeEmbedder embeds)")
-    text_column = options.pop("text_column", "text")
-    output_column = options.pop("output_column", "embedding")
-    api_key_env = options.pop("api_key_env", API_KEY_ENV)
-    num_cpus = options.pop("num_cpus", DEFAULT_ACTOR_CPUS)
-    share, client_settings, rows = _plan(
-        actors=options.pop("actors", DEFAULT_ACTORS),
-        max_concurrency=options.pop("max_concurrency", DEFAULT_MAX_CONCURRENCY),
-        requests_per_minute=options.pop("requests_per_minute", None),
-        tokens_per_minute=options.pop("tokens_per_minute", None),
-        batch_size=options.pop("batch_size", DEFAULT_BATCH_SIZE),
-        num_cpus=num_cpus,
-        rows_per_block=options.pop("rows_per_block", None),
-        settings=options,
-    )
+    plan = _plan(**options)
+    text_column = plan.constructor["text_column"]
     ds = _read_parquet(input_path)
     columns = ds.schema().names
     missing = [name for name in (id_column, text_column) if name not in columns]
@@ -517,21 +535,13 @@ def embed_parquet(
             batch_size=None,
             batch_format="pyarrow",
         )
-    done = ds.repartition(target_num_rows_per_block=rows).map_batches(
+    # One block handed to each actor at a time: what a failure can lose is that block.
+    done = _map(
+        ds,
+        plan,
         _BlockWriter,
-        fn_constructor_kwargs={
-            "output_path": output_path,
-            "id_column": id_column,
-            "text_column": text_column,
-            "output_column": output_column,
-            "api_key_env": api_key_env,
-            **client_settings,
-        },
-        batch_size=None,
-        batch_format="pyarrow",
-        # One block at a time per actor: what a failure can lose is that block.
-        compute=ray.data.ActorPoolStrategy(size=share.actors, max_tasks_in_flight_per_actor=1),
-        num_cpus=num_cpus,
+        extra={"output_path": output_path, "id_column": id_column},
+        tasks_per_actor=1,
     )
     embedded = sum(
         int(pc.sum(batch.column("rows")).as_py() or 0)
