@@ -105,10 +105,10 @@ def test_drop_with_streaming_read_is_a_read_error(aiml_server: LocalServer) -> N
 
 
 def test_slow_outlasts_the_client_timeout(aiml_server: LocalServer) -> None:
-    started = time.perf_counter()
+    # The client gives up (0.3 s) while the server holds the reply back (1 s): no reply is
+    # counted below.
     with pytest.raises(httpx.ReadTimeout):
         _one(aiml_server, "slow", timeout=0.3)
-    assert time.perf_counter() - started < 1.0
     deadline = time.monotonic() + 2.0
     while aiml_server.stats["in_flight"] and time.monotonic() < deadline:
         time.sleep(0.01)
