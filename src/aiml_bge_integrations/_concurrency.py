@@ -3,13 +3,14 @@
 The client owns the slots and the clock; every decision is made here, from two signals:
 
 - Refusals (429, 503). A request refused while the server held ``k`` others says it holds
-  at most ``k`` at once: the limit drops to ``k`` at once (not by halves). A second refusal of
-  a request sent after that cut, before a round of replies at the new level, of a limit that
-  had held for a round, says the capacity fell well below it (another tenant arrived): the
-  limit halves (as TCP's), so following a drop costs a few refusals, not one per request the
-  server admitted before it. The level that was refused is probed again only after ``probe_interval``
-  successes, an interval that doubles after each probe the server refuses, so refusals stay a
-  small share of requests.
+  at most ``k`` at once: the limit drops to ``k`` at once (not by halves). A refusal of a
+  request sent at a limit that had held for two rounds says the capacity fell (another tenant
+  arrived), by how much no reply says yet: the limit halves (as TCP's), and so does it at a
+  second refusal of a request sent after a cut, before a round of replies at the new level
+  (of a limit that had held for a round). Following a drop then costs a few refusals, not one
+  per request the server admitted before it. The level that was refused is probed again only
+  after ``probe_interval`` successes, an interval that doubles after each probe the server
+  refuses, so refusals stay a small share of requests.
 - Queueing. A server that queues what it cannot serve (TEI, infinity) never refuses: the round
   trip grows while throughput does not. As in TCP Vegas, the base round trip is the shortest
   seen, and ``in_flight * (1 - base / rtt)`` estimates the requests waiting in the server's
@@ -17,13 +18,15 @@ The client owns the slots and the clock; every decision is made here, from two s
   the requests being served), the limit drops to those being served plus ``alpha``.
 
 Without either signal the limit doubles every other round (slow start, as Vegas's: the round
-after a change only settles): half the step at once, the rest one request per reply, so a
-hard limit is overshot by a request or two rather than by half the level. Slow start ends at
-a refusal, or at the second round that finds a queue of one (one slow round can be a stall
-of the client's own); then the limit grows by one a round (by one probe, above a
-refused level). A round is as many replies as the limit; growth needs the round to have used
-the limit (all but one request of it, or four fifths, on average), so a client that sends one
-request at a time never talks itself into a high limit.
+after a change only settles): half the step at once, the rest one request per reply of a
+request sent since the last step (a round's replies come together, and a refusal may be read
+late while the client parses them), so a hard limit is overshot by a request rather than by
+half the level. Slow start ends at a refusal, or at the second round that finds a queue of
+one (one slow round can be a stall of the client's own); then the limit grows by one a round
+(by one probe, above a refused level; a probe that goes through starts slow start again). A
+round is as many replies as the limit; growth needs the round to have used the limit (all but
+one request of it, or four fifths, on average), so a client that sends one request at a time
+never talks itself into a high limit.
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ class Flight:
     """Other requests still in flight when this one's reply came."""
     cuts: int = 0
     """The policy's ``cuts`` when this request was sent."""
+    changes: int = 0
+    """The policy's ``changes`` when this request was sent."""
 
 
 def _thresholds(limit: int) -> tuple[float, float]:
@@ -104,12 +109,16 @@ class ConcurrencyPolicy:
         self._since_probe = 0
         self.cuts = 0
         """Cuts made on refusals so far (a request records it when sent; see ``Flight.cuts``)."""
+        self.changes = 0
+        """Changes of the limit so far (a request records it when sent; see ``Flight.changes``)."""
         self._since_cut = 0
         self._since_growth = 0
+        self._since_change = 0
         self._slow_start = True
         self._slow_rounds = 0
         self._ramp_to = 0
         self._ceiling: int | None = None
+        self._highest_refused = 0  # the most others in flight a refusal has come with
         self._probing = False
         self._base_rtt = math.inf
         self._queued_rounds = 0
@@ -132,6 +141,8 @@ class ConcurrencyPolicy:
         if changed:
             self.limit, self.reason = limit, reason
             self.peak = max(self.peak, limit)
+            self.changes += 1
+            self._since_change = 0
         # The round after a change still carries the old level's queue; the one after it tells.
         self._new_round(settle=changed)
         return changed
@@ -144,21 +155,31 @@ class ConcurrencyPolicy:
         self._since_probe += 1
         self._since_cut += 1
         self._since_growth += 1
+        self._since_change += 1
         self._round_rtts.append(rtt)
         # In flight with it: those sent before it, and after it up to the limit (a burst's
         # first requests went out alone only by a hair).
         self._round_used += min(flight.overlapped, self.limit - 1) + 1
-        ramped = self.limit < self._ramp_to
+        ramped = self.limit < self._ramp_to and flight.changes == self.changes
         if ramped:
-            # Slow start's doubling is clocked by replies, one request more per reply (as
-            # TCP's): a hard limit is overshot by a request or two, not by half the level.
+            # Slow start's doubling is clocked by replies, one request more per reply of a
+            # request sent since the last step: a round's replies come together, and those
+            # sent before a step say nothing of the level it reached, so a hard limit is
+            # overshot by a request, not by the rest of the doubling.
             self.limit += 1
             self.peak = max(self.peak, self.limit)
-            self._since_growth = 0
+            self.changes += 1
+            self._since_growth = self._since_change = 0
         if self._probing and self._ceiling is not None and flight.others >= self._ceiling:
-            # A request above the refused level went through: the server takes more now.
-            self._ceiling, self._probing = None, False
+            # A request above the refused level went through: the server takes more now (another
+            # tenant left), how much more no reply says: slow start again, up to the highest
+            # level ever refused (the capacity before the tenant came, as TCP's ssthresh), to
+            # be probed above as any refused level.
+            above = self._highest_refused > self.limit
+            self._ceiling = self._highest_refused if above else None
+            self._probing = False
             self._probe_interval = self._base_interval
+            self._slow_start, self._slow_rounds = True, 0
         if len(self._round_rtts) < self._round_size:
             return ramped
         return self._end_round() or ramped
@@ -187,12 +208,14 @@ class ConcurrencyPolicy:
         if used < max(0.8 * self.limit, self.limit - 1):  # the limit did not hold the client back
             self._new_round()
             return False
+        if self._slow_start and self._ceiling is not None and self.limit >= self._ceiling:
+            self._slow_start = False  # back at a level refused before: probe above it
         if self._slow_start:
             if queue < 1.0:
                 # Half the step at once (the replies of a round come together: the other
                 # half waits for the next ones), the rest one request per reply.
-                target = min(2 * self.limit, self.max_limit)
-                changed = self._set(self.limit + self.limit // 2, "slow start")
+                target = min(2 * self.limit, self.max_limit, self._ceiling or self.max_limit)
+                changed = self._set(min(self.limit + self.limit // 2, target), "slow start")
                 self._ramp_to = target
                 return changed
             self._slow_rounds += 1
@@ -224,7 +247,15 @@ class ConcurrencyPolicy:
         k = max(1, flight.others - flight.refused, flight.remaining)
         level, reason = k, f"refused with {k} other request(s) in flight"
         after_cut = self.cuts and flight.cuts == self.cuts and self._since_cut < self.limit
-        if after_cut and self._since_growth >= self.limit:
+        if flight.changes == self.changes and self._since_change >= 2 * self.limit:
+            # Refused at a level that had held for two rounds: the capacity fell, by how much
+            # no reply says yet (the requests the server admitted before still finish). Halve,
+            # as TCP does on a loss, rather than step down one refusal at a time.
+            level, reason = (
+                min(k, self.limit // 2),
+                f"refused at a level served before ({k} in flight): halved",
+            )
+        elif after_cut and self._since_growth >= self.limit:
             # Sent after the last cut and refused before a round of replies at the new level,
             # the limit having held for a round before: the capacity fell well below it.
             # Halve (as TCP does, once a round) rather than step down one refusal at a time
@@ -241,6 +272,7 @@ class ConcurrencyPolicy:
             if self._ceiling is not None and flight.others >= self._ceiling:
                 self._probe_interval = min(2 * self._probe_interval, self._max_interval)
         self._ceiling = k if self._ceiling is None else min(self._ceiling, k)
+        self._highest_refused = max(self._highest_refused, k)
         self._slow_start = False
         self._since_probe = 0
         if level < self.limit:

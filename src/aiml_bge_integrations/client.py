@@ -245,6 +245,8 @@ class _Ticket:
     """This request's number among the gate's sends."""
     cuts: int
     """The limiter's cuts when this one was sent (see ``Flight.cuts``)."""
+    changes: int
+    """The limiter's changes of the limit when this one was sent (see ``Flight.changes``)."""
     others_refused: int = 0
     """Of ``others``, those refused since: the server was not holding them."""
 
@@ -270,6 +272,11 @@ class _Limiter:
     def cuts(self) -> int:
         """The policy's cuts on refusals so far."""
         return self._policy.cuts
+
+    @property
+    def changes(self) -> int:
+        """The policy's changes of the limit so far."""
+        return self._policy.changes
 
     def record(self, status: int | None, rtt: float, flight: Flight) -> bool:
         """Feed one reply (``None``: none came) to the policy; True for a refusal it explains."""
@@ -311,7 +318,9 @@ class _Flights:
                 return None
             self._released = self.successes
         self.sent += 1
-        ticket = _Ticket(time.monotonic(), self.in_flight, self.sent, self.limiter.cuts)
+        ticket = _Ticket(
+            time.monotonic(), self.in_flight, self.sent, self.limiter.cuts, self.limiter.changes
+        )
         self.open.append(ticket)
         return ticket
 
@@ -323,6 +332,7 @@ class _Flights:
             ticket.others_refused,
             self.in_flight,
             ticket.cuts,
+            ticket.changes,
         )
         absorbed = self.limiter.record(status, time.monotonic() - ticket.sent_at, flight)
         if status in (429, 503):
