@@ -467,16 +467,12 @@ def test_probes_above_a_refused_level_grow_rarer() -> None:
     assert len(gaps) < 2000 * 0.05
 
 
-def test_a_probe_that_goes_through_resumes_growth() -> None:
-    policy = ConcurrencyPolicy(32, initial=8)
-    policy.on_refusal(refused(3))
+def probe_goes_through(policy: ConcurrencyPolicy) -> None:
+    """Successes at the refused level 3 up to a probe at 4, which the server serves."""
     for _ in range(PROBE_INTERVAL + 3):
         policy.on_success(0.1, full(policy.limit))
     assert policy.limit == 4
-    policy.on_success(0.1, Flight(3, 3))  # sent above the old level, and served
-    for _ in range(40):
-        policy.on_success(0.1, full(policy.limit))
-    assert policy.limit > 5
+    policy.on_success(0.1, Flight(3, 3, changes=policy.changes))
 
 
 def test_a_probe_that_goes_through_starts_slow_start_again() -> None:
@@ -484,10 +480,7 @@ def test_a_probe_that_goes_through_starts_slow_start_again() -> None:
     # few rounds rather than one request a round.
     policy = ConcurrencyPolicy(32, initial=8)
     policy.on_refusal(refused(3))
-    for _ in range(PROBE_INTERVAL + 3):
-        policy.on_success(0.1, full(policy.limit))
-    assert policy.limit == 4
-    policy.on_success(0.1, Flight(3, 3, changes=policy.changes))  # the probe, served
+    probe_goes_through(policy)
     seen = []
     for _ in range(30):
         policy.on_success(0.1, full(policy.limit, policy.changes))
@@ -501,9 +494,7 @@ def test_slow_start_after_a_probe_stops_at_the_highest_level_refused() -> None:
     policy.on_refusal(refused(10))  # the server held 10
     policy.on_refusal(refused(3, cuts=policy.cuts))  # then another tenant came
     assert policy.limit == 3
-    for _ in range(PROBE_INTERVAL + 3):
-        policy.on_success(0.1, full(policy.limit))
-    policy.on_success(0.1, Flight(3, 3, changes=policy.changes))  # the tenant left
+    probe_goes_through(policy)  # the tenant left
     seen = [policy.limit]
     for _ in range(PROBE_INTERVAL + 20):
         policy.on_success(0.1, full(policy.limit, policy.changes))
