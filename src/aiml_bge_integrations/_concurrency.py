@@ -3,14 +3,15 @@
 The client owns the slots and the clock; every decision is made here, from two signals:
 
 - Refusals (429, 503). A request refused while the server held ``k`` others says it holds
-  at most ``k`` at once: the limit drops to ``k`` at once (not by halves). A refusal of a
-  request sent at a limit that had held for two rounds says the capacity fell (another tenant
-  arrived), by how much no reply says yet: the limit halves (as TCP's), and so does it at a
-  second refusal of a request sent after a cut, before a round of replies at the new level
-  (of a limit that had held for a round). Following a drop then costs a few refusals, not one
-  per request the server admitted before it. The level that was refused is probed again only
-  after ``probe_interval`` successes, an interval that doubles after each probe the server
-  refuses, so refusals stay a small share of requests.
+  at most ``k`` at once: the limit drops to ``k`` at once (not by halves). A second refusal
+  of the requests sent at a limit that had held for two rounds says the capacity fell (another
+  tenant arrived), by how much no reply says yet: the limit halves (as TCP's), and so does it
+  at a second refusal of a request sent after a cut, before a round of replies at the new
+  level (of a limit that had held for a round). One refusal alone can be a request sent as the
+  server was full, the client counting replies it has not read yet. Following a drop then
+  costs a few refusals, not one per request the server admitted before it. The level that was
+  refused is probed again only after ``probe_interval`` successes, an interval that doubles
+  after each probe the server refuses, so refusals stay a small share of requests.
 - Queueing. A server that queues what it cannot serve (TEI, infinity) never refuses: the round
   trip grows while throughput does not. As in TCP Vegas, the base round trip is the shortest
   seen, and ``in_flight * (1 - base / rtt)`` estimates the requests waiting in the server's
@@ -118,7 +119,9 @@ class ConcurrencyPolicy:
         self._slow_rounds = 0
         self._ramp_to = 0
         self._ceiling: int | None = None
-        self._highest_refused = 0  # the most others in flight a refusal has come with
+        self._before_drop = 0  # the limit that had held when the capacity last fell
+        self._held_epoch: int | None = None  # ``changes`` of a held level refused once
+        self._held_limit = 0
         self._probing = False
         self._base_rtt = math.inf
         self._queued_rounds = 0
@@ -172,11 +175,12 @@ class ConcurrencyPolicy:
             self._since_growth = self._since_change = 0
         if self._probing and self._ceiling is not None and flight.others >= self._ceiling:
             # A request above the refused level went through: the server takes more now (another
-            # tenant left), how much more no reply says: slow start again, up to the highest
-            # level ever refused (the capacity before the tenant came, as TCP's ssthresh), to
-            # be probed above as any refused level.
-            above = self._highest_refused > self.limit
-            self._ceiling = self._highest_refused if above else None
+            # tenant left), how much more no reply says: slow start again, up to the limit that
+            # had held before the capacity fell (as TCP's ssthresh), to be probed above as a
+            # refused level. (Not the highest refused level: a burst of refusals read late
+            # counts more requests in flight than the server held.)
+            above = self._before_drop > self.limit
+            self._ceiling = self._before_drop if above else None
             self._probing = False
             self._probe_interval = self._base_interval
             self._slow_start, self._slow_rounds = True, 0
@@ -247,14 +251,21 @@ class ConcurrencyPolicy:
         k = max(1, flight.others - flight.refused, flight.remaining)
         level, reason = k, f"refused with {k} other request(s) in flight"
         after_cut = self.cuts and flight.cuts == self.cuts and self._since_cut < self.limit
-        if flight.changes == self.changes and self._since_change >= 2 * self.limit:
-            # Refused at a level that had held for two rounds: the capacity fell, by how much
-            # no reply says yet (the requests the server admitted before still finish). Halve,
-            # as TCP does on a loss, rather than step down one refusal at a time.
+        if self._held_epoch == flight.changes:
+            # The second refusal of requests sent at a level that had held: the capacity fell,
+            # by how much no reply says yet (the requests the server admitted before still
+            # finish). Halve, as TCP does on a loss, rather than step down one refusal at a
+            # time; once.
             level, reason = (
-                min(k, self.limit // 2),
-                f"refused at a level served before ({k} in flight): halved",
+                min(k, self._held_limit // 2),
+                f"refused twice at a level that had held ({k} in flight): halved",
             )
+            self._before_drop, self._held_epoch = self._held_limit, None
+        elif flight.changes == self.changes and self._since_change >= 2 * self.limit:
+            # Refused at a level that had held for two rounds. One refusal can be a request
+            # sent as the server was full, the client counting replies not yet read: a step to
+            # ``k``. A second one of the requests sent at that level says the capacity fell.
+            self._held_epoch, self._held_limit = flight.changes, self.limit
         elif after_cut and self._since_growth >= self.limit:
             # Sent after the last cut and refused before a round of replies at the new level,
             # the limit having held for a round before: the capacity fell well below it.
@@ -272,7 +283,6 @@ class ConcurrencyPolicy:
             if self._ceiling is not None and flight.others >= self._ceiling:
                 self._probe_interval = min(2 * self._probe_interval, self._max_interval)
         self._ceiling = k if self._ceiling is None else min(self._ceiling, k)
-        self._highest_refused = max(self._highest_refused, k)
         self._slow_start = False
         self._since_probe = 0
         if level < self.limit:
