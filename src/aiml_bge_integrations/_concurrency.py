@@ -121,6 +121,7 @@ class ConcurrencyPolicy:
         self._ceiling: int | None = None
         self._before_drop = 0  # the limit that had held when the capacity last fell
         self._held_epoch: int | None = None  # ``changes`` of a held level refused once
+        self._resume_above = 0  # after a probe went through: slow start again from this limit
         self._held_limit = 0
         self._probing = False
         self._base_rtt = math.inf
@@ -174,16 +175,13 @@ class ConcurrencyPolicy:
             self.changes += 1
             self._since_growth = self._since_change = 0
         if self._probing and self._ceiling is not None and flight.others >= self._ceiling:
-            # A request above the refused level went through: the server takes more now (another
-            # tenant left), how much more no reply says: slow start again, up to the limit that
-            # had held before the capacity fell (as TCP's ssthresh), to be probed above as a
-            # refused level. (Not the highest refused level: a burst of refusals read late
-            # counts more requests in flight than the server held.)
-            above = self._before_drop > self.limit
-            self._ceiling = self._before_drop if above else None
-            self._probing = False
+            # A request above the refused level went through: the server may take more now
+            # (another tenant left), or that request found a place the client had not yet
+            # seen free (it counts replies it has not read): grow by one a round, and once the
+            # limit holds two above the old level, slow start (see ``_end_round``).
+            self._resume_above = self._ceiling + 2
+            self._ceiling, self._probing = None, False
             self._probe_interval = self._base_interval
-            self._slow_start, self._slow_rounds = True, 0
         if len(self._round_rtts) < self._round_size:
             return ramped
         return self._end_round() or ramped
@@ -228,6 +226,16 @@ class ConcurrencyPolicy:
                 return False
             self._slow_start = False
         if queue <= alpha:
+            if self._resume_above and self.limit >= self._resume_above:
+                # Two above the refused level for a round: the server does take more now, how
+                # much more no reply says. Slow start again, up to the limit that had held
+                # before the capacity fell (as TCP's ssthresh), to be probed above as a refused
+                # level. (Not the highest refused level: a burst of refusals read late counts
+                # more requests in flight than the server held.)
+                self._resume_above = 0
+                self._slow_start, self._slow_rounds = True, 0
+                if self._before_drop > self.limit:
+                    self._ceiling = self._before_drop
             if self._ceiling is None or self.limit < self._ceiling:
                 return self._set(self.limit + 1, "no queue, no refusal")
             if self.limit >= self._ceiling and self._since_probe >= self._probe_interval:
@@ -283,6 +291,7 @@ class ConcurrencyPolicy:
             if self._ceiling is not None and flight.others >= self._ceiling:
                 self._probe_interval = min(2 * self._probe_interval, self._max_interval)
         self._ceiling = k if self._ceiling is None else min(self._ceiling, k)
+        self._resume_above = 0
         self._slow_start = False
         self._since_probe = 0
         if level < self.limit:
