@@ -24,7 +24,8 @@ request sent since the last step (a round's replies come together, and a refusal
 late while the client parses them), so a hard limit is overshot by a request rather than by
 half the level. Slow start ends at a refusal, or at the second round that finds a queue of
 one (one slow round can be a stall of the client's own); then the limit grows by one a round
-(by one probe, above a refused level; a probe that goes through starts slow start again). A
+(by one probe, above a refused level; after a probe goes through, by one a round, and by
+slow start again once two above the refused level held for a round). A
 round is as many replies as the limit; growth needs the round to have used the limit (all but
 one request of it, or four fifths, on average), so a client that sends one request at a time
 never talks itself into a high limit.
