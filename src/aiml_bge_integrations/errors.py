@@ -23,6 +23,7 @@ Every error this package raises on purpose derives from :class:`AimlBgeError`::
             ├── RequestTooLargeError       413 (batches are split and retried first)
             ├── UnprocessableEntityError   422
             ├── RateLimitError             429                                   [retried]
+            │   └── QuotaExceededError     429 free tier's hourly limit reached: not retried
             └── InternalServerError        5xx                                   [retried]
 
 Warnings (``warnings.warn``, never raised): ``ModelMismatchWarning`` (UserWarning), once per
@@ -39,6 +40,7 @@ own words from any known error body shape), ``request_id`` (``x-inference-id``,
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 __all__ = [
@@ -60,6 +62,7 @@ __all__ = [
     "ModelNotFoundError",
     "NotFoundError",
     "PermissionDeniedError",
+    "QuotaExceededError",
     "RateLimitError",
     "RequestTooLargeError",
     "ResponseValidationError",
@@ -225,6 +228,27 @@ class RateLimitError(APIStatusError):
     """429: rate or concurrency limit; retried with backoff honouring Retry-After."""
 
     status_code = 429
+
+
+class QuotaExceededError(RateLimitError):
+    """429 for a used-up quota (the AI/ML API free tier's hourly limit): not retried.
+
+    Retrying within minutes only burns time; the message says when the quota resets where the
+    reply says so. ``retry_after`` is the seconds until then and ``resets_at`` the moment (UTC),
+    both ``None`` when the reply does not say.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        resets_at: datetime | None = None,
+        **kw: Any,
+    ) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+        self.resets_at = resets_at
 
 
 class InternalServerError(APIStatusError):
