@@ -103,12 +103,13 @@ def cache_key(
 ) -> str:
     """The cache key of one text: the SHA-256 (hex) of everything that changes its vector.
 
-    ``model_served`` is the model the server says it ran (its reply's ``model``), ``side``
+    ``model_served`` is the model the server says it runs (a reply's ``model``), ``side``
     "query" or "document", ``prompt`` the instruction put in front of the text on that side
     (or ``None``), ``input_type`` the side's input type where the server takes one,
     ``long_text`` and ``token_limit`` the long-text policy and its limit, ``dimension`` the
-    requested or served dimension, ``server_root`` the base URL requests go to (a trailing
-    slash is ignored), ``encoding`` the ``encoding_format`` asked for, where it matters.
+    dimension asked for (``None`` when the request leaves it to the server), ``server_root``
+    the base URL requests go to (a trailing slash is ignored), ``encoding`` the
+    ``encoding_format`` asked for, where it changes the numbers returned.
     The components are hashed as one JSON array, so no two different sets share a key.
     """
     components = [

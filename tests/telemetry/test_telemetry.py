@@ -374,3 +374,27 @@ def test_a_global_provider_set_after_the_client_was_made_is_used() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "['embeddings m']"
+
+
+async def test_a_cancelled_async_call_ends_its_span_with_cancelled_error(otel: Otel) -> None:
+    telemetry = telemetry_for(otel)
+    started = asyncio.Event()
+
+    async def one_call() -> None:
+        call = telemetry.start_call(model=MODEL, base_url=BASE_URL, encoding_format=None, inputs=1)
+        with call, call.attempt(number=1):
+            started.set()
+            await asyncio.sleep(30)
+
+    task = asyncio.ensure_future(one_call())
+    await asyncio.wait_for(started.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
+
+    spans = {s.name: s for s in otel.spans()}
+    assert len(spans) == 2
+    assert dict(spans[f"embeddings {MODEL}"].attributes or {})["error.type"] == "CancelledError"
+    assert dict(spans["embeddings attempt"].attributes or {})["error.type"] == "CancelledError"
+    (duration,) = otel.metrics()["gen_ai.client.operation.duration"]
+    assert duration.attributes["error.type"] == "CancelledError"

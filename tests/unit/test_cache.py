@@ -352,3 +352,49 @@ def test_the_file_is_marked_as_this_packages_cache(tmp_path: Path) -> None:
     conn.close()
     with EmbeddingCache(path) as again:  # reopening its own file is fine
         assert len(again) == 0
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork is the default start method on Linux only")
+def test_a_forked_child_opens_its_own_connection(tmp_path: Path) -> None:
+    import multiprocessing
+
+    cache = EmbeddingCache(tmp_path / "c.sqlite")
+    cache.put_many([(key(1), vector(1))])
+    ctx = multiprocessing.get_context("fork")
+    result = ctx.Queue()
+
+    def child() -> None:
+        cache.put_many([(key(2), vector(2))])
+        result.put(sorted(cache.get_many([key(1), key(2)])))
+
+    proc = ctx.Process(target=child)
+    proc.start()
+    try:
+        got = result.get(timeout=60)
+    finally:
+        proc.join(timeout=60)
+        if proc.is_alive():
+            proc.kill()
+    assert proc.exitcode == 0
+    assert got == sorted([key(1), key(2)])
+    assert cache.get_many([key(2)]) == {key(2): vector(2)}  # the parent's connection still works
+    cache.close()
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "aiml_bge_integrations._cache",
+        "aiml_bge_integrations._deprecations",
+        "aiml_bge_integrations._telemetry",
+    ],
+)
+def test_every_exported_name_exists_and_is_documented(module: str) -> None:
+    import importlib
+
+    mod = importlib.import_module(module)
+    assert mod.__doc__
+    for name in mod.__all__:
+        obj = getattr(mod, name)
+        if callable(obj) and not name.isupper():
+            assert obj.__doc__, f"{module}.{name} has no docstring"
