@@ -239,6 +239,7 @@ WRITER = textwrap.dedent(
     from aiml_bge_integrations._cache import EmbeddingCache, cache_key
 
     path, worker, go = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+    BATCHES = int(sys.argv[4])
     def key(i):
         return cache_key(text=f"text {i}", model_served="m", side="document", prompt=None,
                          input_type=None, long_text="truncate", token_limit=512, dimension=4,
@@ -249,7 +250,7 @@ WRITER = textwrap.dedent(
         if time.monotonic() > deadline:
             sys.exit("no start signal")
         time.sleep(0.005)
-    for batch in range(40):
+    for batch in range(BATCHES):
         own = [(key(worker * 10_000 + batch * 5 + i), [float(worker), float(batch), float(i), 0.5])
                for i in range(5)]
         shared = [(key(i), [1.0, 2.0, 3.0, 4.0]) for i in range(batch % 7, batch % 7 + 3)]
@@ -260,12 +261,15 @@ WRITER = textwrap.dedent(
 )
 
 
+BATCHES = 300  # enough writes that the two processes' transactions meet
+
+
 def test_two_processes_writing_at_once(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite"
     go = tmp_path / "go"
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(path), str(worker), str(go)],
+            [sys.executable, "-c", WRITER, str(path), str(worker), str(go), str(BATCHES)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -288,7 +292,7 @@ def test_two_processes_writing_at_once(tmp_path: Path) -> None:
     for p, (_out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err
     writes = sum(int(out) for out, _ in outs)
-    own_keys = 2 * 40 * 5
+    own_keys = 2 * BATCHES * 5
     shared_keys = 6 + 3  # key(0) .. key(8)
     with EmbeddingCache(path) as cache:
         assert len(cache) == own_keys + shared_keys == writes
@@ -354,7 +358,9 @@ def test_the_file_is_marked_as_this_packages_cache(tmp_path: Path) -> None:
         assert len(again) == 0
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="fork is the default start method on Linux only")
+@pytest.mark.skipif(
+    sys.platform != "linux", reason="fork is the default start method on Linux only"
+)
 def test_a_forked_child_opens_its_own_connection(tmp_path: Path) -> None:
     import multiprocessing
 
