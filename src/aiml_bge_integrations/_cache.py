@@ -26,6 +26,7 @@ it created or recognises as its own, and deletes no file.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import sqlite3
@@ -50,8 +51,11 @@ __all__ = [
     "TOUCH_RESOLUTION",
     "CacheFileError",
     "CacheStats",
+    "CachedBatch",
     "EmbeddingCache",
+    "alookup_batch",
     "cache_key",
+    "lookup_batch",
 ]
 
 APPLICATION_ID = 0x41424745  # "ABGE"
@@ -342,6 +346,16 @@ class EmbeddingCache:
             self._writes += added
             self._evictions += evicted
 
+    async def aget_many(self, keys: Iterable[str]) -> dict[str, list[float]]:
+        """:meth:`get_many` in a worker thread, so that the event loop never waits on the disk."""
+        keys = list(keys)
+        return await asyncio.to_thread(self.get_many, keys)
+
+    async def aput_many(self, items: Iterable[tuple[str, Sequence[float]]]) -> None:
+        """:meth:`put_many` in a worker thread."""
+        items = list(items)
+        await asyncio.to_thread(self.put_many, items)
+
     @property
     def stats(self) -> CacheStats:
         """Hits, misses, writes and evictions of this object so far."""
@@ -370,6 +384,64 @@ class EmbeddingCache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class CachedBatch:
+    """One call's texts split into what the cache answered and what must be sent.
+
+    Texts with the same key are sent once: the first of them stands for the others, which
+    get the same vector.
+    """
+
+    keys: tuple[str, ...]
+    """The cache key of each text, in the caller's order."""
+    found: dict[str, list[float]]
+    """Vectors the cache held, by key."""
+    to_send: tuple[int, ...]
+    """Positions of the texts to send: the first text of each key the cache did not hold."""
+
+    @property
+    def hits(self) -> int:
+        """Texts answered by the cache (every copy of a held text counts)."""
+        return sum(1 for k in self.keys if k in self.found)
+
+    @property
+    def misses(self) -> int:
+        """Texts not answered by the cache (every copy counts; only ``to_send`` are sent)."""
+        return len(self.keys) - self.hits
+
+    def new_items(self, sent: Sequence[list[float]]) -> list[tuple[str, list[float]]]:
+        """The (key, vector) pairs to store, given the vectors of ``to_send`` in that order."""
+        if len(sent) != len(self.to_send):
+            raise ValueError(f"expected {len(self.to_send)} vectors, got {len(sent)}")
+        return [(self.keys[i], v) for i, v in zip(self.to_send, sent, strict=True)]
+
+    def complete(self, sent: Sequence[list[float]]) -> list[list[float]]:
+        """Every text's vector in the caller's order, given the vectors of ``to_send``."""
+        by_key = dict(self.found)
+        by_key.update(self.new_items(sent))
+        return [by_key[k] for k in self.keys]
+
+
+def lookup_batch(cache: EmbeddingCache | None, keys: Sequence[str]) -> CachedBatch:
+    """Split a call by its texts' keys: held by ``cache`` (``None``: no cache), or to send once."""
+    found = cache.get_many(keys) if cache is not None else {}
+    return _batch(keys, found)
+
+
+def _batch(keys: Sequence[str], found: dict[str, list[float]]) -> CachedBatch:
+    first: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        if k not in found:
+            first.setdefault(k, i)
+    return CachedBatch(tuple(keys), found, tuple(first.values()))
+
+
+async def alookup_batch(cache: EmbeddingCache | None, keys: Sequence[str]) -> CachedBatch:
+    """:func:`lookup_batch` for async callers (the lookup runs in a worker thread)."""
+    found = await cache.aget_many(keys) if cache is not None else {}
+    return _batch(keys, found)
 
 
 @contextmanager

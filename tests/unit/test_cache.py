@@ -19,7 +19,9 @@ from aiml_bge_integrations._cache import (
     CacheFileError,
     CacheStats,
     EmbeddingCache,
+    alookup_batch,
     cache_key,
+    lookup_batch,
 )
 from aiml_bge_integrations.errors import ConfigurationError
 
@@ -404,3 +406,40 @@ def test_every_exported_name_exists_and_is_documented(module: str) -> None:
         obj = getattr(mod, name)
         if callable(obj) and not name.isupper():
             assert obj.__doc__, f"{module}.{name} has no docstring"
+
+
+def test_a_batch_sends_each_missing_text_once_and_fills_every_position(tmp_path: Path) -> None:
+    with EmbeddingCache(tmp_path / "c.sqlite") as cache:
+        cache.put_many([(key(1), vector(1))])
+        keys = [key(2), key(1), key(3), key(2), key(1), key(2)]
+        batch = lookup_batch(cache, keys)
+        assert batch.to_send == (0, 2)  # key(2) once, key(3) once
+        assert (batch.hits, batch.misses) == (2, 4)
+        sent = [vector(2), vector(3)]
+        assert batch.complete(sent) == [
+            vector(2),
+            vector(1),
+            vector(3),
+            vector(2),
+            vector(1),
+            vector(2),
+        ]
+        cache.put_many(batch.new_items(sent))
+        again = lookup_batch(cache, keys)
+        assert again.to_send == () and again.complete([]) == batch.complete(sent)
+        with pytest.raises(ValueError, match="expected 2 vectors"):
+            batch.complete([vector(2)])
+
+
+def test_without_a_cache_identical_texts_are_still_sent_once() -> None:
+    batch = lookup_batch(None, [key(1), key(1), key(2)])
+    assert batch.to_send == (0, 2) and batch.hits == 0
+    assert batch.complete([vector(1), vector(2)]) == [vector(1), vector(1), vector(2)]
+
+
+async def test_async_lookups_and_writes(tmp_path: Path) -> None:
+    with EmbeddingCache(tmp_path / "c.sqlite") as cache:
+        await cache.aput_many([(key(1), vector(1))])
+        batch = await alookup_batch(cache, [key(1), key(2)])
+        assert batch.to_send == (1,) and batch.found == {key(1): vector(1)}
+        assert await cache.aget_many(k for k in [key(1)]) == {key(1): vector(1)}
