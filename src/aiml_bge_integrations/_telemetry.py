@@ -38,7 +38,6 @@ Nothing here ever sees the texts, the vectors or the API key.
 from __future__ import annotations
 
 import importlib.util
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -267,7 +266,7 @@ def make_telemetry(
         return _NOOP
 
 
-# --- the OpenTelemetry implementation; it imports the API only when constructed ---------
+# --- the OpenTelemetry implementation: it imports the API only when constructed ----------
 
 
 class _Instruments:
@@ -304,28 +303,16 @@ class _Instruments:
 
 
 class _OtelTelemetry(Telemetry):
-    __slots__ = ("_instruments", "_lock", "_meter_provider", "_tracer_provider", "trace_requests")
+    __slots__ = ("_instruments", "trace_requests")
 
     def __init__(self, *, trace_requests: bool, tracer_provider: Any, meter_provider: Any) -> None:
         self.trace_requests = trace_requests
-        self._tracer_provider = tracer_provider
-        self._meter_provider = meter_provider
-        self._lock = threading.Lock()
-        self._instruments: _Instruments | None = None
-        self._get()  # raises ImportError here, not on the first call, if the API is broken
+        # Made once per client, here: a broken API install raises ImportError now, not mid-call.
+        self._instruments = _Instruments(tracer_provider, meter_provider)
 
     @property
     def enabled(self) -> bool:
         return True
-
-    def _get(self) -> _Instruments:
-        instruments = self._instruments
-        if instruments is None:
-            with self._lock:
-                if self._instruments is None:
-                    self._instruments = _Instruments(self._tracer_provider, self._meter_provider)
-                instruments = self._instruments
-        return instruments
 
     def start_call(
         self,
@@ -337,7 +324,7 @@ class _OtelTelemetry(Telemetry):
         side: str | None = None,
     ) -> CallSpan:
         return _OtelCall(
-            self._get(),
+            self._instruments,
             trace_requests=self.trace_requests,
             model=model,
             base_url=base_url,
