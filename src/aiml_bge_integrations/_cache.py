@@ -141,9 +141,9 @@ class CacheStats:
     """What one :class:`EmbeddingCache` object did since it was opened."""
 
     hits: int = 0
-    """Keys asked for that were found."""
+    """Distinct keys asked for that were found (per ``get_many``)."""
     misses: int = 0
-    """Keys asked for that were not."""
+    """Distinct keys asked for that were not."""
     writes: int = 0
     """New entries stored (a key already there is not stored again)."""
     evictions: int = 0
