@@ -398,3 +398,14 @@ async def test_a_cancelled_async_call_ends_its_span_with_cancelled_error(otel: O
     assert dict(spans["embeddings attempt"].attributes or {})["error.type"] == "CancelledError"
     (duration,) = otel.metrics()["gen_ai.client.operation.duration"]
     assert duration.attributes["error.type"] == "CancelledError"
+
+
+def test_several_clients_on_one_provider_share_the_metric_streams(otel: Otel) -> None:
+    for _ in range(3):  # each client makes its own telemetry
+        with telemetry_for(otel).start_call(
+            model=MODEL, base_url=BASE_URL, encoding_format=None, inputs=1
+        ) as call:
+            call.finish(response_model=MODEL, input_tokens=2)
+    metrics = otel.metrics()
+    assert [p.count for p in metrics["gen_ai.client.operation.duration"]] == [3]
+    assert [p.sum for p in metrics["gen_ai.client.token.usage"]] == [6]
