@@ -9,6 +9,7 @@ Every error this package raises on purpose derives from :class:`AimlBgeError`::
     │   └── TextTooLongError                       over 512 BGE tokens with long_text="error"
     ├── InputTypeError (TypeError)                 not texts, or an item that is not str
     ├── ResponseValidationError                    the server's 200 reply is not exactly right
+    │   └── ResponseTooLargeError                  a reply larger than its request can need
     └── APIError                                   the request failed
         ├── APIConnectionError                     no reply (refused, reset, dropped)   [retried]
         │   └── APITimeoutError                    timeout or the call's deadline        [retried*]
@@ -65,6 +66,7 @@ __all__ = [
     "QuotaExceededError",
     "RateLimitError",
     "RequestTooLargeError",
+    "ResponseTooLargeError",
     "ResponseValidationError",
     "TextTooLongError",
     "UnprocessableEntityError",
@@ -129,6 +131,18 @@ class ResponseValidationError(AimlBgeError):
     def __init__(self, message: str, *, request_id: str | None = None) -> None:
         super().__init__(message)
         self.request_id = request_id
+
+
+class ResponseTooLargeError(ResponseValidationError):
+    """A reply grew past the bytes its request can need (``limit``); reading stopped there.
+
+    Never retried: the same request would fetch the same reply. ``max_response_bytes``
+    raises the bound for a server that needs more.
+    """
+
+    def __init__(self, message: str, *, limit: int, request_id: str | None = None) -> None:
+        super().__init__(message, request_id=request_id)
+        self.limit = limit
 
 
 class APIError(AimlBgeError):
