@@ -24,6 +24,7 @@ from aiml_bge_integrations._settings import (
     SETTINGS,
     SETTINGS_BY_NAME,
     Setting,
+    aliases_for,
     settings_table,
 )
 from aiml_bge_integrations.cli import _client_settings, build_parser
@@ -38,7 +39,18 @@ INJECTED = {"http_client", "rate_limiter"}
 
 BAD: dict[str, list[Any]] = {
     "api_key": [5, ["k"]],
-    "base_url": ["", 5, "ftp://example.com/v1", "http://example.com/v1"],
+    "base_url": [
+        "",
+        5,
+        "ftp://example.com/v1",
+        "http://example.com/v1",
+        "https://user:pw-in-url@example.com/v1",
+        "https://sk-in-url@example.com/v1",
+        "https://example.com/v1?api_key=sk-in-url",
+        "https://example.com/v1?",
+        "https://example.com/v1#sk-in-url",
+        "http://user:pw-in-url@127.0.0.1:9/v1",
+    ],
     "model": ["", "   ", 5],
     "batch_size": [0, -1, "8", "many", True, 1.5],
     "max_concurrency": [0, "4", False, 2.0],
@@ -256,6 +268,9 @@ def test_every_surface_gives_a_bad_value_the_same_error(setting: Setting) -> Non
         assert setting.name in message or "plain http" in message, message
         if setting.name == "api_key":
             assert "5" not in message and "'k'" not in message  # a key's value never shows
+        if setting.name == "base_url" and isinstance(value, str) and "in-url" in value:
+            assert "in-url" not in message, message  # a credential in a URL never shows
+            assert "api_key" in message and "AIMLAPI_API_KEY" in message  # where it belongs
 
 
 def _cli_error(argv: list[str]) -> str | None:
@@ -294,28 +309,107 @@ def test_the_command_line_gives_a_bad_value_the_clients_error(setting: Setting) 
             assert said is None, (text, said)
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["https://user:pw-in-url@example.com/v1", "http://127.0.0.1:9/v1?api_key=sk-in-url"],
+)
+@pytest.mark.parametrize("where", ["flag", "environment"])
+def test_a_key_in_the_base_url_never_reaches_the_jobs_files(
+    url: str, where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiml_bge_integrations.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AIMLAPI_API_KEY", KEY)
+    (tmp_path / "in.txt").write_text("one passage\nanother passage\n", encoding="utf-8")
+    argv = ["embed", "in.txt", "-o", "out.jsonl"]
+    if where == "flag":
+        argv += ["--base-url", url]
+    else:
+        monkeypatch.setenv("AIMLAPI_BASE_URL", url)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(argv)
+    assert code == 2, err.getvalue()
+    assert "in-url" not in err.getvalue() and "api_key" in err.getvalue()
+    # Refused before the job starts: no output, no work directory, no state.json.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
+
+
 # -- the peers' names -------------------------------------------------------------------------
 
 
+ADAPTERS = ("langchain", "llama_index")
+
+
+def _adapter_class(surface: str) -> Any:
+    module = pytest.importorskip(f"aiml_bge_integrations.{surface}")
+    return module.AimlBgeEmbeddings if surface == "langchain" else module.AimlBgeEmbedding
+
+
 @pytest.mark.parametrize(
-    ("alias", "setting"),
-    [(a, s) for s in SETTINGS for a in s.aliases],
+    ("surface", "alias", "setting"),
+    [(w, a, s) for s in SETTINGS for a in s.aliases for w in ADAPTERS if w in s.surfaces],
     ids=lambda x: x if isinstance(x, str) else x.name,
 )
-def test_every_alias_is_accepted_by_its_adapter_and_means_the_setting(
-    alias: str, setting: Setting
+def test_every_alias_is_accepted_by_both_adapters_and_means_the_setting(
+    surface: str, alias: str, setting: Setting
 ) -> None:
-    surface = setting.aliases[alias]
-    module = pytest.importorskip(f"aiml_bge_integrations.{surface}")
-    cls = module.AimlBgeEmbeddings if surface == "langchain" else module.AimlBgeEmbedding
-    value = GOOD[setting.name]
-    obj = _build(cls, **{alias: value}) if alias != "api_base" else cls(api_key=KEY, api_base=value)
+    cls = _adapter_class(surface)
+    value = "sk-under-another-name" if setting.name == "api_key" else GOOD[setting.name]
+    others = {"api_key": KEY, "base_url": LOCAL}
+    others.pop(setting.name, None)
+    obj = cls(**others, **{alias: value})
     assert _value(obj, setting.name) == value
-    with pytest.raises(ConfigurationError, match=f"{alias} is another name for {setting.name}"):
-        _build(cls, **{alias: value, setting.name: value})
+    if "client" in setting.surfaces:
+        assert _value(obj.client, setting.name) == value
+    other = "sk-other" if setting.name == "api_key" else "http://127.0.0.1:5/v1"
+    if setting.name not in ("api_key", "base_url"):
+        other = {"model": "m2", "batch_size": 3, "timeout": 2.0, "show_progress": True}.get(
+            setting.name, other
+        )
+    if surface == "llama_index" and alias == "model_name":
+        # LlamaIndex's own field, which its to_dict() writes beside model: it must agree.
+        assert _value(cls(**others, model=value, model_name=value), "model") == value
+        with pytest.raises(ConfigurationError, match="disagree"):
+            cls(**others, **{alias: value, setting.name: other})
+    else:
+        with pytest.raises(ConfigurationError, match=f"{alias} is another name for {setting.name}"):
+            cls(**others, **{alias: value, setting.name: other})
     # The core clients keep their own names only.
     with pytest.raises(TypeError):
         EmbeddingsClient(api_key=KEY, **{alias: value})
+
+
+def test_both_adapters_accept_the_same_peers_names() -> None:
+    # What each name means is checked above, on each adapter.
+    langchain, llama_index = aliases_for("langchain"), aliases_for("llama_index")
+    peers = {"api_base", "openai_api_key", "openai_api_base", "model_name", "chunk_size"}
+    assert peers <= set(langchain) and peers <= set(llama_index)
+    assert {a: n for a, n in langchain.items() if a in llama_index} == llama_index
+    assert set(langchain) - set(llama_index) == {"show_progress_bar"}  # LangChain's setting alone
+
+
+@pytest.mark.parametrize("surface", ADAPTERS)
+@pytest.mark.parametrize(
+    ("argument", "named"),
+    [
+        ({"batchsize": 3}, "batchsize is not a setting (did you mean batch_size?)"),
+        ({"openai_key": "k"}, "openai_key is not a setting"),
+        ({"http_client": 5}, "http_client"),
+        ({"http_async_client": "x"}, "http_async_client"),
+    ],
+)
+def test_any_bad_argument_is_a_configuration_error_on_both_adapters(
+    surface: str, argument: dict[str, Any], named: str
+) -> None:
+    cls = _adapter_class(surface)
+    with pytest.raises(ConfigurationError) as info:
+        cls(api_key="sk-never-shown", base_url=LOCAL, **argument)
+    assert type(info.value) is ConfigurationError
+    assert named in str(info.value)
+    assert "sk-never-shown" not in str(info.value)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
 # -- the reference in the docs ------------------------------------------------------------------

@@ -17,7 +17,6 @@ import ssl
 import threading
 import time
 import uuid
-import warnings
 import weakref
 from collections import deque
 from collections.abc import (
@@ -63,6 +62,7 @@ from ._settings import (
     is_bge_model,
     same_model,
 )
+from ._warnings import warn_user
 from ._wire import (
     ErrorInfo,
     ParsedEmbeddings,
@@ -793,7 +793,7 @@ class _BaseClient:
                 "query_instruction=None if the served model does not use one)"
             )
         logger.warning("%s", note)
-        warnings.warn(note, ModelMismatchWarning, stacklevel=2)
+        warn_user(note, ModelMismatchWarning)
 
     def _next_delay(self, outcome: _Outcome, tries: _Tries, call: _Call) -> float:
         """Seconds to wait before the next attempt, or raise the error if there is none."""
