@@ -425,3 +425,67 @@ def test_the_docs_reference_table_is_the_definition() -> None:
         "docs/settings-notes.md is out of date: replace the table between the markers with "
         "aiml_bge_integrations._settings.settings_table()"
     )
+
+
+# -- checked once, where they enter -----------------------------------------------------------
+
+
+def test_resolve_settings_gives_every_entry_point_the_same_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pickle
+
+    from aiml_bge_integrations._settings import resolve_settings
+
+    monkeypatch.setenv("AIMLAPI_EMBEDDING_MODEL", "text-embedding-3-small")
+    monkeypatch.setenv("AIMLAPI_BASE_URL", "http://127.0.0.1:7/v1")
+    monkeypatch.setenv("AIMLAPI_API_KEY", "sk-resolved-from-env")
+    resolved = resolve_settings({"batch_size": 7})
+    assert set(resolved) == {s.name for s in SETTINGS if "client" in s.surfaces}
+    # From the environment, and what follows from the model so resolved.
+    assert resolved["model"] == "text-embedding-3-small"
+    assert resolved["base_url"] == "http://127.0.0.1:7/v1"
+    assert resolved["query_instruction"] is None  # not a BGE model
+    assert resolved["long_text"] == "truncate" and resolved["batch_size"] == 7
+    # The key is held, never shown: not in a repr, not in a pickle.
+    assert resolved["api_key"].get() == "sk-resolved-from-env"
+    assert "sk-resolved" not in repr(resolved) and b"sk-resolved" not in pickle.dumps(resolved)
+    # What the clients hold is what was resolved.
+    with EmbeddingsClient() as client:
+        for name in ("model", "base_url", "query_instruction", "long_text"):
+            assert getattr(client, name) == resolved[name], name
+    # The adapters' names, on an adapter's surface; names that are no setting are refused.
+    assert resolve_settings({"chunk_size": 3}, "langchain")["batch_size"] == 3
+    with pytest.raises(ConfigurationError, match="chunk_size is not a setting"):
+        resolve_settings({"chunk_size": 3})
+    with pytest.raises(ConfigurationError, match="did you mean max_retries"):
+        resolve_settings({"max_retry": 3})
+    # Two-setting checks too: plain http to a remote host.
+    with pytest.raises(ConfigurationError, match="plain http"):
+        resolve_settings({"base_url": "http://example.com/v1"})
+    assert resolve_settings({"base_url": "http://example.com/v1", "allow_insecure_http": True})
+
+
+@pytest.mark.parametrize("surface", ADAPTERS)
+def test_building_an_adapter_builds_no_client(
+    surface: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiml_bge_integrations import _adapter
+
+    built: list[str] = []
+    for name in ("EmbeddingsClient", "AsyncEmbeddingsClient"):
+        real = getattr(_adapter, name)
+
+        def counting(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            built.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(_adapter, name, counting)
+    cls = _adapter_class(surface)
+    obj = cls(api_key=KEY, base_url=LOCAL, max_concurrency=3)
+    with pytest.raises(ConfigurationError, match="max_concurrency"):
+        cls(api_key=KEY, base_url=LOCAL, max_concurrency=0)  # checked all the same
+    assert built == []
+    assert obj.client.max_concurrency == 3 and obj.async_client.max_concurrency == 3
+    assert built == ["EmbeddingsClient", "AsyncEmbeddingsClient"]
+    obj.close()

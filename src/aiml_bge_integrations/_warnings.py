@@ -3,14 +3,16 @@
 Python files a warning under the line it is attributed to, and its default filter shows a
 warning once per line: attributed to a line of this package, every warning of one kind would
 show once per process, whatever the user's calls. ``warn_user`` attributes it to the first
-frame that is neither this package, nor a framework that calls into its adapters (LangChain,
-LlamaIndex), nor the standard library's thread and event-loop machinery: the line in the
-user's code that made the call. Two calls from two lines give two warnings.
+frame that is neither this package nor a framework that calls into its adapters (LangChain,
+LlamaIndex): the line in the user's code that made the call. Two calls from two lines give
+two warnings.
 
-Where no such frame is on the stack (the warning comes from a worker thread, or from an
-asyncio task that a framework started, as LlamaIndex's async batch does for each chunk), it
-is attributed to the first frame outside this package and shown every time: without the
-user's line, showing it once would hide all but the first.
+Where the stack reaches the standard library's event loop or thread machinery before such a
+frame (the warning comes from a worker thread, or from an asyncio task that a framework
+started, as LlamaIndex's async batch does for each chunk), the caller's line is not on the
+stack: what lies below is whoever started the loop or the thread. The warning is then
+attributed to the first frame outside this package and shown every time: without the user's
+line, showing it once would hide all but the first.
 
 Pure: it imports nothing that does I/O, and reads no framework (it looks for the frameworks
 only among the modules already imported).
@@ -41,9 +43,10 @@ _MACHINERY = (
     os.path.join(_STDLIB, "concurrent", ""),
     threading.__file__,
 )
-"""The standard library that runs a call for someone else: event loops, thread pools."""
+"""The standard library that runs calls for someone else (event loops, thread pools): the
+frames below it did not make the call."""
 
-_FRAMEWORKS = ("langchain_core", "langchain", "llama_index")
+_FRAMEWORKS = ("langchain_core", "langchain", "llama_index", "llama_index_instrumentation")
 """Packages whose frames lie between the user's call and an adapter's methods."""
 
 
@@ -56,16 +59,18 @@ def _framework_prefixes() -> tuple[str, ...]:
     return tuple(prefixes)
 
 
-def _skipped_prefixes() -> tuple[str, ...]:
-    return _PACKAGE + _MACHINERY + _framework_prefixes()
-
-
 def _user_level(skipped: tuple[str, ...]) -> int | None:
-    """The ``stacklevel`` of the first frame not in ``skipped``, for a caller of ``warn_user``."""
+    """The ``stacklevel`` of the first frame not in ``skipped``, for a caller of ``warn_user``.
+
+    None when the stack reaches an event loop or a thread's start before it.
+    """
     frame: FrameType | None = inspect.currentframe()
     level = 0  # this function's own frame, then warn_user's (stacklevel 1)
     while frame is not None:
-        if not frame.f_code.co_filename.startswith(skipped):
+        filename = frame.f_code.co_filename
+        if filename.startswith(_MACHINERY):
+            return None
+        if not filename.startswith(skipped):
             return level
         frame = frame.f_back
         level += 1
@@ -83,7 +88,7 @@ def _outside_package() -> tuple[str, int, FrameType] | None:
 
 def warn_user(message: str, category: type[Warning]) -> None:
     """Warn with ``category``, attributed to the user's calling line (see the module docstring)."""
-    skipped = _skipped_prefixes()
+    skipped = _PACKAGE + _framework_prefixes()
     level = _user_level(skipped)
     if level is not None:
         if sys.version_info >= (3, 12):

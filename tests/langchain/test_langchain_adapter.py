@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
 
 from aiml_bge_integrations import (
     BGE_QUERY_INSTRUCTION,

@@ -185,9 +185,9 @@ def test_the_adapter_defines_the_hooks_and_leaves_the_batch_methods_to_llama_ind
     }
     assert hooks <= own
     public = {
-        name for name in vars(BaseEmbedding) if name.startswith(("get_", "aget_")) or name in (
-            "__call__", "acall"
-        )
+        name
+        for name in vars(BaseEmbedding)
+        if name.startswith(("get_", "aget_")) or name in ("__call__", "acall")
     }
     assert not public & own, public & own
 
