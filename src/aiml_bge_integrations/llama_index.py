@@ -258,7 +258,11 @@ class AimlBgeEmbedding(AdapterMixin, BaseEmbedding):
     # -- observability, usage and lifecycle ------------------------------------------------
 
     def to_payload(self) -> dict[str, Any]:
-        """What callback and instrumentation events show of this model: no key, no headers."""
+        """What callback and instrumentation events show of this model: no key, no headers.
+
+        LlamaIndex 0.14.23 and later put this in its events; earlier ones put ``to_dict()``,
+        which leaves out the key and the injected objects too.
+        """
         return {
             "class_name": self.class_name(),
             "model_name": self.model_name,
