@@ -15,7 +15,6 @@ and LlamaIndex stay optional.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import threading
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -30,6 +29,7 @@ from ._settings import (
     SETTINGS_BY_NAME,
     check_settings,
     rename_aliases,
+    unknown_name_message,
 )
 from .client import AsyncEmbeddingsClient, EmbeddingsClient, RateLimiter, Usage
 from .errors import AimlBgeError, ConfigurationError
@@ -102,14 +102,12 @@ def configuration_error(err: ValidationError, names: Iterable[str]) -> AimlBgeEr
     cause = core_error(err)
     if cause is not None:
         return cause
-    known = sorted(set(names))
+    known = set(names)
     said = []
     for detail in err.errors(include_url=False, include_input=False, include_context=False):
         name = ".".join(str(part) for part in detail["loc"]) or "the arguments"
         if detail["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            said.append(f"{name} is not a setting{hint}")
+            said.append(unknown_name_message(name, known))
         else:
             said.append(f"{name}: {detail['msg']}")
     return ConfigurationError("; ".join(said))

@@ -25,7 +25,7 @@ import ipaddress
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
@@ -64,6 +64,7 @@ __all__ = [
     "resolve_settings",
     "same_model",
     "settings_table",
+    "unknown_name_message",
 ]
 
 API_KEY_ENV = "AIMLAPI_API_KEY"
@@ -544,9 +545,7 @@ def resolve_settings(given: Mapping[str, Any], surface: str = "client") -> dict[
     known = {s.name for s in SETTINGS if surface in s.surfaces}
     unknown = sorted(set(renamed) - known)
     if unknown:
-        raise ConfigurationError(
-            f"{unknown[0]} is not a setting: {_did_you_mean(unknown[0], known)}"
-        )
+        raise ConfigurationError(unknown_name_message(unknown[0], known))
     values = check_settings(renamed, surface)
     key = values.get("api_key")
     if key is not None and not isinstance(key, SecretKey):
@@ -555,11 +554,11 @@ def resolve_settings(given: Mapping[str, Any], surface: str = "client") -> dict[
     return values
 
 
-def _did_you_mean(name: str, known: set[str]) -> str:
+def unknown_name_message(name: str, known: Iterable[str]) -> str:
+    """What every surface says of a name it does not take: ``batchsize is not a setting (did
+    you mean batch_size?)``."""
     close = difflib.get_close_matches(name, sorted(known), n=1)
-    if close:
-        return f"did you mean {close[0]}?"
-    return "the settings are " + ", ".join(sorted(known))
+    return f"{name} is not a setting" + (f" (did you mean {close[0]}?)" if close else "")
 
 
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
