@@ -7,12 +7,12 @@ contiguous slice of the caller's texts, and vectors are put back by position.
 
 from __future__ import annotations
 
-import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
 
 from ._settings import BGE_MAX_TOKENS, LONG_TEXT_POLICIES, is_bge_model
+from ._warnings import warn_user
 from .errors import InputTypeError, InvalidInputError, TextTooLongError
 
 __all__ = [
@@ -146,11 +146,10 @@ def apply_long_text_policy(texts: list[str], model: str, policy: str, offset: in
             "split them, or set long_text='truncate'",
             counts,
         )
-    warnings.warn(
+    warn_user(
         f"{len(result.over_limit)} text(s) over {BGE_MAX_TOKENS} tokens were truncated to fit {model} "
         f"(index {_name_indices([offset + i for i in result.over_limit])})",
         LongTextWarning,
-        stacklevel=4,
     )
     return result.texts
 
