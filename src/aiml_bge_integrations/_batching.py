@@ -12,7 +12,8 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
 
-from ._settings import BGE_MAX_TOKENS, LONG_TEXT_POLICIES, is_bge_model
+from ._models import BGE_MAX_TOKENS, is_bge_model
+from ._settings import LONG_TEXT_POLICIES
 from .errors import InputTypeError, InvalidInputError, TextTooLongError
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "effective_long_text",
     "iter_checked_chunks",
     "plan_batches",
+    "policy_window",
 ]
 
 _MAX_NAMED = 20
@@ -113,42 +115,58 @@ def iter_checked_chunks(texts: object, chunk_size: int) -> Iterator[tuple[int, l
         offset += len(chunk)
 
 
-def effective_long_text(model: str, policy: str) -> str:
-    """The long-text policy the core applies for ``model``: ``policy`` for BGE, else ``"none"``.
+def policy_window(model: str) -> int | None:
+    """The token window the long-text policy applies to ``model``; None: texts go as they are.
 
-    The 512-token window is BGE's; texts for other models are sent as they are. The corpus
-    job and its dry run ask this too, so that they predict what the core does.
+    BGE English's 512 tokens. The profiles know the window of more families, with an exact
+    count (``_models.token_limit``); the corpus job, its dry run and the command line's
+    reports still speak of BGE's 512, so the core keeps to BGE until they take the window
+    from here.
     """
-    return policy if is_bge_model(model) else "none"
+    return BGE_MAX_TOKENS if is_bge_model(model) else None
+
+
+def effective_long_text(model: str, policy: str) -> str:
+    """The long-text policy the core applies for ``model``: ``policy``, or ``"none"`` without a window.
+
+    The corpus job and its dry run ask this too, so that they predict what the core does.
+    """
+    return policy if policy_window(model) is not None else "none"
 
 
 def apply_long_text_policy(texts: list[str], model: str, policy: str, offset: int = 0) -> list[str]:
-    """Apply the 512-token policy to BGE models; other models pass through untouched.
+    """Apply the model's token window (``policy_window``); other models pass through untouched.
 
     ``"truncate"`` cuts each over-long text at the last whole word that fits and warns with a
-    count; ``"error"`` raises ``TextTooLongError`` naming every index and its token count;
-    ``"none"`` sends texts as they are.
+    count; ``"error"`` raises ``TextTooLongError`` naming every index and its token count (for
+    a text of more than a few thousand characters, the tokens read before the verdict: "at
+    least"); ``"none"`` sends texts as they are. The work per text is bounded by the window,
+    not by the text's length (``tokens.scan_tokens``).
     """
     if policy not in LONG_TEXT_POLICIES:
         raise ValueError(f"long_text must be one of {LONG_TEXT_POLICIES}, not {policy!r}")
-    if effective_long_text(model, policy) == "none":
+    limit = policy_window(model)
+    if limit is None or policy == "none":
         return texts
     from .tokens import truncate_texts
 
     # Short ASCII texts are not tokenized: truncate_texts skips whatever surely fits.
-    result = truncate_texts(texts, cut=policy == "truncate")
+    result = truncate_texts(texts, limit, cut=policy == "truncate")
     if not result.over_limit:
         return texts
     if policy == "error":
         counts = {offset + i: n for i, n in result.over_limit.items()}
-        named = ", ".join(f"{i} ({n} tokens)" for i, n in list(counts.items())[:_MAX_NAMED])
+        named = ", ".join(
+            f"{offset + i} ({'at least ' if i in result.partial else ''}{n} tokens)"
+            for i, n in list(result.over_limit.items())[:_MAX_NAMED]
+        )
         raise TextTooLongError(
-            f"{len(counts)} text(s) exceed the {BGE_MAX_TOKENS}-token window of {model}: index {named}; "
+            f"{len(counts)} text(s) exceed the {limit}-token window of {model}: index {named}; "
             "split them, or set long_text='truncate'",
             counts,
         )
     warnings.warn(
-        f"{len(result.over_limit)} text(s) over {BGE_MAX_TOKENS} tokens were truncated to fit {model} "
+        f"{len(result.over_limit)} text(s) over {limit} tokens were truncated to fit {model} "
         f"(index {_name_indices([offset + i for i in result.over_limit])})",
         LongTextWarning,
         stacklevel=4,
