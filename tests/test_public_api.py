@@ -20,6 +20,7 @@ MODULES = [
     "aiml_bge_integrations._batching",
     "aiml_bge_integrations._settings",
     "aiml_bge_integrations._models",
+    "aiml_bge_integrations._discovery",
     "aiml_bge_integrations._adapter",
     "aiml_bge_integrations.langchain",
     "aiml_bge_integrations.llama_index",
