@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
 
-from ._models import BGE_MAX_TOKENS, is_bge_model
+from ._models import BGE_MAX_TOKENS, is_bge_model, profile_for
 from ._settings import LONG_TEXT_POLICIES
 from .errors import InputTypeError, InvalidInputError, TextTooLongError
 
@@ -22,9 +22,12 @@ __all__ = [
     "apply_long_text_policy",
     "check_texts",
     "effective_long_text",
+    "estimate_tokens",
     "iter_checked_chunks",
+    "pack_batches",
     "plan_batches",
     "policy_window",
+    "token_counts",
 ]
 
 _MAX_NAMED = 20
@@ -225,3 +228,69 @@ class RequestPlan:
             raise ValueError(f"a single text (index {offset}) cannot be cut further")
         half = len(texts) // 2
         self._todo.extendleft([(offset + half, texts[half:]), (offset, texts[:half])])
+
+
+# -- batches by count and tokens ------------------------------------------------------------
+
+_BYTES_PER_TOKEN_ESTIMATE = 3
+"""The estimate's divisor: tokens are counted as UTF-8 bytes / 3, plus 2 special tokens."""
+
+
+def estimate_tokens(text: str) -> int:
+    """A token count for a model whose tokenizer is not shipped: UTF-8 bytes / 3, plus 2.
+
+    Meant to err high for the usual text: English runs at about 4 to 5 bytes per token in
+    both WordPiece and byte-level BPE vocabularies, and a CJK character is 3 bytes and
+    usually one token. Text in a language the vocabulary was not built for, of rare
+    characters, or of single letters between spaces can take more tokens than this says; a server that then refuses a batch as too large gets
+    it again in halves (``RequestPlan.refused``).
+    """
+    size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    return size // _BYTES_PER_TOKEN_ESTIMATE + 2
+
+
+def token_counts(texts: Sequence[str], model: str, cap: int) -> tuple[list[int], bool]:
+    """Tokens per text as ``model`` counts them, and whether the counts are exact.
+
+    Exact where the package ships the model's tokenizer (``_models.profile_for``), else
+    ``estimate_tokens``. Counts are exact up to ``cap``; a text over it gets a count above
+    it, found by reading only as much of it as that takes (``tokens.count_tokens_upto``), so
+    one huge text costs no more than ``cap`` tokens' worth of work.
+    """
+    profile = profile_for(model)
+    if profile is None or profile.tokenizer is None:
+        return [min(estimate_tokens(t), cap + 1) for t in texts], False
+    from .tokens import count_tokens_upto
+
+    return count_tokens_upto(texts, max(cap, 3)), True
+
+
+def pack_batches(
+    token_counts: Sequence[int], max_count: int, token_budget: int | None = None
+) -> list[tuple[int, int]]:
+    """``(start, stop)`` slices covering every text in order, each within both limits.
+
+    A batch holds at most ``max_count`` texts and, when ``token_budget`` is given, at most
+    that many tokens in all; a text over the budget on its own gets a batch of its own (the
+    server or the long-text policy decides its fate, never this function). Texts are
+    neither dropped nor reordered: the slices are contiguous, in order, and their union is
+    ``range(len(token_counts))``.
+    """
+    if max_count < 1:
+        raise ValueError("max_count must be at least 1")
+    if token_budget is not None and token_budget < 1:
+        raise ValueError("token_budget must be at least 1")
+    batches: list[tuple[int, int]] = []
+    start = 0
+    tokens = 0
+    for i, n in enumerate(token_counts):
+        full = i - start >= max_count or (
+            token_budget is not None and i > start and tokens + n > token_budget
+        )
+        if full:
+            batches.append((start, i))
+            start, tokens = i, 0
+        tokens += n
+    if start < len(token_counts):
+        batches.append((start, len(token_counts)))
+    return batches
