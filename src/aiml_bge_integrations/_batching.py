@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
 
-from ._models import BGE_MAX_TOKENS, is_bge_model, profile_for
+from ._models import policy_window, profile_for
 from ._settings import LONG_TEXT_POLICIES
 from .errors import InputTypeError, InvalidInputError, TextTooLongError
 
@@ -20,6 +20,7 @@ __all__ = [
     "LongTextWarning",
     "RequestPlan",
     "apply_long_text_policy",
+    "blank_texts_allowed",
     "check_texts",
     "effective_long_text",
     "estimate_tokens",
@@ -59,10 +60,13 @@ def _ensure_iterable(texts: object) -> Iterator[object]:
         ) from None
 
 
-def check_texts(items: Sequence[object], offset: int = 0) -> list[str]:
+def check_texts(
+    items: Sequence[object], offset: int = 0, *, allow_blank: bool = False
+) -> list[str]:
     """Check already-collected items; ``offset`` is the caller's index of ``items[0]``.
 
-    Raises ``InputTypeError`` for the first item that is not ``str``, then
+    Raises ``InputTypeError`` for the first item that is not ``str``, then (unless
+    ``allow_blank``: the server is known to embed them, ``blank_texts_allowed``)
     ``InvalidInputError`` naming every empty or whitespace-only item, then every item that
     cannot be encoded as UTF-8 (a lone surrogate).
     """
@@ -72,12 +76,12 @@ def check_texts(items: Sequence[object], offset: int = 0) -> list[str]:
                 f"text at index {offset + i} is {type(item).__name__}, not str", offset + i
             )
     texts: list[str] = items  # type: ignore[assignment]
-    blank = [offset + i for i, t in enumerate(texts) if not t or t.isspace()]
+    blank = [] if allow_blank else [offset + i for i, t in enumerate(texts) if not t or t.isspace()]
     if blank:
         raise InvalidInputError(
             f"{len(blank)} text(s) are empty or whitespace only, at index {_name_indices(blank)}; "
-            "there is nothing in them to embed (and the AI/ML API refuses them): remove them or "
-            "replace them with real text",
+            "there is nothing in them to embed, and the model's servers are not known to take "
+            "them (the AI/ML API refuses them): remove them or replace them with real text",
             blank,
         )
     bad_utf8: list[int] = []
@@ -96,13 +100,21 @@ def check_texts(items: Sequence[object], offset: int = 0) -> list[str]:
     return list(texts)
 
 
-def collect_texts(texts: object) -> list[str]:
+def blank_texts_allowed(model: str) -> bool:
+    """Whether blank texts may be sent for ``model``: its profile says its servers embed them."""
+    profile = profile_for(model)
+    return profile is not None and profile.accepts_blank
+
+
+def collect_texts(texts: object, *, allow_blank: bool = False) -> list[str]:
     """Read ``texts`` once (a list, tuple, generator, any iterable) and check every item."""
     items = texts if isinstance(texts, list) else list(_ensure_iterable(texts))
-    return check_texts(items)
+    return check_texts(items, allow_blank=allow_blank)
 
 
-def iter_checked_chunks(texts: object, chunk_size: int) -> Iterator[tuple[int, list[str]]]:
+def iter_checked_chunks(
+    texts: object, chunk_size: int, *, allow_blank: bool = False
+) -> Iterator[tuple[int, list[str]]]:
     """Read ``texts`` lazily, ``chunk_size`` at a time, checking each chunk before it is yielded.
 
     Yields ``(offset, chunk)``. Used by streaming, where a bad item late in a huge input is
@@ -114,19 +126,8 @@ def iter_checked_chunks(texts: object, chunk_size: int) -> Iterator[tuple[int, l
         chunk = list(islice(it, chunk_size))
         if not chunk:
             return
-        yield offset, check_texts(chunk, offset)
+        yield offset, check_texts(chunk, offset, allow_blank=allow_blank)
         offset += len(chunk)
-
-
-def policy_window(model: str) -> int | None:
-    """The token window the long-text policy applies to ``model``; None: texts go as they are.
-
-    BGE English's 512 tokens. The profiles know the window of more families, with an exact
-    count (``_models.token_limit``); the corpus job, its dry run and the command line's
-    reports still speak of BGE's 512, so the core keeps to BGE until they take the window
-    from here.
-    """
-    return BGE_MAX_TOKENS if is_bge_model(model) else None
 
 
 def effective_long_text(model: str, policy: str) -> str:

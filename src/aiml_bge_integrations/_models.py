@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 __all__ = [
     "BERT_UNCASED",
@@ -35,10 +36,14 @@ __all__ = [
     "default_query_instruction",
     "expected_dimension",
     "is_bge_model",
+    "missing_key_message",
+    "model_mismatch_message",
+    "policy_window",
     "profile_for",
     "profiles_table",
     "same_model",
     "token_limit",
+    "token_policy_notice",
 ]
 
 BGE_QUERY_INSTRUCTION = "Represent this sentence for searching relevant passages: "
@@ -407,6 +412,17 @@ def token_limit(model: str) -> int | None:
     return profile.max_tokens
 
 
+def policy_window(model: str) -> int | None:
+    """The token window the long-text policy applies to ``model``; None: texts go as they are.
+
+    BGE English's 512 tokens. ``token_limit`` knows the window of more families, with an
+    exact count; the corpus job, its dry run and the command line's reports still speak of
+    BGE's 512, so the policy keeps to BGE until they take the window from here (then this
+    returns ``token_limit(model)``).
+    """
+    return BGE_MAX_TOKENS if is_bge_model(model) else None
+
+
 def same_model(served: str, requested: str) -> bool:
     """Whether a reply's model name is the requested model, spelled as servers spell it.
 
@@ -460,3 +476,73 @@ def profiles_table() -> str:
         ]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
+
+
+# -- messages that depend on the model or the server -------------------------------------------
+
+
+def _is_aimlapi(base_url: str | None) -> bool:
+    host = (urlsplit(base_url).hostname or "").lower() if base_url else "api.aimlapi.com"
+    return host == "aimlapi.com" or host.endswith(".aimlapi.com")
+
+
+def missing_key_message(how: str, base_url: str | None = None) -> str:
+    """The error for a missing API key, naming both cases; ``how`` says how to give one here.
+
+    ``how`` is the surface's own way (``"pass api_key=... or set AIMLAPI_API_KEY"``,
+    ``"set AIMLAPI_API_KEY"`` on the command line). The case that fits ``base_url`` (None:
+    the AI/ML API) comes first.
+    """
+    aiml = "the AI/ML API needs your key (from your account at aimlapi.com)"
+    placeholder = (
+        "a server that checks no key (TEI, infinity, vLLM, Ollama or the local server started "
+        'without one) takes any placeholder, such as "unused"'
+    )
+    cases = (aiml, placeholder) if _is_aimlapi(base_url) else (placeholder, aiml)
+    return f"no API key: {how}. {cases[0][0].upper()}{cases[0][1:]}; {cases[1]}."
+
+
+def token_policy_notice(model: str, long_text: str) -> str | None:
+    """What to say (once) when ``long_text`` was asked for and cannot apply to ``model``; else None.
+
+    The policy needs the model's window and its tokenizer; without them the texts are sent
+    as they are and the server applies its own limit (it may cut them, or refuse them).
+    """
+    if long_text == "none" or policy_window(model) is not None:
+        return None
+    profile = profile_for(model)
+    if profile is None:
+        why = f"{model!r} is not a model the package knows (see docs/models.md)"
+    elif profile.max_tokens is None:
+        why = f"the window of {model!r} is not known"
+    elif profile.tokenizer is None:
+        why = (
+            f"the package does not ship the tokenizer of {model!r}, so it cannot count its "
+            f"{profile.max_tokens:,}-token window exactly"
+        )
+    else:
+        why = "the package applies it to the BGE English models' 512-token window only"
+    return (
+        f"long_text={long_text!r} does not apply: {why}. Texts are sent as they are, and the "
+        "server applies its own limit to long ones"
+    )
+
+
+def model_mismatch_message(served: str, requested: str, base_url: str) -> str:
+    """The one warning for a reply whose model is not the one asked for: what it means, no advice.
+
+    It says whose vectors they are and which model's prompts and window were applied; it
+    gives no advice that would change either, since a client may name a model on purpose
+    (one served name per side, or a gateway's alias).
+    """
+    profile = profile_for(requested)
+    applied = (
+        f"the prompts and token window applied are those of {requested!r} ({profile.family})"
+        if profile
+        else f"{requested!r} is not a model the package knows, so no prompt or token window "
+        "was applied"
+    )
+    return (
+        f"the server at {base_url} answered with model {served!r}, not {requested!r} as asked: "
+        f"the vectors are those of {served!r}, and {applied}"
+    )
