@@ -450,8 +450,8 @@ def _cell(value: object) -> str:
 def profiles_table() -> str:
     """The profile table as Markdown (docs/models.md holds this text between its markers)."""
     rows = [
-        "| Family | Models | Query prompt | Document prompt | Tokens | Exact count | "
-        "Dimension | Blank texts | Notes |",
+        "| Family | Models | Query prompt | Document prompt | Tokens | Counted exactly | "
+        "Dimension | Servers embed blank texts | Notes |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for family in PROFILES:
@@ -471,7 +471,7 @@ def profiles_table() -> str:
             " / ".join(f"{n:,}" for n in limits) or "unknown",
             "yes" if exact == {BERT_UNCASED} else ("some" if BERT_UNCASED in exact else "estimate"),
             dims or "any",
-            "sent" if family.accepts_blank else "refused",
+            "yes" if family.accepts_blank else "no",
             family.notes.replace("|", "\\|"),
         ]
         rows.append("| " + " | ".join(cells) + " |")
