@@ -256,16 +256,21 @@ def _end_of_word(tok: Any, text: str, pos: int, end: int, window: int) -> tuple[
 def count_tokens_upto(texts: Sequence[str], max_tokens: int) -> list[int]:
     """Token counts that are exact up to ``max_tokens``; a text over it gets a count above it.
 
-    For a text over the window the count is the tokens read before the verdict (see
-    ``scan_tokens``): exact for texts of a few thousand characters, a lower bound for longer
-    ones. Use it where only counts within the window matter exactly (what a truncated text
-    bills, whether a text is over).
+    Texts of up to 64 characters per token of ``max_tokens`` are counted whole, in one batch
+    (exact); a longer one gets the tokens read before its verdict (``scan_tokens``): exact if
+    it fits, else a lower bound above ``max_tokens``. Use it where only counts within the
+    window matter exactly (what a truncated text bills, whether a text is over, a token
+    budget), so that one huge text costs no more than the window's worth of work.
     """
-    counts = count_tokens_batch([t if surely_fits(t, max_tokens) else "" for t in texts])
-    return [
-        counts[i] if surely_fits(t, max_tokens) else scan_tokens(t, max_tokens).tokens
-        for i, t in enumerate(texts)
-    ]
+    window = _WHOLE_CHARS_PER_TOKEN * max_tokens
+    short = [i for i, t in enumerate(texts) if len(t) <= window]
+    counts = [0] * len(texts)
+    for i, n in zip(short, count_tokens_batch([texts[i] for i in short]), strict=True):
+        counts[i] = n
+    for i, text in enumerate(texts):
+        if len(text) > window:
+            counts[i] = scan_tokens(text, max_tokens).tokens
+    return counts
 
 
 @dataclass(frozen=True)
