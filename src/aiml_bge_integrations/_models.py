@@ -219,7 +219,8 @@ PROFILES: tuple[Family, ...] = (
         "search_query: ",
         "search_document: ",
         8192,
-        # nomic-bert uses bert-base-uncased's vocabulary (padded with unused entries to 30,528).
+        # nomic-bert's vocabulary is bert-base-uncased's, padded with unused entries to 30,528
+        # (from its config and tokenizer files as remembered; the card does not say: uncertain).
         BERT_UNCASED,
         (("", 768),),
         accepts_blank=True,
@@ -244,8 +245,9 @@ PROFILES: tuple[Family, ...] = (
         None,
         None,
         512,
-        # thenlper/gte-* and gte-*-en-v1.5 use bert-base-uncased's vocabulary; the multilingual
-        # one uses XLM-RoBERTa's.
+        # thenlper/gte-* and gte-*-en-v1.5 use bert-base-uncased's vocabulary (for v1.5 padded to
+        # 30,528, as remembered: the cards do not say, uncertain); the multilingual one uses
+        # XLM-RoBERTa's.
         BERT_UNCASED,
         _SML,
         limits=(("v1\\.5|multilingual", 8192),),
