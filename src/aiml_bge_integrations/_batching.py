@@ -7,6 +7,7 @@ contiguous slice of the caller's texts, and vectors are put back by position.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -31,6 +32,7 @@ __all__ = [
 ]
 
 _MAX_NAMED = 20
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class LongTextWarning(UserWarning):
@@ -83,13 +85,9 @@ def check_texts(
             "them (the AI/ML API refuses them): remove them or replace them with real text",
             blank,
         )
-    bad_utf8: list[int] = []
-    for i, t in enumerate(texts):
-        if not t.isascii():
-            try:
-                t.encode("utf-8")
-            except UnicodeEncodeError:
-                bad_utf8.append(offset + i)
+    # UTF-8 encodes every code point but the surrogates: look for one instead of encoding
+    # (which would copy a huge text once more).
+    bad_utf8 = [offset + i for i, t in enumerate(texts) if not t.isascii() and _SURROGATE.search(t)]
     if bad_utf8:
         raise InvalidInputError(
             f"text(s) at index {_name_indices(bad_utf8)} cannot be encoded as UTF-8 "
@@ -238,7 +236,14 @@ def estimate_tokens(text: str) -> int:
     characters, or of single letters between spaces can take more tokens than this says; a server that then refuses a batch as too large gets
     it again in halves (``RequestPlan.refused``).
     """
-    size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    if text.isascii():
+        size = len(text)
+    else:  # counted a slice at a time, so that a huge text is not copied whole
+        step = 1 << 16
+        size = sum(
+            len(text[i : i + step].encode("utf-8", "surrogatepass"))
+            for i in range(0, len(text), step)
+        )
     return size // _BYTES_PER_TOKEN_ESTIMATE + 2
 
 
@@ -252,7 +257,9 @@ def token_counts(texts: Sequence[str], model: str, cap: int) -> tuple[list[int],
     """
     profile = profile_for(model)
     if profile is None or profile.tokenizer is None:
-        return [min(estimate_tokens(t), cap + 1) for t in texts], False
+        # A text of more than 3 * (cap + 1) characters has at least that many bytes: over.
+        big = _BYTES_PER_TOKEN_ESTIMATE * (cap + 1)
+        return [cap + 1 if len(t) > big else min(estimate_tokens(t), cap + 1) for t in texts], False
     from .tokens import count_tokens_upto
 
     return count_tokens_upto(texts, max(cap, 3)), True

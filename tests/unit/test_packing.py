@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import random
+import tracemalloc
 
 import pytest
 
-from aiml_bge_integrations._batching import estimate_tokens, pack_batches, token_counts
+from aiml_bge_integrations._batching import (
+    check_texts,
+    estimate_tokens,
+    pack_batches,
+    token_counts,
+)
 from aiml_bge_integrations.tokens import count_tokens, count_tokens_batch
 
 
@@ -89,3 +95,20 @@ def test_the_estimate_errs_high_for_ordinary_text() -> None:
         assert estimate_tokens(text) >= count_tokens(text), text
     counts, exact = token_counts(samples, "Qwen/Qwen3-Embedding-0.6B", 32768)
     assert not exact and counts == [estimate_tokens(t) for t in samples]
+
+
+def test_checking_and_estimating_a_huge_text_copies_none_of_it() -> None:
+    # A 20 MB string of CJK: encoding it to UTF-8 to look for lone surrogates (as the check
+    # did) or to count its bytes would copy 30 MB.
+    text = "中" * 10_000_000
+    tracemalloc.start()
+    try:
+        assert check_texts([text]) == [text]
+        (n,), exact = token_counts([text], "Qwen/Qwen3-Embedding-0.6B", 32768)
+        estimate = estimate_tokens(text)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000, f"peak {peak:,} bytes"
+    assert n == 32769 and not exact
+    assert estimate == 10_000_002  # 30,000,000 bytes / 3, plus 2
