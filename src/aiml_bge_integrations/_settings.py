@@ -24,18 +24,27 @@ import difflib
 import ipaddress
 import math
 import os
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
+from ._models import (  # model facts live in _models; re-exported here for their callers
+    BGE_MAX_TOKENS,
+    BGE_QUERY_INSTRUCTION,
+    KNOWN_DIMENSIONS,
+    default_query_instruction,
+    expected_dimension,
+    is_bge_model,
+    same_model,
+)
 from .errors import ConfigurationError
 
 __all__ = [
     "ADAPTER_SURFACES",
     "API_KEY_ENV",
     "BASE_URL_ENV",
+    "BGE_MAX_TOKENS",
     "BGE_QUERY_INSTRUCTION",
     "CLIENT_SETTINGS",
     "DEFAULT_BASE_URL",
@@ -84,23 +93,8 @@ DEFAULT_MAX_RETRIES = 6
 DEFAULT_TIMEOUT = 60.0
 """Seconds for one HTTP request (connect, write, read, pool)."""
 
-BGE_QUERY_INSTRUCTION = "Represent this sentence for searching relevant passages: "
-"""The retrieval instruction from the BGE English model card; queries only, never passages."""
-
 LONG_TEXT_POLICIES = ("truncate", "error", "none")
 """What the core does with a BGE input over 512 tokens (see README, "Long texts")."""
-
-BGE_MAX_TOKENS = 512
-
-KNOWN_DIMENSIONS: dict[str, int] = {
-    "BAAI/bge-small-en-v1.5": 384,
-    "BAAI/bge-base-en-v1.5": 768,
-    "BAAI/bge-large-en-v1.5": 1024,
-    "text-embedding-3-small": 1536,
-    "text-embedding-3-large": 3072,
-    "text-embedding-ada-002": 1536,
-}
-"""Dimensions checked in every response for these models (others: one dimension throughout)."""
 
 FROM_MODEL = "the model's default"
 """The documented default of a setting whose default follows from ``model``."""
@@ -596,54 +590,3 @@ def _check_transport(base_url: str, allow_insecure_http: bool) -> None:
             f"refusing to send the API key over plain http to {host}: use https, or set "
             "allow_insecure_http=True if this network is trusted"
         )
-
-
-_BGE_RE = re.compile(r"(^|/)bge-[a-z]+-en(-v1\.5)?$", re.IGNORECASE)
-
-
-_TAG_ALIASES = {"bge-large": "BAAI/bge-large-en-v1.5", "bge-base": "BAAI/bge-base-en-v1.5"}
-"""Short names some servers use (Ollama's library tag ``bge-large``) for the BGE English models."""
-
-
-def _bare(model: str) -> str:
-    # Servers such as Ollama name models "bge-large:latest" or "org/bge-base-en-v1.5".
-    name = model.split(":", 1)[0]
-    return _TAG_ALIASES.get(name, name)
-
-
-def is_bge_model(model: str) -> bool:
-    """True for the BGE English models (bge-small/base/large-en, v1 or v1.5), under any org prefix."""
-    return bool(_BGE_RE.search(_bare(model)))
-
-
-def default_query_instruction(model: str) -> str | None:
-    """The query instruction a model gets when the caller does not choose one."""
-    return BGE_QUERY_INSTRUCTION if is_bge_model(model) else None
-
-
-def expected_dimension(model: str) -> int | None:
-    """The vector length a model is known to return, if known."""
-    bare = _bare(model)
-    if bare in KNOWN_DIMENSIONS:
-        return KNOWN_DIMENSIONS[bare]
-    tail = bare.rsplit("/", 1)[-1].lower()
-    for name, dim in KNOWN_DIMENSIONS.items():
-        if name.rsplit("/", 1)[-1].lower() == tail:
-            return dim
-    return None
-
-
-def same_model(served: str, requested: str) -> bool:
-    """Whether a reply's model name is the requested model, spelled as servers spell it.
-
-    Equal ignoring case, or equal in the last path segment without a ``:tag``
-    (``BAAI/bge-base-en-v1.5``, ``bge-base-en-v1.5``, ``/models/bge-base-en-v1.5``), or the
-    same BGE model under a short tag (``bge-base``).
-    """
-    if served.lower() == requested.lower():
-        return True
-
-    def tail(name: str) -> str:
-        return _bare(name).rsplit("/", 1)[-1].lower()
-
-    return tail(served) == tail(requested)
