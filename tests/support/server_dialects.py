@@ -211,7 +211,7 @@ class TeiDialect(Dialect):
     name = "tei"
     model_required = False
     owned_by = "text-embeddings-inference"
-    max_client_batch_size: ClassVar[int] = 32
+    default_max_items = 32
     """TEI's default ``--max-client-batch-size``; ``max_items_per_request``, when set, replaces it."""
 
     def render(self, p: Problem, ctx: Context) -> Reply:
@@ -254,9 +254,6 @@ class TeiDialect(Dialect):
         self, requested: str | None, config: ModelSettings, ctx: Context
     ) -> str | Reply:
         return config.served_models[0] if config.served_models else DEFAULT_MODEL
-
-    def max_items(self, config: ModelSettings) -> int | None:
-        return config.max_items_per_request or self.max_client_batch_size
 
     def rate_limited(self, ctx: Context, headers: Mapping[str, str]) -> Reply:
         return self.error(429, "Model is overloaded", ctx, type="Overloaded", headers=headers)

@@ -16,6 +16,9 @@ API this way (``tests/support/server_dialects.py`` in the source tree, not in th
 The server's own limits keep their statuses in every dialect (``max_body_bytes`` 413,
 ``max_items_per_request`` 413, ``max_chars_per_item`` 400, concurrency and rate 429); a
 dialect changes the envelope, and the statuses where a real server checks something itself.
+A limit left at ``None`` in ``ServerConfig`` takes the dialect's default
+(``default_max_body_bytes``, ``default_max_items``, ``default_max_chars``), as each real server
+has its own.
 """
 
 from __future__ import annotations
@@ -135,6 +138,8 @@ class ModelSettings(Protocol):
     served_models: list[str]
     retired_models: list[str]
     max_items_per_request: int | None
+    max_body_bytes: int | None
+    max_chars_per_item: int | None
 
 
 # --------------------------------------------------------------------------- parsing
@@ -273,6 +278,14 @@ class Dialect:
     """Whether a valid ``X-Client-Request-Id`` comes back as ``x-client-request-id``."""
     owned_by: ClassVar[str] = "system"
     """``owned_by`` of each model in ``GET /v1/models``."""
+    default_max_body_bytes: ClassVar[int] = 2_000_000
+    """Largest body when ``max_body_bytes`` is ``None``: TEI's default ``--payload-limit``."""
+    default_max_items: ClassVar[int] = 2048
+    """Most inputs per request when ``max_items_per_request`` is ``None``: the OpenAI API's
+    limit, which infinity shares."""
+    default_max_chars: ClassVar[int] = 100_000
+    """Most characters per input when ``max_chars_per_item`` is ``None``: far above any text
+    that fits 512 (or 8,192) tokens, low enough that counting one input's tokens stays cheap."""
 
     # ---- requests
 
@@ -292,9 +305,20 @@ class Dialect:
             return self.retired_model(requested, ctx)
         return self.unknown_model(requested, ctx)
 
-    def max_items(self, config: ModelSettings) -> int | None:
-        """The most inputs one request may carry, if a limit applies."""
-        return config.max_items_per_request
+    def max_items(self, config: ModelSettings) -> int:
+        """The most inputs one request may carry."""
+        limit = config.max_items_per_request
+        return self.default_max_items if limit is None else limit
+
+    def max_body_bytes(self, config: ModelSettings) -> int:
+        """The largest request body accepted, in bytes."""
+        limit = config.max_body_bytes
+        return self.default_max_body_bytes if limit is None else limit
+
+    def max_chars(self, config: ModelSettings) -> int:
+        """The most characters one input may have."""
+        limit = config.max_chars_per_item
+        return self.default_max_chars if limit is None else limit
 
     # ---- errors
 
