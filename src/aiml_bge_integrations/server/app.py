@@ -12,8 +12,8 @@ Routes::
 A ``POST /v1/embeddings`` goes through, in order: auth (401), a declared body size
 (``Content-Length``) over the limit (413), the per-minute and concurrency limits (429), the
 worker queue, the body size counted while it is read (413), validation (400/422), the model
-(404), the item count (413), item characters (400), item tokens (dialect's refusal, or
-truncation), then fault
+(404), the item count (413), item characters (400), the side's prefix where the dialect
+takes an input type, item tokens (dialect's refusal, or truncation), then fault
 injection and the stand-in embedding; the reply leaves ``latency`` seconds after the request
 was admitted (the stand-in's own work counts inside that time, as a real model's would). Every reply carries
 ``x-aiml-bge-backend: hashing-stand-in``: the vectors are not the real model's.
@@ -441,6 +441,8 @@ async def _admitted(
     for i, text in enumerate(texts):
         if len(text) > max_chars:
             return finish(dialect.too_many_chars(i, len(text), max_chars, ctx))
+
+    texts = dialect.prefixed(texts, parsed.input_type)
 
     # Counting and embedding run in worker threads, so the event loop keeps accepting (and
     # refusing) requests while a large batch is being worked on; texts seen before are a
