@@ -58,6 +58,9 @@ BAD: dict[str, list[Any]] = {
     "timeout": [0, -1.0, "5", True, float("nan"), float("inf")],
     "deadline": [0, -2.5, "10", True],
     "query_instruction": [5, b"bytes"],
+    "document_instruction": [5, b"bytes"],
+    "query_input_type": ["", "   ", 5],
+    "document_input_type": ["", 5, b"passage"],
     "default_headers": [["x"], {"x": 5}, {"Authorization": "Bearer k"}],
     "encoding_format": ["int8", "", 5],
     "long_text": ["chop", None, True],
@@ -79,6 +82,9 @@ GOOD: dict[str, Any] = {
     "timeout": 5,
     "deadline": 9.5,
     "query_instruction": None,
+    "document_instruction": "passage: ",
+    "query_input_type": "query",
+    "document_input_type": "passage",
     "default_headers": {"X-Team": "search"},
     "encoding_format": "base64",
     "long_text": "error",
@@ -198,8 +204,11 @@ def test_defaults_agree(setting: Setting) -> None:
     expected = KEY if setting.name == "api_key" else setting.default
     if setting.name == "base_url":
         expected = LOCAL
-    if setting.default is FROM_MODEL:
-        expected = "Represent this sentence for searching relevant passages: "
+    if setting.default is FROM_MODEL:  # the default model's profile: a prefix on queries only
+        expected = {
+            "query_instruction": "Represent this sentence for searching relevant passages: ",
+            "document_instruction": None,
+        }[setting.name]
     for label, obj in built.items():
         value = _value(obj, setting.name)
         if setting.name == "default_headers":

@@ -111,6 +111,8 @@ class Engine:
         encoding_format: str | None,
         query_instruction: str | None,
         timeout: float,
+        document_instruction: str | None = None,
+        input_types: tuple[str | None, str | None] = (None, None),
         max_response_bytes: int | None,
         policy: _retry.RetryPolicy,
         rate_limiter: RateLimiter | None,
@@ -121,6 +123,9 @@ class Engine:
         self.long_text = long_text
         self.encoding_format = encoding_format
         self.query_instruction = query_instruction
+        self.document_instruction = document_instruction
+        self.input_types = input_types
+        """The ``input_type`` field sent with queries, then with documents (None: not sent)."""
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
         self.policy = policy
@@ -135,9 +140,16 @@ class Engine:
     # The long-text policy warns at the caller's call (its stacklevel counts on these methods
     # being called by the clients' public methods directly).
 
+    def _as_documents(self, texts: list[str], offset: int = 0) -> list[str]:
+        # The prefix is part of what the model reads, so the long-text policy counts it.
+        if self.document_instruction:
+            texts = [self.document_instruction + t for t in texts]
+        return apply_long_text_policy(texts, self.ctx.model, self.long_text, offset)
+
     def documents(self, texts: object) -> list[str]:
-        """``texts`` checked (all before anything is sent) and put to the long-text policy."""
-        return apply_long_text_policy(collect_texts(texts), self.ctx.model, self.long_text)
+        """``texts`` checked (all before anything is sent), with ``document_instruction`` in
+        front, put to the long-text policy."""
+        return self._as_documents(collect_texts(texts))
 
     def query(self, text: object) -> str:
         """A query checked, with ``query_instruction`` in front, put to the long-text policy."""
@@ -147,7 +159,7 @@ class Engine:
     def chunks(self, texts: object, chunk_size: object) -> list[str]:
         """``documents(texts)`` once ``chunk_size`` is checked."""
         int_at_least(1)("chunk_size", chunk_size)
-        return apply_long_text_policy(collect_texts(texts), self.ctx.model, self.long_text)
+        return self._as_documents(collect_texts(texts))
 
     def batch_size(self) -> int:
         """``batch_size``, or the smaller limit a server has stated."""
@@ -173,18 +185,22 @@ class Engine:
     def stream_batches(self, texts: object) -> Iterator[tuple[int, list[str]]]:
         """Batches read lazily from ``texts``, each checked just before it is sent."""
         for offset, chunk in iter_checked_chunks(texts, self.batch_size()):
-            yield offset, apply_long_text_policy(chunk, self.ctx.model, self.long_text, offset)
+            yield offset, self._as_documents(chunk, offset)
 
     # -- the loop ---------------------------------------------------------------------------
 
     def batch(
-        self, texts: list[str], offset: int, call: Call
+        self, texts: list[str], offset: int, call: Call, *, query: bool = False
     ) -> Generator[Step, Reply | Failure | None, None]:
-        """The steps that embed ``texts`` (at ``offset`` in the call's input), ending in ``Done``."""
+        """The steps that embed ``texts`` (at ``offset`` in the call's input), ending in ``Done``.
+
+        ``query``: the texts are queries (their side's ``input_type`` is sent), else documents.
+        """
         vectors: list[list[float]] = []
+        input_type = self.input_types[0 if query else 1]
         plan = RequestPlan(texts, offset, lambda: self.learned_batch_limit)
         for part_offset, part in plan:
-            got = yield from self._attempts(part, part_offset, call)
+            got = yield from self._attempts(part, part_offset, call, input_type)
             if got is None:
                 plan.refused()
             else:
@@ -192,10 +208,10 @@ class Engine:
         yield Done(vectors)
 
     def _attempts(
-        self, texts: list[str], offset: int, call: Call
+        self, texts: list[str], offset: int, call: Call, input_type: str | None = None
     ) -> Generator[Step, Reply | Failure | None, list[list[float]] | None]:
         """One request's vectors, retried as the policy says; ``None`` if the server refused its size."""
-        body = build_request_body(self.ctx.model, texts, self.encoding_format)
+        body = build_request_body(self.ctx.model, texts, self.encoding_format, input_type)
         limit = self.reply_limit(len(texts))
         tries = _retry.Tries()
         while True:

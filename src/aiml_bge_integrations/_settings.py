@@ -33,6 +33,7 @@ from ._models import (  # model facts live in _models; re-exported here for thei
     BGE_MAX_TOKENS,
     BGE_QUERY_INSTRUCTION,
     KNOWN_DIMENSIONS,
+    default_document_instruction,
     default_query_instruction,
     expected_dimension,
     is_bge_model,
@@ -63,6 +64,7 @@ __all__ = [
     "Setting",
     "aliases_for",
     "check_settings",
+    "default_document_instruction",
     "default_query_instruction",
     "env_default",
     "expected_dimension",
@@ -350,6 +352,33 @@ SETTINGS: tuple[Setting, ...] = (
         flag=False,
     ),
     Setting(
+        "document_instruction",
+        str | None,
+        FROM_MODEL,
+        "Prefix for documents only, never queries; unset gives the model's default (e5's "
+        "'passage: ', nomic's 'search_document: '; none for most models), None disables it.",
+        _instruction,
+    ),
+    Setting(
+        "query_input_type",
+        str | None,
+        None,
+        "Value of the request field input_type sent with queries only (servers that take the "
+        "side as a field: 'query' for NVIDIA NIM and e5 servers, 'search_query' for "
+        "Cohere-compatible gateways); None: not sent.",
+        _optional(_text),
+        flag=False,
+    ),
+    Setting(
+        "document_input_type",
+        str | None,
+        None,
+        "Value of the request field input_type sent with documents only ('passage' or "
+        "'document' for NVIDIA NIM and e5 servers, 'search_document' for Cohere-compatible "
+        "gateways); None: not sent.",
+        _optional(_text),
+    ),
+    Setting(
         "default_headers",
         Mapping[str, str] | None,
         None,
@@ -420,6 +449,12 @@ SETTINGS: tuple[Setting, ...] = (
 """Every setting, once. The clients and adapters accept exactly these (plus their injected
 objects: ``http_client``, ``rate_limiter``, LangChain's ``http_async_client`` and LlamaIndex's
 own fields)."""
+
+_MODEL_DEFAULTS: dict[str, Callable[[str], Any]] = {
+    "query_instruction": default_query_instruction,
+    "document_instruction": default_document_instruction,
+}
+"""How each setting whose default is ``FROM_MODEL`` follows from the model (its profile)."""
 
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 """``SETTINGS`` by name."""
@@ -505,8 +540,8 @@ def check_settings(given: Mapping[str, Any], surface: str = "client") -> dict[st
     """Every setting of ``surface``, checked: the ones given, else their variable, else default.
 
     A setting given as ``None`` whose default comes from a variable counts as not given (the
-    clients' signatures say ``base_url=None``); ``query_instruction`` not given (or ``...``)
-    follows the model. Raises ``ConfigurationError`` naming the first bad setting.
+    clients' signatures say ``base_url=None``); ``query_instruction`` and
+    ``document_instruction`` not given (or ``...``) follow the model. Raises ``ConfigurationError`` naming the first bad setting.
     """
     values: dict[str, Any] = {}
     for setting in SETTINGS:
@@ -516,7 +551,7 @@ def check_settings(given: Mapping[str, Any], surface: str = "client") -> dict[st
         value = given.get(name, ...)
         if value is ... or (value is None and setting.env is not None):
             if setting.default is FROM_MODEL:
-                values[name] = default_query_instruction(values["model"])
+                values[name] = _MODEL_DEFAULTS[name](values["model"])
                 continue
             value = env_default(name)
             if value is None:  # only the key has no default
@@ -535,7 +570,7 @@ def resolve_settings(given: Mapping[str, Any], surface: str = "client") -> dict[
     Ray planner), so all of them see the same values: the settings given (under their own
     names or, on an adapter, the peers' names), else their environment variable
     (``AIMLAPI_EMBEDDING_MODEL``, ``AIMLAPI_BASE_URL``), else their default; the ones that
-    follow the model (``query_instruction``) from the model so resolved. The key, when one
+    follow the model (``query_instruction``, ``document_instruction``) from the model so resolved. The key, when one
     is given or set in ``AIMLAPI_API_KEY``, is held as a ``SecretKey`` (it prints as stars
     and pickles as its fingerprint); ``None`` when there is none.
 

@@ -41,12 +41,20 @@ class WireError(ValueError):
 
 
 def build_request_body(
-    model: str, texts: Sequence[str], encoding_format: str | None = None
+    model: str,
+    texts: Sequence[str],
+    encoding_format: str | None = None,
+    input_type: str | None = None,
 ) -> bytes:
-    """The JSON body of ``POST /embeddings``: texts are sent exactly as given, always as a list."""
+    """The JSON body of ``POST /embeddings``: texts are sent exactly as given, always as a list.
+
+    ``input_type`` (the side, for servers that take it as a field) is sent only when given.
+    """
     body: dict[str, Any] = {"model": model, "input": list(texts)}
     if encoding_format is not None:
         body["encoding_format"] = encoding_format
+    if input_type is not None:
+        body["input_type"] = input_type
     return orjson.dumps(body)
 
 

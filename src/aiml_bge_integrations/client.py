@@ -89,6 +89,9 @@ class _BaseClient(Generic[_Http]):
         timeout: float = DEFAULT_TIMEOUT,
         deadline: float | None = None,
         query_instruction: str | EllipsisType | None = ...,
+        document_instruction: str | EllipsisType | None = ...,
+        query_input_type: str | None = None,
+        document_input_type: str | None = None,
         default_headers: Mapping[str, str] | None = None,
         encoding_format: Literal["float", "base64"] | None = None,
         long_text: Literal["truncate", "error", "none"] = "truncate",
@@ -123,6 +126,12 @@ class _BaseClient(Generic[_Http]):
         """Seconds for one whole call across retries (None: no overall limit)."""
         self.query_instruction: str | None = values["query_instruction"]
         """Prefix for ``embed_query`` (BGE English models: the retrieval instruction)."""
+        self.document_instruction: str | None = values["document_instruction"]
+        """Prefix for documents (e5: ``"passage: "``; most models: none)."""
+        self.query_input_type: str | None = values["query_input_type"]
+        """The request field ``input_type`` sent with queries (None: not sent)."""
+        self.document_input_type: str | None = values["document_input_type"]
+        """The request field ``input_type`` sent with documents (None: not sent)."""
         self.encoding_format: str | None = values["encoding_format"]
         self.long_text: str = values["long_text"]
         self.allow_insecure_http: bool = values["allow_insecure_http"]
@@ -148,6 +157,8 @@ class _BaseClient(Generic[_Http]):
             long_text=self.long_text,
             encoding_format=self.encoding_format,
             query_instruction=self.query_instruction,
+            document_instruction=self.document_instruction,
+            input_types=(self.query_input_type, self.document_input_type),
             timeout=self.timeout,
             max_response_bytes=self.max_response_bytes,
             policy=self.retry_policy,
@@ -249,8 +260,8 @@ class _BaseClient(Generic[_Http]):
         for stop in list(self._live_calls):
             stop.set()
 
-    def _steps(self, texts: list[str], offset: int, call: Call) -> _Steps:
-        return self._engine.batch(texts, offset, call)
+    def _steps(self, texts: list[str], offset: int, call: Call, query: bool = False) -> _Steps:
+        return self._engine.batch(texts, offset, call, query=query)
 
     def _build_request(self, http: _Http, step: Send) -> httpx.Request:
         headers = {
@@ -340,10 +351,10 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
         return out
 
     def embed_query(self, text: str) -> list[float]:
-        """The vector of one search query, with ``query_instruction`` put in front of it."""
+        """The vector of one search query: ``query_instruction`` in front, ``query_input_type`` sent."""
         query = self._engine.query(text)
         call = self._new_call()
-        return self._drive(self._steps([query], 0, call), call)[0]
+        return self._drive(self._steps([query], 0, call, query=True), call)[0]
 
     def iter_embeddings(self, texts: Iterable[str]) -> Iterator[list[float]]:
         """Stream vectors in input order, reading ``texts`` lazily with a bounded number of batches in flight.
@@ -557,9 +568,9 @@ class AsyncEmbeddingsClient(_BaseClient[httpx.AsyncClient]):
         return out
 
     async def embed_query(self, text: str) -> list[float]:
-        """The vector of one search query, with ``query_instruction`` put in front of it."""
+        """The vector of one search query: ``query_instruction`` in front, ``query_input_type`` sent."""
         query = self._engine.query(text)
-        return (await self._drive(self._steps([query], 0, self._new_call())))[0]
+        return (await self._drive(self._steps([query], 0, self._new_call(), query=True)))[0]
 
     async def iter_embeddings(self, texts: Iterable[str]) -> AsyncIterator[list[float]]:
         """Stream vectors in input order with at most ``2 * max_concurrency`` batches in flight.

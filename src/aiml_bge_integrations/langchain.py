@@ -46,8 +46,9 @@ def _tqdm() -> Any:
 class AimlBgeEmbeddings(AdapterMixin, Serializable, Embeddings):
     """BGE embeddings over the AI/ML API, or any OpenAI-compatible server, for LangChain.
 
-    Queries (``embed_query``) get the BGE retrieval instruction in front of them; documents
-    never do. Batching, bounded concurrency, retries with backoff, reply checks and usage
+    ``embed_query`` embeds the query side, ``embed_documents`` the document side: each gets its
+    own prefix (``query_instruction``, ``document_instruction``; by default the model's, such as
+    the BGE retrieval instruction on queries only) and, if set, its own ``input_type`` field. Batching, bounded concurrency, retries with backoff, reply checks and usage
     totals come from the request core (``EmbeddingsClient`` / ``AsyncEmbeddingsClient``).
 
     Setup:
@@ -66,6 +67,10 @@ class AimlBgeEmbeddings(AdapterMixin, Serializable, Embeddings):
         query_instruction:
             Prefix for queries only. Unset: the model's default (the BGE retrieval
             instruction for BGE English models); ``None`` disables it.
+        document_instruction:
+            Prefix for documents only (unset: the model's default, as e5's ``"passage: "``).
+        query_input_type, document_input_type:
+            The request field ``input_type`` per side (``None``, the default: not sent).
         batch_size:
             Texts per request.
         long_text:
@@ -166,6 +171,9 @@ class AimlBgeEmbeddings(AdapterMixin, Serializable, Embeddings):
     timeout: float = setting_field("timeout")
     deadline: float | None = setting_field("deadline")
     query_instruction: str | None = setting_field("query_instruction")
+    document_instruction: str | None = setting_field("document_instruction")
+    query_input_type: str | None = setting_field("query_input_type")
+    document_input_type: str | None = setting_field("document_input_type")
     default_headers: Mapping[str, str] | None = setting_field("default_headers")
     encoding_format: Literal["float", "base64"] | None = setting_field("encoding_format")
     long_text: Literal["truncate", "error", "none"] = setting_field("long_text")
@@ -212,7 +220,7 @@ class AimlBgeEmbeddings(AdapterMixin, Serializable, Embeddings):
     # -- LangChain interface ------------------------------------------------------------
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        """One vector per text, in order; documents never get the query instruction."""
+        """One vector per text, in order: the document side (never the query instruction)."""
         if not self.show_progress:
             return self.client.embed_documents(texts)
         with _tqdm()(total=len(texts), desc="Embedding", unit="text") as bar:
@@ -247,5 +255,8 @@ class AimlBgeEmbeddings(AdapterMixin, Serializable, Embeddings):
 
     @property
     def lc_attributes(self) -> dict[str, Any]:
-        """Always write ``query_instruction``: ``None`` (disabled) must survive a round trip."""
-        return {"query_instruction": self.query_instruction}
+        """Always write the instructions: ``None`` (disabled) must survive a round trip."""
+        return {
+            "query_instruction": self.query_instruction,
+            "document_instruction": self.document_instruction,
+        }

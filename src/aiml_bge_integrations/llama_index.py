@@ -89,7 +89,11 @@ class AimlBgeEmbedding(AdapterMixin, BaseEmbedding):
         batch_size, max_concurrency: texts per request; requests in flight (per client).
         embed_batch_size: texts LlamaIndex hands over per call; default
             ``4 * batch_size * max_concurrency``, at most 2048 (see the module docstring).
-        query_instruction: unset, the model's default; ``None`` disables it.
+        query_instruction, document_instruction: the prefix of each side (queries: the
+            ``get_query_embedding`` path; documents: the text paths); unset, the model's
+            default; ``None`` disables it.
+        query_input_type, document_input_type: the request field ``input_type`` per side
+            (``None``, the default: not sent).
         max_retries, timeout, deadline, long_text, encoding_format, default_headers,
         allow_insecure_http, requests_per_minute, tokens_per_minute: as in the core.
         rate_limiter: this package's ``RateLimiter`` paces requests and can be shared with
@@ -145,6 +149,9 @@ class AimlBgeEmbedding(AdapterMixin, BaseEmbedding):
     timeout: float = _frozen("timeout")
     deadline: float | None = _frozen("deadline")
     query_instruction: str | None = _frozen("query_instruction")
+    document_instruction: str | None = _frozen("document_instruction")
+    query_input_type: str | None = _frozen("query_input_type")
+    document_input_type: str | None = _frozen("document_input_type")
     default_headers: Mapping[str, str] | None = _frozen("default_headers")
     encoding_format: Literal["float", "base64"] | None = _frozen("encoding_format")
     long_text: Literal["truncate", "error", "none"] = _frozen("long_text")
@@ -240,7 +247,7 @@ class AimlBgeEmbedding(AdapterMixin, BaseEmbedding):
         return await self.async_client.embed_query(query)
 
     def _get_text_embedding(self, text: str) -> Embedding:
-        """One text's vector; texts never get the query instruction."""
+        """One text's vector: the document side (never the query instruction)."""
         return self.client.embed_documents([text])[0]
 
     async def _aget_text_embedding(self, text: str) -> Embedding:
