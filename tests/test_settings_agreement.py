@@ -61,6 +61,7 @@ BAD: dict[str, list[Any]] = {
     "document_instruction": [5, b"bytes"],
     "query_input_type": ["", "   ", 5],
     "document_input_type": ["", 5, b"passage"],
+    "allow_blank_texts": ["yes", 1, None],
     "default_headers": [["x"], {"x": 5}, {"Authorization": "Bearer k"}],
     "encoding_format": ["int8", "", 5],
     "long_text": ["chop", None, True],
@@ -85,6 +86,7 @@ GOOD: dict[str, Any] = {
     "document_instruction": "passage: ",
     "query_input_type": "query",
     "document_input_type": "passage",
+    "allow_blank_texts": True,
     "default_headers": {"X-Team": "search"},
     "encoding_format": "base64",
     "long_text": "error",
@@ -208,6 +210,7 @@ def test_defaults_agree(setting: Setting) -> None:
         expected = {
             "query_instruction": "Represent this sentence for searching relevant passages: ",
             "document_instruction": None,
+            "allow_blank_texts": False,
         }[setting.name]
     for label, obj in built.items():
         value = _value(obj, setting.name)

@@ -132,7 +132,7 @@ class AdapterMixin:
 
     def _check_key(self) -> None:
         """Raise ``MissingAPIKeyError`` now when there is no key (the settings are checked)."""
-        resolve_key(self.api_key)
+        resolve_key(self.api_key, getattr(self, "base_url", None))
 
     def _pickled_fields(self) -> dict[str, Any]:
         """The field values a pickle writes (before the key and shared objects are left out)."""

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
 
-from ._models import policy_window, profile_for
+from ._models import blank_texts_allowed, policy_window, profile_for
 from ._settings import LONG_TEXT_POLICIES
 from ._warnings import warn_user
 from .errors import InputTypeError, InvalidInputError, TextTooLongError
@@ -81,8 +81,9 @@ def check_texts(
     if blank:
         raise InvalidInputError(
             f"{len(blank)} text(s) are empty or whitespace only, at index {_name_indices(blank)}; "
-            "there is nothing in them to embed, and the model's servers are not known to take "
-            "them (the AI/ML API refuses them): remove them or replace them with real text",
+            "the model's servers are not known to take them (the AI/ML API refuses them): "
+            "remove them or replace them with real text, or set allow_blank_texts=True if your "
+            "server embeds them",
             blank,
         )
     # UTF-8 encodes every code point but the surrogates: look for one instead of encoding
@@ -95,12 +96,6 @@ def check_texts(
             bad_utf8,
         )
     return list(texts)
-
-
-def blank_texts_allowed(model: str) -> bool:
-    """Whether blank texts may be sent for ``model``: its profile says its servers embed them."""
-    profile = profile_for(model)
-    return profile is not None and profile.accepts_blank
 
 
 def collect_texts(texts: object, *, allow_blank: bool = False) -> list[str]:

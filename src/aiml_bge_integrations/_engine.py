@@ -29,7 +29,8 @@ from ._constants import (
     REPLY_MARGIN,
     reply_bytes_per_number,
 )
-from ._outcome import Context, Outcome, interpret, model_mismatch_note, transport_outcome
+from ._models import model_mismatch_message, same_model
+from ._outcome import Context, Outcome, interpret, transport_outcome
 from ._settings import int_at_least, is_bge_model
 from ._usage import RateLimiter, UsageCounter
 from ._warnings import warn_user
@@ -113,6 +114,7 @@ class Engine:
         timeout: float,
         document_instruction: str | None = None,
         input_types: tuple[str | None, str | None] = (None, None),
+        allow_blank: bool = False,
         max_response_bytes: int | None,
         policy: _retry.RetryPolicy,
         rate_limiter: RateLimiter | None,
@@ -126,6 +128,7 @@ class Engine:
         self.document_instruction = document_instruction
         self.input_types = input_types
         """The ``input_type`` field sent with queries, then with documents (None: not sent)."""
+        self.allow_blank = allow_blank
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
         self.policy = policy
@@ -149,17 +152,19 @@ class Engine:
     def documents(self, texts: object) -> list[str]:
         """``texts`` checked (all before anything is sent), with ``document_instruction`` in
         front, put to the long-text policy."""
-        return self._as_documents(collect_texts(texts))
+        return self._as_documents(collect_texts(texts, allow_blank=self.allow_blank))
 
     def query(self, text: object) -> str:
         """A query checked, with ``query_instruction`` in front, put to the long-text policy."""
-        query = (self.query_instruction or "") + check_texts([text])[0]
+        query = (self.query_instruction or "") + check_texts([text], allow_blank=self.allow_blank)[
+            0
+        ]
         return apply_long_text_policy([query], self.ctx.model, self.long_text)[0]
 
     def chunks(self, texts: object, chunk_size: object) -> list[str]:
         """``documents(texts)`` once ``chunk_size`` is checked."""
         int_at_least(1)("chunk_size", chunk_size)
-        return self._as_documents(collect_texts(texts))
+        return self._as_documents(collect_texts(texts, allow_blank=self.allow_blank))
 
     def batch_size(self) -> int:
         """``batch_size``, or the smaller limit a server has stated."""
@@ -184,7 +189,9 @@ class Engine:
 
     def stream_batches(self, texts: object) -> Iterator[tuple[int, list[str]]]:
         """Batches read lazily from ``texts``, each checked just before it is sent."""
-        for offset, chunk in iter_checked_chunks(texts, self.batch_size()):
+        for offset, chunk in iter_checked_chunks(
+            texts, self.batch_size(), allow_blank=self.allow_blank
+        ):
             yield offset, self._as_documents(chunk, offset)
 
     # -- the loop ---------------------------------------------------------------------------
@@ -324,11 +331,9 @@ class Engine:
             if self._model_checked:
                 return
             self._model_checked = True
-        note = model_mismatch_note(
-            served, self.ctx.model, self.ctx.base_url, self.query_instruction
-        )
-        if note is not None:
-            warn_user(note, ModelMismatchWarning)
+        if not same_model(served, self.ctx.model):
+            message = model_mismatch_message(served, self.ctx.model, self.ctx.base_url)
+            warn_user(message, ModelMismatchWarning)
 
     def after_fork(self) -> None:
         """In a forked child: fresh locks (another thread of the parent may have held one)."""

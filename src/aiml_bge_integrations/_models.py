@@ -32,6 +32,7 @@ __all__ = [
     "PROFILES",
     "Family",
     "Profile",
+    "blank_texts_allowed",
     "default_document_instruction",
     "default_query_instruction",
     "expected_dimension",
@@ -394,6 +395,12 @@ def default_document_instruction(model: str) -> str | None:
     """The document prefix a model gets when the caller does not choose one (its profile's)."""
     profile = profile_for(model)
     return profile.document_prompt if profile else None
+
+
+def blank_texts_allowed(model: str) -> bool:
+    """Whether blank texts may be sent for ``model``: its profile says its servers embed them."""
+    profile = profile_for(model)
+    return profile is not None and profile.accepts_blank
 
 
 def expected_dimension(model: str) -> int | None:

@@ -48,7 +48,6 @@ __all__ = [
     "ReplyTooLarge",
     "WallTimeout",
     "interpret",
-    "model_mismatch_note",
     "scrub_secret",
     "status_error",
     "transport_outcome",
@@ -234,24 +233,6 @@ def status_error(
     err = cls(text, status_code=status, request_id=info.request_id, body=body)
     err.status_code = status
     return err
-
-
-def model_mismatch_note(
-    served: str, requested: str, base_url: str, query_instruction: str | None
-) -> str | None:
-    """What to tell a user whose server answered with another model; None if it is the same."""
-    if same_model(served, requested):
-        return None
-    note = (
-        f"the server at {base_url} answered with model {served!r}, not {requested!r} "
-        f"as asked: the vectors are {served!r}'s. Set model={served!r} to say so"
-    )
-    if query_instruction:
-        note += (
-            f" (queries also get the instruction meant for {requested!r}; set "
-            "query_instruction=None if the served model does not use one)"
-        )
-    return note
 
 
 def _item_error(

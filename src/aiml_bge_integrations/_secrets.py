@@ -18,6 +18,7 @@ import os
 import threading
 from typing import Any
 
+from ._models import missing_key_message
 from ._settings import API_KEY_ENV
 from .errors import MissingAPIKeyError
 
@@ -89,10 +90,10 @@ def _find_key(fingerprint: str | None) -> SecretKey:
     return SecretKey(None, fingerprint)
 
 
-def resolve_key(api_key: object) -> SecretKey:
+def resolve_key(api_key: object, base_url: str | None = None) -> SecretKey:
     """The key to use: ``api_key`` (a str, a ``SecretStr`` or a ``SecretKey``), else ``AIMLAPI_API_KEY``.
 
-    Raises ``MissingAPIKeyError`` when neither gives one.
+    Raises ``MissingAPIKeyError`` when neither gives one (its message fits ``base_url``).
     """
     if isinstance(api_key, SecretKey):
         return api_key
@@ -102,8 +103,6 @@ def resolve_key(api_key: object) -> SecretKey:
         api_key = os.environ.get(API_KEY_ENV)
     if not isinstance(api_key, str) or not api_key.strip():
         raise MissingAPIKeyError(
-            f"no API key: pass api_key=... or set {API_KEY_ENV}. To work offline, start the "
-            "local server (aiml-bge serve, or aiml_bge_integrations.server.LocalServer) and "
-            "use its base_url and key."
+            missing_key_message(f"pass api_key=... or set {API_KEY_ENV}", base_url)
         )
     return SecretKey(api_key.strip())

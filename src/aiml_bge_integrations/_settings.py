@@ -33,6 +33,7 @@ from ._models import (  # model facts live in _models; re-exported here for thei
     BGE_MAX_TOKENS,
     BGE_QUERY_INSTRUCTION,
     KNOWN_DIMENSIONS,
+    blank_texts_allowed,
     default_document_instruction,
     default_query_instruction,
     expected_dimension,
@@ -379,6 +380,15 @@ SETTINGS: tuple[Setting, ...] = (
         _optional(_text),
     ),
     Setting(
+        "allow_blank_texts",
+        bool,
+        FROM_MODEL,
+        "Send empty and whitespace-only texts as they are (for servers that embed them); unset "
+        "gives the model's profile (True for the families known to take them), False refuses "
+        "them before anything is sent.",
+        _flag,
+    ),
+    Setting(
         "default_headers",
         Mapping[str, str] | None,
         None,
@@ -453,6 +463,7 @@ own fields)."""
 _MODEL_DEFAULTS: dict[str, Callable[[str], Any]] = {
     "query_instruction": default_query_instruction,
     "document_instruction": default_document_instruction,
+    "allow_blank_texts": blank_texts_allowed,
 }
 """How each setting whose default is ``FROM_MODEL`` follows from the model (its profile)."""
 

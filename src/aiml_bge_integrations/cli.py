@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
+from ._models import missing_key_message
 from ._settings import (
     API_KEY_ENV,
     BASE_URL_ENV,
@@ -107,7 +108,7 @@ def _error(code: int, message: str) -> int:
     return code
 
 
-def read_api_key() -> str:
+def read_api_key(base_url: str | None = None) -> str:
     """The key from ``AIMLAPI_API_KEY``, else from a hidden prompt when stdin is a terminal.
 
     Raises ``MissingAPIKeyError`` when there is neither.
@@ -120,8 +121,11 @@ def read_api_key() -> str:
             key = ""
     if not key:
         raise MissingAPIKeyError(
-            f"no API key: set {API_KEY_ENV} (keys are never taken from a flag, so they stay out "
-            "of shell history); for a local server, use its key"
+            missing_key_message(
+                f"set {API_KEY_ENV} (keys are never taken from a flag, so they stay out of "
+                "shell history)",
+                base_url or env_default("base_url"),
+            )
         )
     return key
 
@@ -467,7 +471,7 @@ def _embed(args: argparse.Namespace) -> int:
     )
     bar = _ProgressBar(enabled=not quiet and sys.stderr.isatty())
     try:
-        key = read_api_key()
+        key = read_api_key(settings.get("base_url"))
 
         def make_client() -> EmbeddingsClient:
             return EmbeddingsClient(api_key=key, **settings)
@@ -535,7 +539,11 @@ def _embed_on_ray(args: argparse.Namespace) -> int:
 
     try:
         # A remote cluster holds its own key; a local node inherits this process's.
-        key = read_api_key() if args.ray_address is None else None
+        key = (
+            read_api_key(_client_settings(args).get("base_url"))
+            if args.ray_address is None
+            else None
+        )
         result = run_ray_job(
             input_path=args.input,
             output=args.output,

@@ -35,6 +35,7 @@ from . import _retry
 from ._concurrency import Limiter
 from ._constants import USER_AGENT, batches_in_flight
 from ._engine import Call, Done, Engine, Failure, Reply, Send, Step, stopped_error
+from ._models import token_policy_notice
 from ._outcome import Context
 from ._secrets import resolve_key
 from ._settings import (
@@ -64,6 +65,7 @@ from ._transport import (
     with_end,
 )
 from ._usage import RateLimiter, Usage, UsageCounter
+from ._warnings import warn_user
 
 __all__ = ["AsyncEmbeddingsClient", "EmbeddingsClient", "RateLimiter", "Usage"]
 
@@ -92,6 +94,7 @@ class _BaseClient(Generic[_Http]):
         document_instruction: str | EllipsisType | None = ...,
         query_input_type: str | None = None,
         document_input_type: str | None = None,
+        allow_blank_texts: bool | EllipsisType = ...,
         default_headers: Mapping[str, str] | None = None,
         encoding_format: Literal["float", "base64"] | None = None,
         long_text: Literal["truncate", "error", "none"] = "truncate",
@@ -106,7 +109,7 @@ class _BaseClient(Generic[_Http]):
         given = locals()
         # Checks and defaults come from the one definition of every setting (_settings).
         values = check_settings({name: given[name] for name in CLIENT_SETTINGS})
-        self._key = resolve_key(values["api_key"])
+        self._key = resolve_key(values["api_key"], values["base_url"])
         self.base_url: str = values["base_url"]
         """Root of the OpenAI-compatible API; requests go to ``{base_url}/embeddings``."""
         self.model: str = values["model"]
@@ -132,6 +135,8 @@ class _BaseClient(Generic[_Http]):
         """The request field ``input_type`` sent with queries (None: not sent)."""
         self.document_input_type: str | None = values["document_input_type"]
         """The request field ``input_type`` sent with documents (None: not sent)."""
+        self.allow_blank_texts: bool = values["allow_blank_texts"]
+        """Whether empty and whitespace-only texts are sent (else refused before sending)."""
         self.encoding_format: str | None = values["encoding_format"]
         self.long_text: str = values["long_text"]
         self.allow_insecure_http: bool = values["allow_insecure_http"]
@@ -139,6 +144,7 @@ class _BaseClient(Generic[_Http]):
         """The most bytes read of one reply (None: derived from each request)."""
         self.default_headers: dict[str, str] = values["default_headers"] or {}
         check_transport_security(self.base_url, self.allow_insecure_http)
+        _notice_token_policy(self.model, self.long_text)
         rpm, tpm = values["requests_per_minute"], values["tokens_per_minute"]
         self.rate_limiter = rate_limiter or (RateLimiter(rpm, tpm) if rpm or tpm else None)
         self.retry_policy = _retry.RetryPolicy(max_retries=self.max_retries)
@@ -159,6 +165,7 @@ class _BaseClient(Generic[_Http]):
             query_instruction=self.query_instruction,
             document_instruction=self.document_instruction,
             input_types=(self.query_input_type, self.document_input_type),
+            allow_blank=self.allow_blank_texts,
             timeout=self.timeout,
             max_response_bytes=self.max_response_bytes,
             policy=self.retry_policy,
@@ -642,6 +649,23 @@ class AsyncEmbeddingsClient(_BaseClient[httpx.AsyncClient]):
         finally:
             if window.cancel():
                 await asyncio.gather(*window.pending, return_exceptions=True)
+
+
+_noticed: set[tuple[str, str]] = set()
+_noticed_lock = threading.Lock()
+
+
+def _notice_token_policy(model: str, long_text: str) -> None:
+    # Asked for by name only: "truncate" is the default, and would be said for every
+    # model the package does not know. Said once per process for a model and a policy.
+    if long_text != "error":
+        return
+    notice = token_policy_notice(model, long_text)
+    with _noticed_lock:
+        if notice is None or (model, long_text) in _noticed:
+            return
+        _noticed.add((model, long_text))
+    warn_user(notice, UserWarning)
 
 
 def _report(progress: Callable[[int], None] | None, vectors: list[list[float]]) -> None:

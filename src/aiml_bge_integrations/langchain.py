@@ -174,6 +174,7 @@ class AimlBgeEmbeddings(AdapterMixin, Serializable, Embeddings):
     document_instruction: str | None = setting_field("document_instruction")
     query_input_type: str | None = setting_field("query_input_type")
     document_input_type: str | None = setting_field("document_input_type")
+    allow_blank_texts: bool = setting_field("allow_blank_texts")
     default_headers: Mapping[str, str] | None = setting_field("default_headers")
     encoding_format: Literal["float", "base64"] | None = setting_field("encoding_format")
     long_text: Literal["truncate", "error", "none"] = setting_field("long_text")

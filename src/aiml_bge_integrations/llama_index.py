@@ -152,6 +152,7 @@ class AimlBgeEmbedding(AdapterMixin, BaseEmbedding):
     document_instruction: str | None = _frozen("document_instruction")
     query_input_type: str | None = _frozen("query_input_type")
     document_input_type: str | None = _frozen("document_input_type")
+    allow_blank_texts: bool = _frozen("allow_blank_texts")
     default_headers: Mapping[str, str] | None = _frozen("default_headers")
     encoding_format: Literal["float", "base64"] | None = _frozen("encoding_format")
     long_text: Literal["truncate", "error", "none"] = _frozen("long_text")

@@ -55,10 +55,12 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
         "aiml_bge_integrations.ray needs Ray Data: pip install 'aiml-bge-integrations[ray]'"
     ) from err
 
+from ._models import missing_key_message
 from ._settings import (
     API_KEY_ENV,
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_CONCURRENCY,
+    env_default,
     expected_dimension,
 )
 from .client import AsyncEmbeddingsClient, EmbeddingsClient
@@ -145,12 +147,15 @@ def _check_settings(settings: Mapping[str, Any]) -> None:
             raise ConfigurationError(f"{name} is not accepted on Ray: {why}")
 
 
-def _key_from_env(api_key_env: str) -> str:
+def _key_from_env(api_key_env: str, base_url: str | None) -> str:
     key = os.environ.get(api_key_env, "").strip()
     if not key:
         raise MissingAPIKeyError(
-            f"no API key in this Ray worker: set {api_key_env} in the environment of every "
-            "node (or the job's runtime environment); see docs/ray.md"
+            missing_key_message(
+                f"set {api_key_env} in the environment of every node of this Ray job (or the "
+                "job's runtime environment; see docs/ray.md)",
+                base_url or env_default("base_url"),
+            )
         )
     return key
 
@@ -167,7 +172,9 @@ class _EmbedderBase:
         **settings: Any,
     ) -> None:
         _check_settings(settings)
-        self._client: Any = self._client_class(api_key=_key_from_env(api_key_env), **settings)
+        self._client: Any = self._client_class(
+            api_key=_key_from_env(api_key_env, settings.get("base_url")), **settings
+        )
         self.text_column = text_column
         """Column holding the texts."""
         self.output_column = output_column

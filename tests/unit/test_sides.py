@@ -195,3 +195,92 @@ def test_llama_index_maps_the_query_and_text_paths_onto_the_two_sides() -> None:
     assert capture.sent() == (["passage: d"], "passage")
     emb.get_query_embedding("q")
     assert capture.sent() == (["query: q"], "query")
+
+
+# -- messages and blank texts that are true for the server in use -----------------------------
+
+
+def test_blank_texts_are_sent_where_the_profile_or_the_setting_says_the_server_takes_them() -> None:
+    from aiml_bge_integrations.errors import InvalidInputError
+
+    capture = Capture()
+    with _client(capture, model="sentence-transformers/all-MiniLM-L6-v2") as client:
+        client.embed_documents(["", "   ", "x"])
+        assert capture.sent()[0] == ["", "   ", "x"]
+        list(client.iter_embeddings([""]))
+        assert capture.sent()[0] == [""]
+        client.embed_query(" ")
+        assert capture.sent()[0] == [" "]
+    with _client(capture, model="BAAI/bge-small-en-v1.5") as client:
+        with pytest.raises(InvalidInputError, match="allow_blank_texts=True"):
+            client.embed_documents(["", "x"])
+        assert not capture.bodies
+    with _client(capture, model="BAAI/bge-small-en-v1.5", allow_blank_texts=True) as client:
+        client.embed_documents(["", "x"])
+        assert capture.sent()[0] == ["", "x"]
+    with (
+        _client(
+            capture, model="sentence-transformers/all-MiniLM-L6-v2", allow_blank_texts=False
+        ) as client,
+        pytest.raises(InvalidInputError),
+    ):
+        client.embed_documents([""])
+
+
+def test_the_mismatch_warning_is_said_once_with_no_advice_and_not_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import warnings
+
+    from aiml_bge_integrations.errors import ModelMismatchWarning
+
+    def served_other(request: httpx.Request) -> httpx.Response:
+        n = len(orjson.loads(request.content)["input"])
+        data = [{"index": i, "embedding": [0.5] * 384} for i in range(n)]
+        return httpx.Response(200, json={"data": data, "model": "intfloat/e5-small-passage"})
+
+    http = httpx.Client(transport=httpx.MockTransport(served_other))
+    with (
+        warnings.catch_warnings(record=True) as seen,
+        EmbeddingsClient(
+            api_key=KEY, base_url=BASE, http_client=http, model="intfloat/e5-small-query"
+        ) as client,
+    ):
+        warnings.simplefilter("always")
+        client.embed_documents(["a"])
+        client.embed_query("b")
+    mismatches = [w for w in seen if issubclass(w.category, ModelMismatchWarning)]
+    assert len(mismatches) == 1
+    text = str(mismatches[0].message)
+    assert "the vectors are those of 'intfloat/e5-small-passage'" in text
+    for advice in ("Set model", "set model", "query_instruction="):
+        assert advice not in text
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_the_missing_key_message_fits_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiml_bge_integrations.errors import MissingAPIKeyError
+
+    monkeypatch.delenv("AIMLAPI_API_KEY", raising=False)
+    with pytest.raises(MissingAPIKeyError) as local:
+        EmbeddingsClient(base_url="http://127.0.0.1:9/v1")
+    assert str(local.value).startswith(
+        "no API key: pass api_key=... or set AIMLAPI_API_KEY. A server that checks no key"
+    )
+    with pytest.raises(MissingAPIKeyError) as hosted:
+        EmbeddingsClient()
+    assert "The AI/ML API needs your key" in str(hosted.value)
+    assert "aiml-bge serve" not in str(local.value) + str(hosted.value)
+
+
+def test_a_token_policy_that_cannot_apply_is_said_once() -> None:
+    import warnings
+
+    capture = Capture()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            _client(capture, model="acme/sides-test-embedder", long_text="error").close()
+        _client(capture, model="acme/sides-test-embedder").close()  # the default: not asked
+    notices = [str(w.message) for w in seen if "long_text='error' does not apply" in str(w.message)]
+    assert len(notices) == 1 and "is not a model the package knows" in notices[0]
