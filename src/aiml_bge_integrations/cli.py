@@ -315,7 +315,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _code_for(err: BaseException) -> int:
-    from ._job import InputFileError, OutputBusyError, OutputError, ResumeError
+    from .errors import InputFileError, OutputBusyError, OutputError, ResumeError
 
     if isinstance(err, OutputBusyError):
         return EXIT_BUSY
@@ -597,6 +597,12 @@ def _n(count: float, one: str, many: str | None = None) -> str:
 
 
 def _summary(result: Any) -> None:
+    if result.already_complete:
+        print(
+            f"already complete: {result.output} holds all {result.total:,} vectors of this "
+            "input, written with these settings; nothing was sent or changed"
+        )
+        return
     u = result.usage
     sent = result.total - result.resumed_from
     rate = sent / result.seconds if result.seconds > 0 else 0.0
