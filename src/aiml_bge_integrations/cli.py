@@ -9,7 +9,8 @@ Exit codes (also in the README, "Exit codes")::
     4    the model is retired or not served (404 for the model)
     5    bad input: unreadable, a bad line (named), or over-long passages with --long-text error
     6    the output cannot be written
-    7    an unfinished run cannot be resumed by this command (different input or settings)
+    7    an unfinished run cannot be resumed by this command (different input or settings, or
+         a checkpoint that disagrees with its staged files)
     8    another aiml-bge embed is writing the same output; nothing was read, sent or changed
     130  interrupted (Ctrl-C); the last checkpoint is kept, the same command resumes
 
@@ -47,6 +48,8 @@ from .errors import (
     InvalidInputError,
     MissingAPIKeyError,
     ModelNotFoundError,
+    OutputBusyError,
+    OutputError,
 )
 
 __all__ = [
@@ -315,7 +318,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _code_for(err: BaseException) -> int:
-    from .errors import InputFileError, OutputBusyError, OutputError, ResumeError
+    from .errors import InputFileError, ResumeError
 
     if isinstance(err, OutputBusyError):
         return EXIT_BUSY
@@ -522,7 +525,7 @@ def _add_ray_flags(p: argparse.ArgumentParser) -> None:
 
 def _embed_on_ray(args: argparse.Namespace) -> int:
     try:
-        from ._ray_job import run_ray_job
+        from ._ray_job import RayJobSpec, run_ray_job
     except ImportError as err:
         return _error(EXIT_USAGE, f"--ray needs Ray Data ({err})")
     if args.output_format not in ("auto", "parquet") or args.dtype != "float32":
@@ -536,8 +539,8 @@ def _embed_on_ray(args: argparse.Namespace) -> int:
     try:
         # A remote cluster holds its own key; a local node inherits this process's.
         key = read_api_key() if args.ray_address is None else None
-        result = run_ray_job(
-            input_path=args.input,
+        spec = RayJobSpec(
+            input=args.input,
             output=args.output,
             input_format=args.input_format,
             field=args.field,
@@ -547,19 +550,24 @@ def _embed_on_ray(args: argparse.Namespace) -> int:
             settings=_client_settings(args),
             actors=args.actors,
             ray_address=args.ray_address,
-            key=key,
-            notice=notice,
         )
+        result = run_ray_job(spec, key=key, notice=notice)
     except KeyboardInterrupt:
         return _error(EXIT_INTERRUPTED, "interrupted; run the same command to continue")
     except AimlBgeError as err:
-        hint = "" if isinstance(err, ConfigurationError) else " (run the same command to continue)"
+        resumable = not isinstance(err, ConfigurationError | OutputBusyError | OutputError)
+        hint = " (run the same command to continue)" if resumable else ""
         return _error(_code_for(err), str(err) + hint)
     except ValueError as err:
         return _error(EXIT_USAGE, str(err))
     except OSError as err:
         return _error(EXIT_OUTPUT, f"cannot write {args.output}: {err}")
-    if not quiet:
+    if not quiet and result.already_complete:
+        print(
+            f"already complete: {result.output}/ holds all {result.total:,} vectors of this "
+            "input, written with these settings; nothing was sent or changed"
+        )
+    elif not quiet:
         what = "finished the unfinished run: " if result.resumed else ""
         before = result.total - result.embedded
         split = f" ({result.embedded:,} this run, {before:,} before)" if before else ""

@@ -57,8 +57,10 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
 
 from ._settings import (
     API_KEY_ENV,
+    CLIENT_SETTINGS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_CONCURRENCY,
+    check_settings,
     expected_dimension,
 )
 from .client import AsyncEmbeddingsClient, EmbeddingsClient
@@ -255,10 +257,19 @@ class SyncBgeEmbedder(_EmbedderBase):
 # -- the one call ---------------------------------------------------------------------------
 
 
-def _validate_client_settings(settings: Mapping[str, Any]) -> None:
-    # Every check of the core, on the driver, before an actor starts; the throwaway key never
-    # leaves this function.
-    EmbeddingsClient(api_key="settings-check", **settings).close()
+def _checked_client_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    # Every check of the core, once, on the driver, before an actor starts: the settings the
+    # actors' clients get are these checked values (the model, long_text and the rest from
+    # the driver's environment where the user set them there). The key is never among them.
+    unknown = sorted(set(settings) - set(CLIENT_SETTINGS))
+    if unknown:
+        raise ConfigurationError(
+            f"unknown setting(s) {', '.join(unknown)}; the client's settings are "
+            f"{', '.join(name for name in CLIENT_SETTINGS if name != 'api_key')}"
+        )
+    checked = check_settings(settings)
+    checked.pop("api_key", None)
+    return checked
 
 
 @dataclass(frozen=True)
@@ -296,7 +307,7 @@ def _plan(
         client_settings["requests_per_minute"] = share.requests_per_minute
     if share.tokens_per_minute is not None:
         client_settings["tokens_per_minute"] = share.tokens_per_minute
-    _validate_client_settings(client_settings)
+    client_settings = _checked_client_settings(client_settings)
     if not num_cpus > 0:
         raise ConfigurationError(f"num_cpus must be positive, not {num_cpus!r}")
     rows = rows_per_block or 2 * batch_size * share.max_concurrency
@@ -406,6 +417,13 @@ def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
     return fs, root.rstrip("/")
 
 
+def _is_part_file(name: str, *, finished: bool = False) -> bool:
+    # A file embed_parquet writes (a part, or with ``finished`` False, a part being written).
+    if not name.endswith(_PART_SUFFIX):
+        return False
+    return name.startswith(_PART_PREFIX) or (not finished and name.startswith(_TEMP_PREFIX))
+
+
 def _part_name(ids: pa.ChunkedArray | pa.Array) -> str:
     # Named by the ids it holds: a block written again (a task retried after its actor died)
     # replaces its own file instead of adding a second copy of its rows.
@@ -453,10 +471,12 @@ def _written_ids(fs: pafs.FileSystem, directory: str, id_column: str) -> pa.Arra
     for info in infos:
         if info.type != pafs.FileType.File:
             continue
-        if info.base_name.startswith(_TEMP_PREFIX):
-            fs.delete_file(info.path)
-        elif info.base_name.startswith(_PART_PREFIX) and info.base_name.endswith(_PART_SUFFIX):
+        if not _is_part_file(info.base_name):
+            continue
+        if _is_part_file(info.base_name, finished=True):
             parts.append(info.path)
+        else:
+            fs.delete_file(info.path)
     if not parts:
         return None
     ids = pq.ParquetDataset(parts, filesystem=fs).read(columns=[id_column]).column(id_column)
@@ -513,7 +533,38 @@ def embed_parquet(
     Conditions: ``id_column`` holds unique ids that never change between runs; ``output_path``
     is on storage every node sees (object storage, or a shared file system; a local path on a
     single node). ``embedder`` is not accepted (blocks are embedded by ``BgeEmbedder``).
+
+    For a local ``output_path``, the run holds the lock of ``<output_path>.partial/`` (the one
+    ``aiml-bge embed`` takes) before it reads or removes anything in the output, so a second
+    run of the same output raises ``OutputBusyError``; paths through a symbolic link are
+    refused. Object storage has no such lock: run one job per output there.
     """
+    if "://" in output_path:
+        return _embed_parquet(input_path, output_path, id_column=id_column, **options)
+    from pathlib import Path
+
+    from ._job.checkpoint import Checkpoint, work_dir_for
+    from ._job.files import refuse_link
+
+    output = Path(os.path.abspath(output_path))
+    refuse_link(output)
+    checkpoint = Checkpoint(work_dir_for(output), output, [])
+    try:
+        return _embed_parquet(input_path, str(output), id_column=id_column, **options)
+    finally:
+        checkpoint.remove()
+        checkpoint.release()
+
+
+def _embed_parquet(
+    input_path: str | list[str],
+    output_path: str,
+    *,
+    id_column: str = "id",
+    **options: Any,
+) -> ParquetRun:
+    """``embed_parquet`` without the lock (its caller holds it)."""
+
     if "embedder" in options:
         raise ConfigurationError("embedder is not accepted by embed_parquet (BgeEmbedder embeds)")
     plan = _plan(**options)
