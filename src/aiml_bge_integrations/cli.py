@@ -22,10 +22,14 @@ so it does not land in shell history.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
+import logging
+import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -441,10 +445,79 @@ class _ProgressBar:
         self._bar.update(done - self._last)
         self._last = done
 
+    def write(self, line: str) -> None:
+        """``line`` on stderr, above the bar when one is shown."""
+        if self._bar is not None:
+            self._bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr)
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+_RETRY_LINE_SECONDS = 10.0
+"""At most one line about retries in this many seconds."""
+
+
+def _retry_cause(cause: str) -> str:
+    """A retry's cause (``Usage.retries_by_cause``'s keys) said for a user."""
+    if cause == "connection":
+        return "the server cannot be reached (connection refused or dropped)"
+    if cause == "timeout":
+        return "a request timed out"
+    if cause == "validation":
+        return "a reply was malformed"
+    if cause == "429":
+        return "the server refused with 429 (too many requests)"
+    return f"the server answered HTTP {cause}"
+
+
+class _RetryNotice(logging.Handler):
+    """Says on stderr when the client retries and why: the first at once, then one line per 10 s.
+
+    It listens to the client's log record for each retry (logger ``aiml_bge_integrations``,
+    ``"retrying after %s in %.2fs"`` with the cause and the wait), so a run that waits on a
+    server that cannot be reached is not silent for the retries' whole back-off.
+    """
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        super().__init__(logging.DEBUG)
+        self._say = say
+        self._last = -math.inf
+        self._count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """One line for this retry, unless one was said in the last 10 s."""
+        args = record.args
+        if record.msg != "retrying after %s in %.2fs" or not isinstance(args, tuple):
+            return
+        cause, delay = (*args, None, None)[:2]
+        if not isinstance(delay, int | float):
+            return
+        self._count += 1
+        now = time.monotonic()
+        if now - self._last < _RETRY_LINE_SECONDS:
+            return
+        self._last = now
+        so_far = f" ({self._count} retries so far)" if self._count > 1 else ""
+        self._say(f"retrying: {_retry_cause(str(cause))}; next try in {float(delay):.1f} s{so_far}")
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """Listen while the block runs."""
+        logger = logging.getLogger("aiml_bge_integrations")
+        level = logger.level
+        logger.addHandler(self)
+        if logger.getEffectiveLevel() > logging.DEBUG:
+            logger.setLevel(logging.DEBUG)
+        try:
+            yield
+        finally:
+            logger.removeHandler(self)
+            logger.setLevel(level)
 
 
 def _embed(args: argparse.Namespace) -> int:
@@ -452,10 +525,11 @@ def _embed(args: argparse.Namespace) -> int:
 
     settings = _client_settings(args)
     quiet = args.quiet
+    bar = _ProgressBar(enabled=not quiet and sys.stderr.isatty())
 
     def notice(message: str) -> None:
         if not quiet:
-            print(f"{_PROG}: {message}", file=sys.stderr)
+            bar.write(f"{_PROG}: {message}")
 
     spec = JobSpec(
         input=args.input,
@@ -468,14 +542,14 @@ def _embed(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         restart=args.restart,
     )
-    bar = _ProgressBar(enabled=not quiet and sys.stderr.isatty())
     try:
         key = read_api_key()
 
         def make_client() -> EmbeddingsClient:
             return EmbeddingsClient(api_key=key, **settings)
 
-        result = run_job(spec, make_client, progress=bar, notice=notice)
+        with _RetryNotice(notice).installed():
+            result = run_job(spec, make_client, progress=bar, notice=notice)
     except KeyboardInterrupt:
         bar.close()
         saved = _saved(work_dir_for(args.output))
@@ -496,7 +570,7 @@ def _embed(args: argparse.Namespace) -> int:
         return _error(EXIT_OUTPUT, f"cannot write {args.output}: {err}")
     bar.close()
     if not quiet:
-        _summary(result)
+        _summary(result, settings.get("max_concurrency") or env_default("max_concurrency"))
     return EXIT_OK
 
 
@@ -604,7 +678,19 @@ def _n(count: float, one: str, many: str | None = None) -> str:
     return f"{count:,.0f} {word}"
 
 
-def _summary(result: Any) -> None:
+def _in_flight(u: Usage, limit: int) -> str:
+    """What the concurrency figures mean, without implying a limit the server never showed."""
+    said = f"requests in flight: up to {u.peak_concurrency}"
+    refused = u.retries_by_cause.get("429", 0)
+    if not refused:
+        return f"{said} (the client's limit is {limit}; the server refused none)"
+    return (
+        f"{said}; the server refused {_n(refused, 'request')} with 429, and the client "
+        f"settled at {u.concurrency} in flight (its limit is {limit})"
+    )
+
+
+def _summary(result: Any, limit: int) -> None:
     if result.already_complete:
         print(
             f"already complete: {result.output} holds all {result.total:,} vectors of this "
@@ -635,11 +721,13 @@ def _summary(result: Any) -> None:
         )
     if result.over_limit:
         line += f"; {result.over_limit:,} passage(s) were truncated to 512 tokens"
-    if u.peak_concurrency:
+    if result.shared:
         line += (
-            f"; requests in flight: up to {u.peak_concurrency} ({u.concurrency} at the end, "
-            "as the server allowed)"
+            f"; {_n(result.shared, 'passage')} repeated an earlier one and got its vector "
+            "without being sent"
         )
+    if u.peak_concurrency:
+        line += "; " + _in_flight(u, limit)
     print(line)
     this = result.runs[-1]["base_url"] if result.runs else None
     earlier = sorted({run["base_url"] for run in result.runs[:-1]} - {this})

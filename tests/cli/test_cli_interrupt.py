@@ -24,7 +24,9 @@ from cli_helpers import write_lines
 from aiml_bge_integrations import cli
 from aiml_bge_integrations._job import run
 
-TEXTS = [f"Passage {i} of a small corpus." for i in range(5)]  # batches of 2, 2 and 1
+# Batches of 2, 2 and 1 sent; the repeats get their vectors from the rows written before,
+# or from the rows not yet written.
+TEXTS = [f"Passage {i} of a small corpus." for i in (0, 1, 0, 2, 3, 1, 3, 4, 4, 0)]
 FLAGS = ["--batch-size", "2", "--max-concurrency", "1", "-q"]
 
 

@@ -8,6 +8,7 @@ readers (``sources``), the plan (``plan``), the sinks (``sinks``) and the checkp
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import time
 import warnings
@@ -41,6 +42,8 @@ __all__ = [
 
 MANIFEST_VERSION = 1
 _STATE_SECONDS = 2.0
+_DISTINCT_REMEMBERED = 1_000_000
+"""Distinct texts a run remembers to send each once (about 100 bytes each)."""
 
 
 @dataclass
@@ -85,6 +88,9 @@ class JobResult:
     """Every run of the job, this one last: ``model``, ``base_url`` and ``resumed_from``."""
     already_complete: bool = False
     """The output was already complete for this input and settings; nothing was sent or written."""
+    shared: int = 0
+    """Passages this run did not send: the same text came earlier in the run, and its vector
+    was written for them too."""
 
 
 Progress = Callable[[int, int, Usage], None]
@@ -122,6 +128,8 @@ class _Run:
     started: float
     scanned: ScanResult = field(default_factory=ScanResult)
     identity: dict[str, Any] = field(default_factory=dict)
+    shared: int = 0
+    """Passages of this run that got an identical earlier passage's vector, unsent."""
 
 
 def _outputs(spec: JobSpec, output_format: str) -> list[Path]:
@@ -299,6 +307,7 @@ def _run_locked(run: _Run, state: State, *, resumed: bool) -> JobResult:
         seconds=time.monotonic() - run.started,
         over_limit=run.scanned.over_limit,
         runs=state.runs,
+        shared=run.shared,
     )
 
 
@@ -327,16 +336,35 @@ def _recover(run: _Run, state: State) -> None:
     state.positions = positions
 
 
+def _text_key(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
 def _embed_rest(run: _Run, state: State) -> None:
-    """Embed the passages after ``state.done``, appending each batch to the sink in order."""
+    """Embed the passages after ``state.done``, appending each batch to the sink in order.
+
+    A passage whose text is the same as an earlier one of this run is not sent: its row gets
+    that passage's vector (the first ``_DISTINCT_REMEMBERED`` distinct texts are remembered).
+    """
     source, client, sink, progress = run.source, run.client, run.sink, run.progress
     total = run.scanned.total
-    ids: deque[PassageId] = deque()
+    first_row = state.done  # the row the sink's first write of this run starts with
+    seen: dict[bytes, int] = {}
+    # Per passage pulled, in order: its id and the row of the first passage with the same
+    # text (-1 when this passage is that first one, and so is sent).
+    ids: deque[tuple[PassageId, int]] = deque()
 
     def texts() -> Iterator[str]:
+        row = state.done
         for passage in islice(source.records(), state.done, None):
-            ids.append(passage.id)
-            yield passage.text
+            key = _text_key(passage.text)
+            first = seen.get(key, -1)
+            if first < 0 and len(seen) < _DISTINCT_REMEMBERED:
+                seen[key] = row
+            ids.append((passage.id, first))
+            row += 1
+            if first < 0:
+                yield passage.text
 
     # Batches are ``chunk`` consecutive passages from where this run starts: writing after
     # every ``chunk`` vectors writes whole batches.
@@ -361,6 +389,25 @@ def _embed_rest(run: _Run, state: State) -> None:
         nonlocal mark
         sink.write(batch)
         mark = (mark[0] + len(batch), sink.sync(durable=False))
+
+    def add(pid: PassageId, vector: list[float]) -> None:
+        nonlocal rows
+        rows.append((pid, vector))
+        if len(rows) == chunk:
+            batch, rows = rows, []  # from here these rows are the write's to make
+            write(batch)
+            checkpoint()
+
+    def vector_of(row: int) -> list[float]:
+        if row >= mark[0]:
+            return rows[row - mark[0]][1]  # not written yet
+        return sink.vector_of(row - first_row)
+
+    def add_duplicates() -> None:
+        while ids and ids[0][1] >= 0:
+            pid, first = ids.popleft()
+            add(pid, vector_of(first))
+            run.shared += 1
 
     def checkpoint() -> None:
         nonlocal last_save, dim_saved
@@ -390,11 +437,9 @@ def _embed_rest(run: _Run, state: State) -> None:
                         "ones; the server or its model changed during the run: rerun with "
                         "--restart once it answers with one model"
                     )
-                rows.append((ids.popleft(), vector))
-                if len(rows) == chunk:
-                    batch, rows = rows, []  # from here these rows are the write's to make
-                    write(batch)
-                    checkpoint()
+                add_duplicates()
+                add(ids.popleft()[0], vector)
+            add_duplicates()
             if rows:
                 batch, rows = rows, []
                 write(batch)

@@ -188,6 +188,13 @@ class Sink(ABC):
     def write(self, rows: list[tuple[PassageId, list[float]]]) -> None:
         """Append one batch of rows."""
 
+    @abstractmethod
+    def vector_of(self, k: int) -> list[float]:
+        """The vector of the ``k``-th row this sink has written since it was opened (from 0).
+
+        Read back from the staged file, as written: writing it again writes the same bytes.
+        """
+
     def sync(self, durable: bool = True) -> dict[str, int]:
         """Flush the staged files (and fsync them if ``durable``); returns each one's length."""
         positions = {}
@@ -219,11 +226,29 @@ class JsonlSink(Sink):
 
     staged_names = ("part.jsonl",)
 
+    def __init__(self, work: Path, output: Path) -> None:
+        super().__init__(work, output)
+        self._offsets: array[int] = array("q")
+
     def write(self, rows: list[tuple[PassageId, list[float]]]) -> None:
         """Append one line per row."""
-        self._files["part.jsonl"].write(
-            b"".join(orjson.dumps({"id": i, "embedding": v}) + b"\n" for i, v in rows)
-        )
+        f = self._files["part.jsonl"]
+        lines = [orjson.dumps({"id": i, "embedding": v}) + b"\n" for i, v in rows]
+        at = f.tell()
+        for line in lines:
+            self._offsets.append(at)
+            at += len(line)
+        f.write(b"".join(lines))
+
+    def vector_of(self, k: int) -> list[float]:
+        """The ``embedding`` of the ``k``-th line written, parsed back."""
+        f = self._files["part.jsonl"]
+        f.flush()
+        f.seek(self._offsets[k])
+        line = f.readline()
+        f.seek(0, os.SEEK_END)
+        vector: list[float] = orjson.loads(line)["embedding"]
+        return vector
 
     def recover(
         self, positions: dict[str, int], ids: Iterator[PassageId], dim: int | None
@@ -278,6 +303,8 @@ class _MatrixSink(Sink):
         self.dtype = dtype
         self._code = "f" if dtype == "float32" else "d"
         self._width = 4 if dtype == "float32" else 8
+        self._first_at: int | None = None
+        self._row_bytes = 0
 
     def _start(self) -> None:
         if self._header:
@@ -290,8 +317,23 @@ class _MatrixSink(Sink):
             data.extend(vec)
         if sys.byteorder == "big":
             data.byteswap()
-        self._files["vectors.bin"].write(data.tobytes())
+        f = self._files["vectors.bin"]
+        if self._first_at is None and rows:
+            self._first_at = f.tell()
+            self._row_bytes = len(rows[0][1]) * self._width
+        f.write(data.tobytes())
         self._files["ids.jsonl"].write(b"".join(orjson.dumps(i) + b"\n" for i, _ in rows))
+
+    def vector_of(self, k: int) -> list[float]:
+        """The ``k``-th vector written, read back at the width it was stored with."""
+        f = self._files["vectors.bin"]
+        f.flush()
+        f.seek((self._first_at or 0) + k * self._row_bytes)
+        data: array[float] = array(self._code, f.read(self._row_bytes))
+        f.seek(0, os.SEEK_END)
+        if sys.byteorder == "big":
+            data.byteswap()
+        return data.tolist()
 
     def recover(
         self, positions: dict[str, int], ids: Iterator[PassageId], dim: int | None
