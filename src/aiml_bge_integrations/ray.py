@@ -39,7 +39,7 @@ import hashlib
 import os
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 try:
@@ -393,6 +393,8 @@ def embed_dataset(
 
 # -- resumable Parquet: each block embedded and written by the same actor task ----------------
 
+_BLOCKS_IN_FLIGHT = 2
+"""Blocks each ``embed_parquet`` actor holds at once, each of ``rows_per_block / 2`` rows."""
 _PART_PREFIX = "part-"
 _PART_SUFFIX = ".parquet"
 _TEMP_PREFIX = ".writing-"
@@ -525,10 +527,11 @@ def embed_parquet(
     """Read Parquet, embed (``embed_dataset``'s ``options``), write Parquet; resumable by id.
 
     Each block is embedded and written, as one Parquet file in ``output_path``, by the same
-    actor task, and each actor takes one block at a time: a failure or a killed driver loses
-    at most the block each actor was embedding. Run again, it reads the ids already in
-    ``output_path`` and embeds only the others, so each id is written once. The output
-    directory is the checkpoint: there is nothing else to keep or delete.
+    actor task. Each actor holds two blocks at a time, of half ``rows_per_block`` each, so
+    that the next block's requests fill the slots a block's last requests and its write leave
+    idle: a failure or a killed driver loses at most ``rows_per_block`` rows per actor. Run
+    again, it reads the ids already in ``output_path`` and embeds only the others, so each id
+    is written once. The output directory is the checkpoint: there is nothing else to keep.
 
     Conditions: ``id_column`` holds unique ids that never change between runs; ``output_path``
     is on storage every node sees (object storage, or a shared file system; a local path on a
@@ -586,13 +589,17 @@ def _embed_parquet(
             batch_size=None,
             batch_format="pyarrow",
         )
-    # One block handed to each actor at a time: what a failure can lose is that block.
+    # Blocks of a fraction of rows_per_block, that many handed to each actor at once: the
+    # next block's requests fill the slots a block's last requests and its write leave idle,
+    # and a failure still loses at most rows_per_block rows per actor (the blocks it held).
+    in_flight = _BLOCKS_IN_FLIGHT
+    plan = replace(plan, rows_per_block=max(1, -(-plan.rows_per_block // in_flight)))
     done = _map(
         ds,
         plan,
         _BlockWriter,
         extra={"output_path": output_path, "id_column": id_column},
-        tasks_per_actor=1,
+        tasks_per_actor=in_flight,
     )
     embedded = sum(
         int(pc.sum(batch.column("rows")).as_py() or 0)
