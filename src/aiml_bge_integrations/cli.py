@@ -398,8 +398,14 @@ def _dry_run(args: argparse.Namespace) -> int:
         )
     else:
         lines.append("over 512   none")
+    if report.repeated:
+        lines.append(
+            f"repeated   {report.repeated:,} passage(s) repeat an earlier one's text; the run "
+            "writes that vector for them and does not send them"
+        )
     if report.billed_tokens != report.tokens:
-        lines.append(f"billed     {report.billed_tokens:,} tokens after truncation")
+        what = " and without repeats" if report.repeated else ""
+        lines.append(f"billed     {report.billed_tokens:,} tokens after truncation{what}")
     lines += [
         f"requests   {report.requests:,} (batch size {batch_size})",
         f"credits    about {report.credits:,} (estimate: each request max(1, ceil(tokens / 1000)))",

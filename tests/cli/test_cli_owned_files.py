@@ -182,6 +182,10 @@ def test_a_completed_run_run_again_says_so_and_changes_nothing(
     other = write_lines(tmp_path / "other.txt", TEXTS[:3])
     refused = run_cli("embed", other, "-o", out, *FLAGS)
     assert refused.code == cli.EXIT_OUTPUT and "pass --overwrite" in refused.err
+    assert "was made otherwise" in refused.err
+    assert "the input has 3 passages, the output's had 10" in refused.err
+    refused = run_cli("embed", src, "-o", out, *FLAGS, "--long-text", "error")
+    assert "long_text is 'error', the output's was 'truncate'" in refused.err
 
 
 def test_killed_between_the_last_rename_and_its_exit_the_rerun_says_complete(

@@ -21,6 +21,7 @@ from ..errors import InputFileError
 from .sources import InputSource, Passage, PassageId
 
 __all__ = [
+    "DISTINCT_REMEMBERED",
     "DryRunReport",
     "ScanResult",
     "credits_for_request",
@@ -29,10 +30,18 @@ __all__ = [
     "long_text_verdict",
     "run_identity",
     "scan",
+    "text_key",
 ]
 
 _EXAMPLES = 20
 _SCAN_CHUNK = 1024
+DISTINCT_REMEMBERED = 1_000_000
+"""Distinct texts a run (and its dry run) remembers, to send each once (about 100 bytes each)."""
+
+
+def text_key(text: str) -> bytes:
+    """What identifies a passage's text within a run: 16 bytes of its BLAKE2b hash."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 @dataclass
@@ -109,8 +118,10 @@ class DryRunReport:
     """The first few of them, with their token counts."""
     long_text: str = "truncate"
     """The policy the run applies to them: the one asked for with a BGE model, else ``"none"``."""
+    repeated: int = 0
+    """Passages whose text is that of an earlier one: the run does not send them again."""
     requests: int = 0
-    """Requests at the given batch size."""
+    """Requests at the given batch size (repeated passages are not sent)."""
     credits: int = 0
     """Estimated credits: ``credits_for_request`` summed over the planned requests."""
 
@@ -125,8 +136,8 @@ def dry_run(
     """Count BGE tokens for every passage exactly and estimate requests and credits.
 
     Nothing is sent. Batches are planned as the real run plans them (``batch_size``
-    consecutive passages per request), and each planned request is estimated with
-    ``credits_for_request``. The long-text policy is applied as the run applies it, that is
+    consecutive passages per request, a passage that repeats an earlier one's text left
+    out), and each planned request is estimated with ``credits_for_request``. The long-text policy is applied as the run applies it, that is
     only for BGE models (``effective_long_text``).
     """
     from ..tokens import count_tokens_batch
@@ -134,6 +145,7 @@ def dry_run(
     report = DryRunReport(long_text=effective_long_text(model, long_text))
     batch_tokens = 0
     in_batch = 0
+    seen: set[bytes] = set()
     for chunk in _chunks(source.records(), _SCAN_CHUNK):
         counts = count_tokens_batch([p.text for p in chunk])
         for passage, n in zip(chunk, counts, strict=True):
@@ -147,6 +159,12 @@ def dry_run(
                     report.over_examples.append((passage.id, n))
                 if report.long_text == "truncate":
                     billed = BGE_MAX_TOKENS
+            key = text_key(passage.text)
+            if key in seen:
+                report.repeated += 1
+                continue
+            if len(seen) < DISTINCT_REMEMBERED:
+                seen.add(key)
             report.billed_tokens += billed
             batch_tokens += billed
             in_batch += 1
@@ -209,8 +227,13 @@ def run_identity(
     }
 
 
-def difference(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """How two identities differ, each way said for a user (empty when they are the same)."""
+def difference(
+    before: dict[str, Any], now: dict[str, Any], whose: str = "the unfinished run's"
+) -> list[str]:
+    """How two identities differ, each way said for a user (empty when they are the same).
+
+    ``whose`` names the run ``before`` describes, in the messages.
+    """
     said = []
     for key in now:
         old, new = before.get(key), now[key]
@@ -219,7 +242,7 @@ def difference(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
         if key == "fingerprint":
             said.append("the input's contents changed (its SHA-256 fingerprint differs)")
         elif key == "total":
-            said.append(f"the input has {new} passages, the unfinished run's had {old}")
+            said.append(f"the input has {new} passages, {whose} had {old}")
         else:
-            said.append(f"{key} is {new!r}, the unfinished run's was {old!r}")
+            said.append(f"{key} is {new!r}, {whose} was {old!r}")
     return said

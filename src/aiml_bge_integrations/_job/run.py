@@ -8,7 +8,6 @@ readers (``sources``), the plan (``plan``), the sinks (``sinks``) and the checkp
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import time
 import warnings
@@ -26,7 +25,15 @@ from ..client import EmbeddingsClient, Usage
 from ..errors import InputFileError, OutputError, ResumeError
 from .checkpoint import Checkpoint, State, saved_progress, work_dir_for
 from .files import open_file, refuse_link, write_atomic
-from .plan import ScanResult, long_text_verdict, run_identity, scan
+from .plan import (
+    DISTINCT_REMEMBERED,
+    ScanResult,
+    difference,
+    long_text_verdict,
+    run_identity,
+    scan,
+    text_key,
+)
 from .sinks import Sink, ids_sidecar_for, make_sink, output_format_for
 from .sources import InputSource, PassageId, open_source
 
@@ -42,8 +49,6 @@ __all__ = [
 
 MANIFEST_VERSION = 1
 _STATE_SECONDS = 2.0
-_DISTINCT_REMEMBERED = 1_000_000
-"""Distinct texts a run remembers to send each once (about 100 bytes each)."""
 
 
 @dataclass
@@ -157,8 +162,18 @@ def _check_output(spec: JobSpec, output_format: str) -> None:
         raise OutputError(f"cannot write {out}: directory {parent} is not writable")
 
 
-def _exists_error(spec: JobSpec) -> OutputError:
-    return OutputError(f"{spec.output} exists; pass --overwrite to replace it")
+def _exists_error(spec: JobSpec, how: str = "") -> OutputError:
+    return OutputError(f"{spec.output} exists{how}; pass --overwrite to replace it")
+
+
+def _made_otherwise(output: Path, identity: dict[str, Any]) -> str:
+    """How the run that wrote ``output`` (its manifest says) differs from this command."""
+    manifest = read_manifest(output)
+    before = manifest.get("identity") if manifest is not None else None
+    if not isinstance(before, dict):
+        return ""
+    changed = difference(before, identity, whose="the output's")
+    return f" and was made otherwise ({'; '.join(changed)})" if changed else ""
 
 
 def run_job(
@@ -240,7 +255,7 @@ def _run_checked(run: _Run) -> JobResult:
             done = _already_complete(run)
             if done is not None:
                 return done
-            raise _exists_error(spec)
+            raise _exists_error(spec, _made_otherwise(spec.output, run.identity))
         run.checkpoint.clear()
         return _run_locked(run, State(run.identity), resumed=False)
     return _run_locked(run, state, resumed=True)
@@ -336,15 +351,11 @@ def _recover(run: _Run, state: State) -> None:
     state.positions = positions
 
 
-def _text_key(text: str) -> bytes:
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-
-
 def _embed_rest(run: _Run, state: State) -> None:
     """Embed the passages after ``state.done``, appending each batch to the sink in order.
 
     A passage whose text is the same as an earlier one of this run is not sent: its row gets
-    that passage's vector (the first ``_DISTINCT_REMEMBERED`` distinct texts are remembered).
+    that passage's vector (the first ``DISTINCT_REMEMBERED`` distinct texts are remembered).
     """
     source, client, sink, progress = run.source, run.client, run.sink, run.progress
     total = run.scanned.total
@@ -357,9 +368,9 @@ def _embed_rest(run: _Run, state: State) -> None:
     def texts() -> Iterator[str]:
         row = state.done
         for passage in islice(source.records(), state.done, None):
-            key = _text_key(passage.text)
+            key = text_key(passage.text)
             first = seen.get(key, -1)
-            if first < 0 and len(seen) < _DISTINCT_REMEMBERED:
+            if first < 0 and len(seen) < DISTINCT_REMEMBERED:
                 seen[key] = row
             ids.append((passage.id, first))
             row += 1
