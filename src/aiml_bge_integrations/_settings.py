@@ -83,6 +83,7 @@ LONG_TEXT_POLICIES = ("truncate", "error", "none")
 """What the core does with a BGE input over 512 tokens (see README, "Long texts")."""
 
 BGE_MAX_TOKENS = 512
+"""The most tokens a BGE English model reads, [CLS] and [SEP] included."""
 
 KNOWN_DIMENSIONS: dict[str, int] = {
     "BAAI/bge-small-en-v1.5": 384,
@@ -444,7 +445,7 @@ def settings_table() -> str:
             where += ", CLI `--" + s.name.replace("_", "-") + "`"
         cells = [
             f"`{s.name}`",
-            f"`{_type_name(s.type)}`".replace("|", "\\|"),
+            f"`{_type_name(s.type)}`",  # a code span may hold "|": tables do not split there
             default,
             f"`{s.env}`" if s.env else "",
             aliases,
