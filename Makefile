@@ -45,9 +45,11 @@ docs-build: $(STAMP)
 
 test: lint typecheck pytest docs-build
 
-# The manual on http://127.0.0.1:8000, rebuilt on every change.
+# The manual on http://127.0.0.1:8001, rebuilt on every change. Not 8000: that is where the
+# README starts the local server (aiml-bge serve --port 8000). DOCS_ADDR=127.0.0.1:9000 moves it.
+DOCS_ADDR ?= 127.0.0.1:8001
 docs: $(STAMP)
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr $(DOCS_ADDR)
 
 # Build, check and install the wheel into a fresh virtual environment; run the demo and the
 # README's quick starts against it.

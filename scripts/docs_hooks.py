@@ -1,0 +1,49 @@
+"""MkDocs hooks (``hooks:`` in mkdocs.yml): pages whose content is read from the code.
+
+``<!-- code-layout -->`` in a page becomes a table of the package's modules (and
+subpackages), each with the first line of its docstring, read from ``src/`` with ``ast``
+(nothing is imported). The table follows the code as modules are added, split or renamed;
+``tests/test_docs_manual.py`` checks that it names every module.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = ROOT / "src" / "aiml_bge_integrations"
+MARKER = "<!-- code-layout -->"
+
+
+def module_summaries(package_dir: Path = PACKAGE_DIR) -> list[tuple[str, str]]:
+    """(path under the package, first docstring line) for every module, packages as ``name/``."""
+    rows: list[tuple[str, str]] = []
+    for path in sorted(package_dir.rglob("*.py")):
+        relative = path.relative_to(package_dir)
+        if "__pycache__" in relative.parts:
+            continue
+        if path.name == "__init__.py":
+            name = "__init__.py" if relative.parent == Path() else f"{relative.parent.as_posix()}/"
+        else:
+            name = relative.as_posix()
+        docstring = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+        rows.append((name, docstring.strip().split("\n", 1)[0]))
+    return sorted(rows)  # a package's "name/" sorts before its modules
+
+
+def layout_table() -> str:
+    """The Markdown table that replaces the marker."""
+    lines = ["| module | what it is |", "|---|---|"]
+    for name, summary in module_summaries():
+        cell = summary.replace("|", "\\|")
+        lines.append(f"| `{name}` | {cell} |")
+    return "\n".join(lines) + "\n"
+
+
+def on_page_markdown(markdown: str, **kwargs: Any) -> str:
+    """Fill in the code-layout table where a page asks for it."""
+    if MARKER in markdown:
+        markdown = markdown.replace(MARKER, layout_table())
+    return markdown
