@@ -58,7 +58,7 @@ def cli_help(command: str) -> str:
 
     parser = build_parser()
     if command != "-":
-        parser = parser._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
+        parser = parser._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr,index]
     saved = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = HELP_WIDTH  # argparse wraps at the terminal's width
     try:
