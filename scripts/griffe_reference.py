@@ -10,7 +10,8 @@ code itself (the package is imported from ``src/`` next to this file):
 - **defaults as values** in the clients' signatures (``batch_size: int = 128``, not the
   constant's name), and the ``...`` that means "follow the model" shown as such;
 - **no private bases** (``_BaseClient``, a mixin from a private module) in a class's bases;
-- docstring prose made Markdown: reST ``Title::`` blocks become code blocks, LangChain's
+- docstring prose made Markdown: reST ``Title::`` blocks become code blocks (and roles such
+  as ``:class:`Name``` code spans), LangChain's
   "Key init args" entries become lists, and ````Name```` of a documented public name
   becomes a link to it.
 
@@ -322,7 +323,13 @@ class ReferenceExtension(griffe.Extension):
             if isinstance(obj, griffe.Attribute) and "instance-attribute" in obj.labels:
                 obj.value = None  # computed in __init__ (``values["model"]``): noise
             if obj.docstring is not None:
-                text = _fence_literals(obj.docstring.value)
+                # reST roles (:class:`Name`) as the plain code spans that get linked below.
+                text = re.sub(
+                    r":(?:class|func|meth|attr|exc|mod):`~?([\w.]+)`",
+                    r"``\1``",
+                    obj.docstring.value,
+                )
+                text = _fence_literals(text)
                 text = _key_init_args_as_lists(text)
                 text = _link_public_names(text, targets, obj.path)
                 obj.docstring.value = _link_docs_pages(text)
