@@ -24,6 +24,9 @@ pytest.importorskip("mkdocstrings")
 
 from aiml_bge_integrations._settings import SETTINGS
 
+# One worker builds the site once for every test here (pytest-xdist, --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("docs-site")
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "aiml_bge_integrations"
 
