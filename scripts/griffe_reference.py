@@ -20,10 +20,13 @@ code itself (the package is imported from ``src/`` next to this file):
 
 from __future__ import annotations
 
+import functools
 import importlib
+import operator
 import re
 import sys
 import textwrap
+import types
 from pathlib import Path
 from typing import Any
 
@@ -110,10 +113,37 @@ def _listing(rows: list[tuple[str, str, str, str]]) -> str:
     )
 
 
+def runtime_hints(cls: type) -> dict[str, Any]:
+    """``cls.__init__``'s type hints, a generic base's type variables filled in for ``cls``.
+
+    The clients share one ``__init__`` in a generic base (``http_client: _Http | None``);
+    each client's own base says what ``_Http`` is (``httpx.Client``).
+    """
+    import typing
+
+    hints = typing.get_type_hints(cls.__init__)  # type: ignore[misc]
+    bound: dict[Any, Any] = {}
+    for base in getattr(cls, "__orig_bases__", ()):
+        origin = typing.get_origin(base)
+        params = getattr(origin, "__parameters__", ())
+        bound.update(zip(params, typing.get_args(base), strict=False))
+    if not bound:
+        return hints
+
+    def fill(tp: Any) -> Any:
+        if tp in bound:
+            return bound[tp]
+        args = typing.get_args(tp)
+        if args and typing.get_origin(tp) in (typing.Union, types.UnionType):
+            return functools.reduce(operator.or_, [fill(a) for a in args])
+        return tp
+
+    return {name: fill(tp) for name, tp in hints.items()}
+
+
 def client_settings_table(cls: type) -> str:
     """The settings a core client takes, from ``SETTINGS`` and its signature's other objects."""
     import inspect
-    import typing
 
     settings = _settings()
     rows = [
@@ -121,7 +151,7 @@ def client_settings_table(cls: type) -> str:
         for s in settings.SETTINGS
         if "client" in s.surfaces
     ]
-    hints = typing.get_type_hints(cls.__init__)  # type: ignore[misc]
+    hints = runtime_hints(cls)
     for name in inspect.signature(cls).parameters:
         if name not in settings.SETTINGS_BY_NAME:
             doc = _INJECTED.get(name, "")
@@ -304,7 +334,7 @@ class ReferenceExtension(griffe.Extension):
                 "**Settings** (keyword-only)\n\n" + client_settings_table(getattr(package, name)),
             )
             if isinstance(cls, griffe.Class):
-                self._values_in_signature(cls)
+                self._values_in_signature(cls, getattr(package, name))
         for path, surface in ADAPTERS.items():
             module_name, cls_name = path.rsplit(".", 1)
             try:
@@ -335,14 +365,24 @@ class ReferenceExtension(griffe.Extension):
                 obj.docstring.value = _link_docs_pages(text)
 
     @staticmethod
-    def _values_in_signature(cls: griffe.Class) -> None:
+    def _values_in_signature(cls: griffe.Class, runtime: type) -> None:
+        """The client's own copy of ``__init__`` (it may be a shared base's), with values."""
+        import copy
+
         settings = _settings()
-        init = cls.members.get("__init__")
-        if not isinstance(init, griffe.Function):
+        init = cls.all_members.get("__init__")
+        target = init.final_target if isinstance(init, griffe.Alias) else init
+        if not isinstance(target, griffe.Function):
             return
-        for param in init.parameters:
+        own = copy.copy(target)
+        own.parameters = griffe.Parameters(*(copy.copy(p) for p in target.parameters))
+        cls.set_member("__init__", own)
+        hints = runtime_hints(runtime)
+        for param in own.parameters:
             setting = settings.SETTINGS_BY_NAME.get(param.name)
             if setting is None:
+                if param.name in hints:  # the objects a caller passes in: their real types
+                    param.annotation = type_text(hints[param.name])
                 continue
             if setting.default is settings.FROM_MODEL:
                 param.annotation = type_text(setting.type)

@@ -53,6 +53,7 @@ BAD: dict[str, list[Any]] = {
     "adaptive_concurrency": ["no", 0, None],
     "requests_per_minute": [0, -5.0, "60", True],
     "tokens_per_minute": [0, "1000", False],
+    "max_response_bytes": [0, -1, "1000", True, 1.5],
     "show_progress": ["yes", 1, None],
 }
 """Bad values for every setting (a new setting must add its own here)."""
@@ -73,6 +74,7 @@ GOOD: dict[str, Any] = {
     "adaptive_concurrency": False,
     "requests_per_minute": 120,
     "tokens_per_minute": 5000.5,
+    "max_response_bytes": 50_000_000,
     "show_progress": False,
 }
 """One good non-default value for every setting but the key."""

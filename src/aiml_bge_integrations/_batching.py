@@ -22,7 +22,6 @@ __all__ = [
     "check_texts",
     "effective_long_text",
     "iter_checked_chunks",
-    "plan_batches",
 ]
 
 _MAX_NAMED = 20
@@ -154,13 +153,6 @@ def apply_long_text_policy(texts: list[str], model: str, policy: str, offset: in
         stacklevel=4,
     )
     return result.texts
-
-
-def plan_batches(count: int, batch_size: int) -> list[tuple[int, int]]:
-    """``(start, stop)`` slices covering ``range(count)`` in order, each at most ``batch_size`` long."""
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
-    return [(s, min(s + batch_size, count)) for s in range(0, count, batch_size)]
 
 
 class RequestPlan:

@@ -381,6 +381,15 @@ SETTINGS: tuple[Setting, ...] = (
         cli_type=float,
     ),
     Setting(
+        "max_response_bytes",
+        int | None,
+        None,
+        "The most bytes read of one reply (None: derived from each request, from its inputs, "
+        "the model's dimension and the encoding; a larger reply is a ResponseTooLargeError).",
+        _optional(int_at_least(1)),
+        cli_type=int,
+    ),
+    Setting(
         "show_progress",
         bool,
         False,

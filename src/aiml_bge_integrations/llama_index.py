@@ -204,6 +204,7 @@ class AimlBgeEmbedding(AdapterMixin, BaseEmbedding):
     allow_insecure_http: bool = _frozen("allow_insecure_http")
     requests_per_minute: float | None = _frozen("requests_per_minute")
     tokens_per_minute: float | None = _frozen("tokens_per_minute")
+    max_response_bytes: int | None = _frozen("max_response_bytes")
     http_client: SkipJsonSchema[httpx.Client | None] = Field(
         default=None,
         exclude=True,

@@ -267,12 +267,10 @@ def test_empty_input_and_blank_text(embed: AimlBgeEmbedding, local_server: Any) 
     assert local_server.stats.requests == 0
 
 
-def test_no_retry_layer_of_its_own(
-    make_server: Callable[..., Any], make_embed: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("aiml_bge_integrations.client._sleep", lambda seconds: None)
+def test_no_retry_layer_of_its_own(make_server: Callable[..., Any], make_embed: Any) -> None:
     server = make_server(faults=FaultConfig(script=["503", "503", "503", "503"]))
     embed = make_embed(server, max_retries=2)
+    embed.client.retry_policy.sleep = lambda seconds: None  # the core's public seam
     with pytest.raises(Exception, match="gave up after 2 retries"):
         embed.get_text_embedding("hello")
     # One attempt plus the core's two retries: nothing multiplies them.
