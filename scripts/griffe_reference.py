@@ -101,7 +101,12 @@ def _default_text(setting: Any) -> str:
 
 
 def _aliases_text(setting: Any, surface: str | None) -> str:
-    names = [alias for alias, where in setting.aliases.items() if surface in (None, where)]
+    """The peers' names an adapter takes for the setting (the core clients take none)."""
+    aliases = setting.aliases
+    if isinstance(aliases, dict):  # alias -> the one surface that takes it
+        names = [alias for alias, where in aliases.items() if where == surface]
+    else:  # every adapter takes them
+        names = list(aliases) if surface in ("langchain", "llama_index") else []
     return " Also accepted as " + ", ".join(f"`{n}`" for n in names) + "." if names else ""
 
 
@@ -147,7 +152,12 @@ def client_settings_table(cls: type) -> str:
 
     settings = _settings()
     rows = [
-        (s.name, _code(type_text(s.type)), _default_text(s), _cell(s.doc) + _aliases_text(s, "-"))
+        (
+            s.name,
+            _code(type_text(s.type)),
+            _default_text(s),
+            _cell(s.doc) + _aliases_text(s, "client"),
+        )
         for s in settings.SETTINGS
         if "client" in s.surfaces
     ]
