@@ -227,7 +227,7 @@ def test_numbers_pass_however_the_reply_is_spelled() -> None:
     vectors = [[rng.uniform(-1, 1) for _ in range(8)] for _ in range(5)]
     vectors[1] = [0, 1, 0, 2, 0, 0, 0, 3]  # whole numbers only: made floats
     vectors[2][0] = 0  # a leading whole number: the vector is made floats
-    vectors[3] = [1e-7, -2.5e3, 1e300, -0.0, 5e-324, 0.1, 2.0, -1]
+    vectors[3] = [1e-7, -2.5e3, 1e30, -0.0, 5e-324, 0.1, 2.0, -1]
     doc = {"object": "list", "data": [item(i, v) for i, v in enumerate(vectors)]}
     doc["model"] = "BAAI/bge-base-en-v1.5"
     doc["usage"] = {"prompt_tokens": 7, "total_tokens": 7}
@@ -452,3 +452,31 @@ def test_fast_base64_decoder_agrees_with_the_standard_library() -> None:
         with pytest.raises(ValueError):
             _wire._b64decode(bad, validate=True)
     assert issubclass(binascii.Error, ValueError)
+
+
+# -- every vector finite and within float32 ------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_base64_nan_or_infinity_is_refused(value: float) -> None:
+    import struct
+
+    vector = base64.b64encode(struct.pack("<3f", 0.5, value, 1.0)).decode()
+    content = orjson.dumps({"data": [{"index": 0, "embedding": vector}]})
+    with pytest.raises(WireError, match="finite float32"):
+        parse_embeddings_response(content, 1)
+
+
+@pytest.mark.parametrize(
+    "text", ["1e39", "-3.5e38", "1E+39", "340282366920938463463374607431768211456000"]
+)
+def test_a_json_number_beyond_float32_is_refused(text: str) -> None:
+    content = b'{"data": [{"index": 0, "embedding": [0.25, ' + text.encode() + b"]}]}"
+    with pytest.raises(WireError, match="finite float32"):
+        parse_embeddings_response(content, 1)
+
+
+def test_the_largest_float32_values_pass() -> None:
+    top = 3.4028234663852886e38
+    content = orjson.dumps({"data": [{"index": 0, "embedding": [top, -top, top]}]})
+    assert parse_embeddings_response(content, 1).vectors == [[top, -top, top]]
