@@ -185,7 +185,12 @@ class BoundedBody:
         self._parts: list[bytes] = []
         self._size = 0
         declared = response.headers.get("content-length", "")
-        if not self._cut and declared.isdigit() and int(declared) > self._limit:
+        if (
+            not self._cut
+            and declared.isascii()
+            and declared.isdigit()
+            and int(declared) > self._limit
+        ):
             raise self._too_large()
         self._check_time()
 
