@@ -395,9 +395,11 @@ async def _embeddings(request: Request) -> Response:
     try:
         if workers is not None:
             await state.queue.acquire(workers)
+        stats.start_serving()
         try:
             return await _admitted(request, state, dialect, ctx, common, finish)
         finally:
+            stats.stop_serving()
             if workers is not None:
                 state.queue.release(state.config.workers)
     finally:
