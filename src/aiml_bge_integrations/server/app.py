@@ -527,7 +527,12 @@ async def _models(request: Request) -> Response:
         problem = _auth_problem(request, state.config, dialect, ctx)
         if problem is not None:
             return _reply(problem)
-    return _json(dialect.models_body(state.config.served_models))
+    config = state.config
+    return _json(dialect.models_body(config.served_models, _max_input_length(config)))
+
+
+def _max_input_length(config: ServerConfig) -> int:
+    return config.max_tokens_per_item or BGE_MAX_TOKENS
 
 
 async def _info(request: Request) -> Response:
@@ -540,8 +545,9 @@ async def _info(request: Request) -> Response:
             "model_sha": None,
             "model_dtype": "float32",
             "model_type": {"embedding": {"pooling": "cls"}},
-            "max_concurrent_requests": config.max_concurrent_requests,
-            "max_input_length": BGE_MAX_TOKENS,
+            "served_model_name": config.served_models[0] if config.served_models else DEFAULT_MODEL,
+            "max_concurrent_requests": config.max_concurrent_requests or config.max_connections,
+            "max_input_length": _max_input_length(config),
             "max_batch_tokens": None,
             "max_batch_requests": None,
             "max_client_batch_size": dialect.max_items(config),

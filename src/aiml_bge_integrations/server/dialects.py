@@ -435,8 +435,9 @@ class Dialect:
         """Headers on every reply of ``/v1/embeddings``, success or error."""
         return {}
 
-    def models_body(self, models: Sequence[str]) -> dict[str, Any]:
-        """The ``GET /v1/models`` body."""
+    def models_body(self, models: Sequence[str], max_input_length: int = 512) -> dict[str, Any]:
+        """The ``GET /v1/models`` body (``max_input_length``: tokens per input, for servers
+        that publish it)."""
         created = int(time.time())
         data = [
             {"id": m, "object": "model", "created": created, "owned_by": self.owned_by}
@@ -538,7 +539,7 @@ class AimlDialect(Dialect):
     def reply_headers(self, request_id: str) -> dict[str, str]:
         return {"x-inference-id": request_id}
 
-    def models_body(self, models: Sequence[str]) -> dict[str, Any]:
+    def models_body(self, models: Sequence[str], max_input_length: int = 512) -> dict[str, Any]:
         return {
             "object": "list",
             "data": [{"id": m, "object": "model", "type": "embedding"} for m in models],
