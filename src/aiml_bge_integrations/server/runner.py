@@ -354,6 +354,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--requests-per-minute", type=int, metavar="N")
     p.add_argument(
+        "--free-tier-requests-per-hour",
+        type=int,
+        metavar="N",
+        help="answer as the AI/ML API free tier: after N requests in an hour, 429 "
+        '"You\'ve reached your free limit for the hour"',
+    )
+    p.add_argument(
         "--retry-after-on-limit", type=float, metavar="S", help="send Retry-After: S on limit 429s"
     )
     p.add_argument(
@@ -431,6 +438,7 @@ def _config_from_args(args: argparse.Namespace, api_key: str | None) -> ServerCo
         max_concurrent_requests=args.max_concurrent_requests,
         workers=args.workers,
         requests_per_minute=args.requests_per_minute,
+        free_tier_requests_per_hour=args.free_tier_requests_per_hour,
         retry_after_on_limit=args.retry_after_on_limit,
         max_body_bytes=args.max_body_bytes,
         max_items_per_request=args.max_items_per_request,
