@@ -57,3 +57,30 @@ def test_infinity_models_have_infinitys_fields(server_factory: Factory) -> None:
         "batch_size",
     }
     assert card["capabilities"] == ["embed"]
+
+
+def test_a_token_budget_is_published_and_applied(server_factory: Factory) -> None:
+    server = server_factory(dialect="tei", max_batch_tokens=20)
+    texts = ["word " * 8, "word " * 8]  # 10 tokens each
+    with server.client() as client:
+        info = client.get(server.root_url + "/info").json()
+        fits = client.post("/embeddings", json={"input": texts})
+        over = client.post("/embeddings", json={"input": [*texts, "word"]})
+    assert info["max_batch_tokens"] == 20
+    assert fits.status_code == 200 and fits.json()["usage"]["prompt_tokens"] == 20
+    assert over.status_code == 413
+    assert over.json()["message"] == "too many tokens in one request: 23 > maximum 20"
+
+
+def test_without_a_budget_tei_publishes_its_default_and_refuses_nothing(
+    server_factory: Factory,
+) -> None:
+    tei = server_factory(dialect="tei")
+    aiml = server_factory()
+    with tei.client() as client:
+        assert client.get(tei.root_url + "/info").json()["max_batch_tokens"] == 16384
+        many = client.post("/embeddings", json={"input": ["word " * 600] * 32})
+    assert many.status_code == 200
+    assert many.json()["usage"]["prompt_tokens"] == 32 * 602 > 16384
+    with aiml.client() as client:
+        assert client.get(aiml.root_url + "/info").json()["max_batch_tokens"] is None

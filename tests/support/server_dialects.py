@@ -228,6 +228,8 @@ class TeiDialect(Dialect):
     input_type_field = "prompt_name"
     input_types: ClassVar[Mapping[str, str]] = {"query": "query: ", "passage": "passage: "}
     default_max_items = 32
+    default_max_batch_tokens = 16384
+    """TEI's default ``--max-batch-tokens``, published at ``GET /info``."""
     """TEI's default ``--max-client-batch-size``; ``max_items_per_request``, when set, replaces it."""
 
     def render(self, p: Problem, ctx: Context) -> Reply:

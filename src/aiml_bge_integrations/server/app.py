@@ -13,12 +13,12 @@ Routes::
 
 A ``POST /v1/embeddings`` goes through, in order: auth (401), a declared body size
 (``Content-Length``) over the limit (413), the free-tier hourly quota, the per-minute and
-concurrency limits (429), the
-worker queue, the body size counted while it is read (413), validation (400/422), the model
-(404), the item count (413), item characters (400), the side's prefix where the dialect
-takes an input type, item tokens (dialect's refusal, or truncation), then fault
-injection and the stand-in embedding; the reply leaves ``latency`` seconds after the request
-was admitted (the stand-in's own work counts inside that time, as a real model's would). Every reply carries
+concurrency limits (429), the worker queue, the body size counted while it is read (413),
+validation (400/422), the model (404), the item count (413), item characters (400), the
+side's prefix where the dialect takes an input type, item tokens (dialect's refusal, or
+truncation), the request's tokens (413), then fault injection and the stand-in embedding;
+the reply leaves ``latency`` seconds after the request was admitted (the stand-in's own work
+counts inside that time, as a real model's would). Every reply carries
 ``x-aiml-bge-backend: hashing-stand-in``: the vectors are not the real model's.
 
 Credits (AI/ML dialect): ``credits_for(tokens) = max(1, ceil(tokens / 1000))`` and
@@ -161,6 +161,11 @@ class ServerConfig:
     when the server starts."""
     max_tokens_per_item: int | None = None
     """Most BGE tokens per input; longer gets the dialect's over-long error (or is cut)."""
+    max_batch_tokens: int | None = None
+    """Most tokens in one request, all inputs together (as counted, after any truncation);
+    more gets 413 naming the limit, and ``GET /info`` publishes it as TEI's
+    ``max_batch_tokens``. ``None``: no limit (``/info`` then shows the dialect's
+    ``default_max_batch_tokens``: TEI's 16,384, which TEI uses to batch, not to refuse)."""
     faults: FaultConfig | None = None
     """Faults to inject into otherwise healthy replies."""
 
@@ -180,6 +185,7 @@ class ServerConfig:
             "max_chars_per_item",
             "max_tokens_per_item",
             "max_connections",
+            "max_batch_tokens",
         ):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -481,6 +487,8 @@ async def _admitted(
         if dialect.truncates_long_inputs:
             counts = [min(n, cap) for n in counts]
     tokens = sum(counts)
+    if config.max_batch_tokens is not None and tokens > config.max_batch_tokens:
+        return finish(dialect.too_many_batch_tokens(tokens, config.max_batch_tokens, ctx))
     credits = credits_for(tokens)
     stats.count_accepted(len(texts), tokens, credits)
 
@@ -581,7 +589,7 @@ async def _info(request: Request) -> Response:
             "served_model_name": config.served_models[0] if config.served_models else DEFAULT_MODEL,
             "max_concurrent_requests": config.max_concurrent_requests or config.max_connections,
             "max_input_length": _max_input_length(config),
-            "max_batch_tokens": None,
+            "max_batch_tokens": config.max_batch_tokens or dialect.default_max_batch_tokens,
             "max_batch_requests": None,
             "max_client_batch_size": dialect.max_items(config),
             "auto_truncate": config.max_tokens_per_item is None or dialect.truncates_long_inputs,

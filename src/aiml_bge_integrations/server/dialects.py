@@ -318,6 +318,9 @@ class Dialect:
     default_max_items: ClassVar[int] = 2048
     """Most inputs per request when ``max_items_per_request`` is ``None``: the OpenAI API's
     limit, which infinity shares."""
+    default_max_batch_tokens: ClassVar[int | None] = None
+    """What ``GET /info`` publishes as ``max_batch_tokens`` when ``ServerConfig.max_batch_tokens``
+    is ``None`` (nothing is refused then)."""
     default_max_chars: ClassVar[int] = 100_000
     """Most characters per input when ``max_chars_per_item`` is ``None``: far above any text
     that fits 512 (or 8,192) tokens, low enough that counting one input's tokens stays cheap."""
@@ -422,6 +425,11 @@ class Dialect:
         """The reply to an input over ``max_tokens_per_item`` (dialects that refuse it)."""
         message = f"input[{index}] has {n} tokens; at most {limit} are allowed"
         return self.error(400, message, ctx, type="invalid_request_error", param="input")
+
+    def too_many_batch_tokens(self, n: int, limit: int, ctx: Context) -> Reply:
+        """The reply to a request over ``max_batch_tokens`` in all (413, naming the limit)."""
+        message = f"too many tokens in one request: {n} > maximum {limit}"
+        return self.error(413, message, ctx, type="invalid_request_error", param="input")
 
     def server_error(self, status: int, ctx: Context) -> Reply:
         """An injected 500, 502, 503 or 504."""

@@ -390,6 +390,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-tokens-per-item", type=int, metavar="N")
     p.add_argument(
+        "--max-batch-tokens",
+        type=int,
+        metavar="N",
+        help="most tokens in one request, all inputs together; more gets 413 (default: no limit)",
+    )
+    p.add_argument(
         "--fault-rate",
         type=_fault_rate,
         action="append",
@@ -444,6 +450,7 @@ def _config_from_args(args: argparse.Namespace, api_key: str | None) -> ServerCo
         max_items_per_request=args.max_items_per_request,
         max_chars_per_item=args.max_chars_per_item,
         max_tokens_per_item=args.max_tokens_per_item,
+        max_batch_tokens=args.max_batch_tokens,
         max_connections=args.max_connections,
         faults=faults,
         **extra,
