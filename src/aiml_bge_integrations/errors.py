@@ -152,6 +152,8 @@ class ResponseTooLargeError(ResponseValidationError):
     def __init__(self, message: str, *, limit: int, request_id: str | None = None) -> None:
         super().__init__(message, request_id=request_id)
         self.limit = limit
+
+
 # -- the corpus job (``aiml-bge embed`` and the Ray job) -------------------------------------
 
 
