@@ -57,7 +57,7 @@ class Send:
     timeout: float
     """Seconds the request may take, from sending to the reply's last byte."""
     limit: int
-    """The most bytes a 200 reply may have (an error reply is cut at ``ERROR_BODY_LIMIT``)."""
+    """The most bytes a 200 reply may have (an error reply is cut at ``error_body_limit``)."""
     after: int | None = None
     """Take a slot only once the gate has seen more successes than this (see ``Tries.after``)."""
 

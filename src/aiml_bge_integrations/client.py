@@ -1,8 +1,8 @@
 """The request core: ``EmbeddingsClient`` and ``AsyncEmbeddingsClient`` over httpx.
 
-This is the only module that does network I/O. The request loop is written once, in
-``_engine`` (a generator of wait / send steps that does no I/O); every decision it takes comes
-from the pure modules. The two clients here only drive it: the sync one sends and waits on
+This module and its I/O parts in ``_transport`` are the only ones that do network I/O. The
+request loop is written once, in ``_engine`` (a generator of wait / send steps that does no
+I/O); every decision it takes comes from the pure modules. The two clients here only drive it: the sync one sends and waits on
 threads, the async one awaits on event loops. Both read a reply within bounds of size and
 time derived from its request.
 """
@@ -154,9 +154,7 @@ class _BaseClient(Generic[_Http]):
         self._injected_limiter = rate_limiter
         self._closed = False
         self._usage = UsageCounter()
-        ctx = Context(
-            self.model, self.base_url, self._key, self.timeout, expected_dimension(self.model)
-        )
+        ctx = Context(self.model, self.base_url, self._key, expected_dimension(self.model))
         self._engine = Engine(
             ctx,
             batch_size=self.batch_size,
@@ -263,6 +261,7 @@ class _BaseClient(Generic[_Http]):
         return call
 
     def _stop_calls(self) -> None:
+        self._this_process()  # a forked child closes what is its own, never its parent's
         self._closed = True
         for stop in list(self._live_calls):
             stop.set()
