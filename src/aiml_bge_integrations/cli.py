@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import getpass
+import importlib.util
 import logging
 import math
 import os
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
-from ._models import missing_key_message
+from ._models import _is_aimlapi, missing_key_message
 from ._settings import (
     API_KEY_ENV,
     BASE_URL_ENV,
@@ -410,14 +411,40 @@ def _dry_run(args: argparse.Namespace) -> int:
     if report.billed_tokens != report.tokens:
         what = " and without repeats" if report.repeated else ""
         lines.append(f"billed     {report.billed_tokens:,} tokens after truncation{what}")
-    lines += [
-        f"requests   {report.requests:,} (batch size {batch_size})",
-        f"credits    about {report.credits:,} (estimate: each request max(1, ceil(tokens / 1000)))",
-    ]
+    base_url = args.base_url or env_default("base_url")
+    credits = (
+        f"about {report.credits:,} (estimate: each request max(1, ceil(tokens / 1000)))"
+        if _is_aimlapi(base_url)
+        else f"no credits ({base_url} is not the AI/ML API)"
+    )
+    lines += [f"requests   {report.requests:,} (batch size {batch_size})", f"credits    {credits}"]
     if args.output is not None:
         lines.append(f"output     {args.output} (not written)")
     print("\n".join(lines))
+    if args.output is not None:
+        _check_output_needs(Path(args.output), args.output_format)
     return EXIT_OK if not (report.over_limit and report.long_text == "error") else EXIT_INPUT
+
+
+def _check_output_needs(output: Path, output_format: str) -> None:
+    """What the real run needs to write ``output``: its library, a directory it can write."""
+    from ._job import output_format_for
+
+    try:
+        fmt = output_format_for(output) if output_format == "auto" else output_format
+    except ValueError as err:
+        raise _Failure(EXIT_USAGE, str(err)) from None
+    if fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:
+        raise _Failure(
+            EXIT_OUTPUT,
+            "the run would fail: Parquet output needs pyarrow: "
+            "pip install 'aiml-bge-integrations[parquet]'",
+        )
+    folder = output.parent if str(output.parent) else Path(".")
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise _Failure(
+            EXIT_OUTPUT, f"the run would fail: cannot write in {folder} (not a writable directory)"
+        )
 
 
 class _ProgressBar:

@@ -157,3 +157,35 @@ def test_the_dry_run_predicts_the_run(
     else:
         assert "sent as they are" in over
         assert "billed" not in dry.out  # every token is sent, as the run sends it
+
+
+def test_the_dry_run_says_no_credits_for_a_server_other_than_the_aiml_api(
+    run_cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = write_lines(tmp_path / "one.txt", ["Laura is a DJ."])
+    monkeypatch.delenv("AIMLAPI_BASE_URL", raising=False)
+    result = run_cli("embed", src, "--dry-run", "--base-url", "http://127.0.0.1:8080/v1")
+    assert result.code == 0, result.err
+    assert field(result.out, "credits").startswith("no credits (http://127.0.0.1:8080/v1 is not")
+    monkeypatch.setenv("AIMLAPI_BASE_URL", "http://localhost:7997")
+    assert field(run_cli("embed", src, "--dry-run").out, "credits").startswith("no credits")
+
+
+def test_the_dry_run_checks_what_the_output_needs(
+    run_cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    src = write_lines(tmp_path / "one.txt", ["Laura is a DJ."])
+    ok = run_cli("embed", src, "--dry-run", "-o", tmp_path / "out.jsonl")
+    assert ok.code == 0, ok.err
+    missing = run_cli("embed", src, "--dry-run", "-o", tmp_path / "no" / "such" / "out.jsonl")
+    assert missing.code == cli.EXIT_OUTPUT and "cannot write in" in missing.err
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "pyarrow" else real_find_spec(name, *a),
+    )
+    parquet = run_cli("embed", src, "--dry-run", "-o", tmp_path / "out.parquet")
+    assert parquet.code == cli.EXIT_OUTPUT and "needs pyarrow" in parquet.err
