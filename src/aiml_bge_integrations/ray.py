@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import os
 import uuid
 from collections.abc import Mapping
@@ -329,19 +330,32 @@ def _map(
     *,
     extra: Mapping[str, Any] | None = None,
     tasks_per_actor: int | None = None,
+    calls_per_actor: int | None = None,
 ) -> ray.data.Dataset:
     # Blocks cut (streaming, no shuffle) to the plan's size, on a pool of the plan's actors.
-    # ``tasks_per_actor`` None is Ray Data's default of blocks handed to an actor at once.
+    # ``tasks_per_actor`` None is Ray Data's default of blocks handed to an actor at once;
+    # ``calls_per_actor`` is how many of those run at once (Ray Data's default: one task at
+    # a time, its async batches run together), where this Ray Data can be told.
+    strategy: dict[str, Any] = {
+        "size": plan.actors,
+        "max_tasks_in_flight_per_actor": tasks_per_actor,
+    }
+    if calls_per_actor is not None and _ACTOR_CALLS_SETTABLE:
+        strategy["max_concurrent_calls_per_actor"] = calls_per_actor
     return ds.repartition(target_num_rows_per_block=plan.rows_per_block).map_batches(
         map_class,
         fn_constructor_kwargs={**plan.constructor, **(extra or {})},
         batch_size=None,
         batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(
-            size=plan.actors, max_tasks_in_flight_per_actor=tasks_per_actor
-        ),
+        compute=ray.data.ActorPoolStrategy(**strategy),
         num_cpus=plan.num_cpus,
     )
+
+
+_ACTOR_CALLS_SETTABLE = (
+    "max_concurrent_calls_per_actor" in inspect.signature(ray.data.ActorPoolStrategy).parameters
+)
+"""Whether this Ray Data lets a pool run several tasks of one actor at once (Ray 2.5x on)."""
 
 
 def embed_dataset(
@@ -589,9 +603,10 @@ def _embed_parquet(
             batch_size=None,
             batch_format="pyarrow",
         )
-    # Blocks of a fraction of rows_per_block, that many handed to each actor at once: the
-    # next block's requests fill the slots a block's last requests and its write leave idle,
-    # and a failure still loses at most rows_per_block rows per actor (the blocks it held).
+    # Blocks of a fraction of rows_per_block, that many handed to each actor and run at once
+    # on its event loop: the next block's requests fill the slots a block's last requests
+    # and its write leave idle, and a failure still loses at most rows_per_block rows per
+    # actor (the blocks it held).
     in_flight = _BLOCKS_IN_FLIGHT
     plan = replace(plan, rows_per_block=max(1, -(-plan.rows_per_block // in_flight)))
     done = _map(
@@ -600,6 +615,7 @@ def _embed_parquet(
         _BlockWriter,
         extra={"output_path": output_path, "id_column": id_column},
         tasks_per_actor=in_flight,
+        calls_per_actor=in_flight,
     )
     embedded = sum(
         int(pc.sum(batch.column("rows")).as_py() or 0)
