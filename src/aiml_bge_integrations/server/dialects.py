@@ -16,6 +16,9 @@ API this way (``tests/support/server_dialects.py`` in the source tree, not in th
 The server's own limits keep their statuses in every dialect (``max_body_bytes`` 413,
 ``max_items_per_request`` 413, ``max_chars_per_item`` 400, concurrency and rate 429); a
 dialect changes the envelope, and the statuses where a real server checks something itself.
+A limit left at ``None`` in ``ServerConfig`` takes the dialect's default
+(``default_max_body_bytes``, ``default_max_items``, ``default_max_chars``), as each real server
+has its own.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import orjson
 from .._settings import DEFAULT_MODEL
 
 __all__ = [
+    "FREE_TIER_MESSAGE",
     "AimlDialect",
     "BadRequest",
     "Context",
@@ -47,6 +51,13 @@ __all__ = [
 ]
 
 _JSON = "application/json"
+
+FREE_TIER_MESSAGE = (
+    "Free-tier limit: You've reached your free limit for the hour. Get AI/ML Subscription to "
+    "use API, visit https://aimlapi.com/app/billing/ !"
+)
+"""The AI/ML API free tier's 429 message, as the vendor's documentation gives it (no
+``Retry-After``)."""
 
 _PHRASES = {
     400: "Bad Request",
@@ -109,6 +120,9 @@ class EmbeddingRequest:
     """Whether ``input`` was a string rather than a list."""
     encoding_format: str
     """``"float"`` or ``"base64"``."""
+    input_type: str | None = None
+    """The side the client named (``Dialect.input_type_field``), where the dialect takes one;
+    ``None`` when it was not sent or the dialect has no such field."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +131,8 @@ class BadRequest:
 
     ``reason`` is one of ``invalid_json``, ``not_object``, ``model_missing``, ``model_type``,
     ``input_missing``, ``input_empty_string``, ``input_empty_list``, ``input_type``,
-    ``input_item_type``, ``encoding_format``.
+    ``input_item_type``, ``encoding_format``, ``unknown_input_type`` (a side the dialect does
+    not know, in ``Dialect.input_type_field``).
     """
 
     reason: str
@@ -135,6 +150,8 @@ class ModelSettings(Protocol):
     served_models: list[str]
     retired_models: list[str]
     max_items_per_request: int | None
+    max_body_bytes: int | None
+    max_chars_per_item: int | None
 
 
 # --------------------------------------------------------------------------- parsing
@@ -236,7 +253,19 @@ def parse_request(raw: bytes, dialect: Dialect) -> EmbeddingRequest | BadRequest
         return BadRequest(
             "encoding_format", "encoding_format", detail, expected, _preview(fmt), value=fmt
         )
-    return EmbeddingRequest(model, list(texts), isinstance(inp, str), encoding)
+    side: str | None = None
+    field_name = dialect.input_type_field
+    if dialect.input_types and doc.get(field_name) is not None:
+        side = doc[field_name]
+        if not isinstance(side, str) or side not in dialect.input_types:
+            known = " | ".join(f'"{name}"' for name in dialect.input_types)
+            detail = f"'{field_name}' must be one of {known}"
+            return BadRequest(
+                "unknown_input_type", field_name, detail, known, _preview(side), value=side
+            )
+    elif dialect.input_types:
+        side = dialect.default_input_type
+    return EmbeddingRequest(model, list(texts), isinstance(inp, str), encoding, side)
 
 
 # --------------------------------------------------------------------------- base
@@ -273,6 +302,28 @@ class Dialect:
     """Whether a valid ``X-Client-Request-Id`` comes back as ``x-client-request-id``."""
     owned_by: ClassVar[str] = "system"
     """``owned_by`` of each model in ``GET /v1/models``."""
+    serves_deprecation_feed: ClassVar[bool] = False
+    """Whether ``GET /v1/models/deprecations`` answers (the AI/ML API's feed) or is a 404."""
+    input_type_field: ClassVar[str] = "input_type"
+    """The request field that names the side (NIM's and Cohere's ``input_type``, TEI's
+    ``prompt_name``); read only where ``input_types`` is not empty."""
+    input_types: ClassVar[Mapping[str, str]] = {}
+    """The sides the server takes, each with the prefix it adds to every input before
+    embedding and counting (as servers that add a model's prompts themselves do); empty: the
+    field is not read (unknown fields are ignored)."""
+    default_input_type: ClassVar[str | None] = None
+    """The side of a request that names none (``None``: no prefix)."""
+    default_max_body_bytes: ClassVar[int] = 2_000_000
+    """Largest body when ``max_body_bytes`` is ``None``: TEI's default ``--payload-limit``."""
+    default_max_items: ClassVar[int] = 2048
+    """Most inputs per request when ``max_items_per_request`` is ``None``: the OpenAI API's
+    limit, which infinity shares."""
+    default_max_batch_tokens: ClassVar[int | None] = None
+    """What ``GET /info`` publishes as ``max_batch_tokens`` when ``ServerConfig.max_batch_tokens``
+    is ``None`` (nothing is refused then)."""
+    default_max_chars: ClassVar[int] = 100_000
+    """Most characters per input when ``max_chars_per_item`` is ``None``: far above any text
+    that fits 512 (or 8,192) tokens, low enough that counting one input's tokens stays cheap."""
 
     # ---- requests
 
@@ -292,9 +343,25 @@ class Dialect:
             return self.retired_model(requested, ctx)
         return self.unknown_model(requested, ctx)
 
-    def max_items(self, config: ModelSettings) -> int | None:
-        """The most inputs one request may carry, if a limit applies."""
-        return config.max_items_per_request
+    def prefixed(self, texts: list[str], input_type: str | None) -> list[str]:
+        """``texts`` as the model sees them: with the prefix of ``input_type``, if any."""
+        prefix = self.input_types.get(input_type or "", "")
+        return [prefix + text for text in texts] if prefix else texts
+
+    def max_items(self, config: ModelSettings) -> int:
+        """The most inputs one request may carry."""
+        limit = config.max_items_per_request
+        return self.default_max_items if limit is None else limit
+
+    def max_body_bytes(self, config: ModelSettings) -> int:
+        """The largest request body accepted, in bytes."""
+        limit = config.max_body_bytes
+        return self.default_max_body_bytes if limit is None else limit
+
+    def max_chars(self, config: ModelSettings) -> int:
+        """The most characters one input may have."""
+        limit = config.max_chars_per_item
+        return self.default_max_chars if limit is None else limit
 
     # ---- errors
 
@@ -334,6 +401,11 @@ class Dialect:
         """The reply to a request over the concurrency or per-minute limit (or a 429 fault)."""
         return self.error(429, "Too Many Requests", ctx, type="rate_limit_error", headers=headers)
 
+    def quota_exhausted(self, ctx: Context) -> Reply:
+        """The reply once ``free_tier_requests_per_hour`` is used up (a plain 429 unless
+        overridden)."""
+        return self.rate_limited(ctx, {})
+
     def body_too_large(self, size: int, limit: int, ctx: Context) -> Reply:
         """The reply to a body over ``max_body_bytes`` (413)."""
         message = f"request body too large: {size} bytes > maximum {limit} bytes"
@@ -353,6 +425,11 @@ class Dialect:
         """The reply to an input over ``max_tokens_per_item`` (dialects that refuse it)."""
         message = f"input[{index}] has {n} tokens; at most {limit} are allowed"
         return self.error(400, message, ctx, type="invalid_request_error", param="input")
+
+    def too_many_batch_tokens(self, n: int, limit: int, ctx: Context) -> Reply:
+        """The reply to a request over ``max_batch_tokens`` in all (413, naming the limit)."""
+        message = f"too many tokens in one request: {n} > maximum {limit}"
+        return self.error(413, message, ctx, type="invalid_request_error", param="input")
 
     def server_error(self, status: int, ctx: Context) -> Reply:
         """An injected 500, 502, 503 or 504."""
@@ -381,8 +458,9 @@ class Dialect:
         """Headers on every reply of ``/v1/embeddings``, success or error."""
         return {}
 
-    def models_body(self, models: Sequence[str]) -> dict[str, Any]:
-        """The ``GET /v1/models`` body."""
+    def models_body(self, models: Sequence[str], max_input_length: int = 512) -> dict[str, Any]:
+        """The ``GET /v1/models`` body (``max_input_length``: tokens per input, for servers
+        that publish it)."""
         created = int(time.time())
         data = [
             {"id": m, "object": "model", "created": created, "owned_by": self.owned_by}
@@ -414,7 +492,9 @@ class AimlDialect(Dialect):
     - Errors: ``{"message", "path", "requestId", "statusCode", "timestamp"}``. 400 "Body
       validation error! ... Expected ..., Received ..."; 401; 404 "Model <m> not found", or
       "Model <m> is deprecated and no longer supported, you cannot call it" for retired models;
-      429 "Too Many Requests" (no Retry-After observed); 504 "Generation timeout".
+      429 "Too Many Requests" (no Retry-After observed), or the free tier's "Free-tier limit:
+      You've reached your free limit for the hour. ..." once its hourly quota is used up; 504
+      "Generation timeout".
     - Whitespace-only strings are accepted: the schema only asks for ``minLength: 1``.
     - This server's own choices: ``GET /v1/models`` is public (like the vendor's catalogue);
       the wording of 401 and of the limit errors (the vendor publishes no limits).
@@ -422,6 +502,7 @@ class AimlDialect(Dialect):
 
     name = "aiml"
     models_need_auth = False
+    serves_deprecation_feed = True
     echoes_client_request_id = True
 
     def render(self, p: Problem, ctx: Context) -> Reply:
@@ -450,6 +531,9 @@ class AimlDialect(Dialect):
         return self.error(
             404, f"Model {model} is deprecated and no longer supported, you cannot call it", ctx
         )
+
+    def quota_exhausted(self, ctx: Context) -> Reply:
+        return self.error(429, FREE_TIER_MESSAGE, ctx)
 
     def server_error(self, status: int, ctx: Context) -> Reply:
         messages = {
@@ -484,7 +568,7 @@ class AimlDialect(Dialect):
     def reply_headers(self, request_id: str) -> dict[str, str]:
         return {"x-inference-id": request_id}
 
-    def models_body(self, models: Sequence[str]) -> dict[str, Any]:
+    def models_body(self, models: Sequence[str], max_input_length: int = 512) -> dict[str, Any]:
         return {
             "object": "list",
             "data": [{"id": m, "object": "model", "type": "embedding"} for m in models],
