@@ -58,11 +58,10 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
 
 from ._settings import (
     API_KEY_ENV,
-    CLIENT_SETTINGS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_CONCURRENCY,
-    check_settings,
     expected_dimension,
+    resolve_settings,
 )
 from .client import AsyncEmbeddingsClient, EmbeddingsClient
 from .errors import ConfigurationError, InvalidInputError, MissingAPIKeyError
@@ -262,13 +261,7 @@ def _checked_client_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     # Every check of the core, once, on the driver, before an actor starts: the settings the
     # actors' clients get are these checked values (the model, long_text and the rest from
     # the driver's environment where the user set them there). The key is never among them.
-    unknown = sorted(set(settings) - set(CLIENT_SETTINGS))
-    if unknown:
-        raise ConfigurationError(
-            f"unknown setting(s) {', '.join(unknown)}; the client's settings are "
-            f"{', '.join(name for name in CLIENT_SETTINGS if name != 'api_key')}"
-        )
-    checked = check_settings(settings)
+    checked = resolve_settings(settings)
     checked.pop("api_key", None)
     return checked
 
@@ -298,20 +291,31 @@ def _plan(
     **settings: Any,
 ) -> _Plan:
     _check_settings(settings)
-    share = split_limits(actors, max_concurrency, requests_per_minute, tokens_per_minute)
+    # Checked once, as the clients check them (the cluster-wide limits too), then split.
+    checked = _checked_client_settings(
+        {
+            **settings,
+            "batch_size": batch_size,
+            "max_concurrency": max_concurrency,
+            "requests_per_minute": requests_per_minute,
+            "tokens_per_minute": tokens_per_minute,
+        }
+    )
+    share = split_limits(
+        actors,
+        checked["max_concurrency"],
+        checked["requests_per_minute"],
+        checked["tokens_per_minute"],
+    )
     client_settings: dict[str, Any] = {
-        **settings,
-        "batch_size": batch_size,
+        **checked,
         "max_concurrency": share.max_concurrency,
+        "requests_per_minute": share.requests_per_minute,
+        "tokens_per_minute": share.tokens_per_minute,
     }
-    if share.requests_per_minute is not None:
-        client_settings["requests_per_minute"] = share.requests_per_minute
-    if share.tokens_per_minute is not None:
-        client_settings["tokens_per_minute"] = share.tokens_per_minute
-    client_settings = _checked_client_settings(client_settings)
     if not num_cpus > 0:
         raise ConfigurationError(f"num_cpus must be positive, not {num_cpus!r}")
-    rows = rows_per_block or 2 * batch_size * share.max_concurrency
+    rows = rows_per_block or 2 * checked["batch_size"] * share.max_concurrency
     if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
         raise ConfigurationError(f"rows_per_block must be an integer >= 1, not {rows!r}")
     constructor = {
