@@ -253,3 +253,18 @@ def test_every_limit_is_a_flag_of_serve() -> None:
     assert info["max_connections"] == 7
     assert info["workers"] == 1
     assert long.status_code == 400
+
+
+def test_each_server_answers_too_many_inputs_its_own_way(server_factory: Factory) -> None:
+    infinity = server_factory(dialect="infinity")
+    tei = server_factory(dialect="tei")
+    with infinity.client() as client:
+        over = client.post("/embeddings", json={"input": ["t"] * 2049})
+    assert over.status_code == 422  # FastAPI's validation, as recorded from infinity
+    assert over.json()["detail"][0]["msg"] == (
+        "List should have at most 2048 items after validation, not 2049"
+    )
+    with tei.client() as client:
+        over = client.post("/embeddings", json={"input": ["t"] * 33})
+    assert over.status_code == 413
+    assert over.json()["message"] == "batch size 33 > maximum allowed batch size 32"

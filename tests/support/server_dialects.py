@@ -540,6 +540,16 @@ class InfinityDialect(Dialect):
             401, _dumps({"detail": "Unauthorized"}), headers={"www-authenticate": "Bearer"}
         )
 
+    def too_many_items(self, n: int, limit: int, ctx: Context) -> Reply:
+        # As recorded from infinity 0.0.78 (tests/fixtures/infinity/too_many_items.json),
+        # without echoing the inputs back.
+        entry = {
+            "type": "too_long",
+            "loc": ["body", "text", "input", "list[constrained-str]"],
+            "msg": f"List should have at most {limit} items after validation, not {n}",
+        }
+        return Reply(422, _dumps({"detail": [entry]}))
+
     def resolve_model(
         self, requested: str | None, config: ModelSettings, ctx: Context
     ) -> str | Reply:
