@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: demo test lint typecheck pytest docs-build docs release-check test-pythons bench bench-cli bench-ray soak clean
+.PHONY: demo test lint typecheck pytest docs-build docs docs-shots release-check test-pythons bench bench-cli bench-ray soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,9 +45,17 @@ docs-build: $(STAMP)
 
 test: lint typecheck pytest docs-build
 
-# The manual on http://127.0.0.1:8000, rebuilt on every change.
+# The manual on http://127.0.0.1:8001, rebuilt on every change. Not 8000: that is where the
+# README starts the local server (aiml-bge serve --port 8000). DOCS_ADDR=127.0.0.1:9000 moves it.
+DOCS_ADDR ?= 127.0.0.1:8001
 docs: $(STAMP)
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr $(DOCS_ADDR)
+
+# Screenshots of the reference pages (both adapters, Ray, the core clients) from a fresh
+# build, with headless Chromium, into docs-shots/ (git-ignored). Needs a Chromium on PATH or in
+# $(CHROMIUM); on Debian/Ubuntu: apt-get install chromium-headless-shell.
+docs-shots: $(STAMP)
+	$(BIN)/python scripts/docs_shots.py
 
 # Build, check and install the wheel into a fresh virtual environment; run the demo and the
 # README's quick starts against it.

@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 import orjson
 
-import aiml_bge_integrations.client as client_module
 from aiml_bge_integrations import AsyncEmbeddingsClient, EmbeddingsClient
 from aiml_bge_integrations._retry import MAX_VALIDATION_RETRIES
 from aiml_bge_integrations.server import FaultConfig, HashingEmbedder, LocalServer
@@ -108,25 +107,27 @@ def fault_free_vectors(texts: list[str]) -> list[list[float]]:
 
 
 @contextmanager
-def _recorded_sleeps(real: bool) -> Iterator[list[float]]:
-    """Record every delay the client asks for; sleep for real only if ``real``."""
+def _recorded_sleeps(real: bool) -> Iterator[tuple[list[float], Callable[[Any], Any]]]:
+    """Record every delay a client asks for (through its ``retry_policy``); sleep for real only if ``real``.
+
+    Yields the delays and the function that makes a client record into them.
+    """
     delays: list[float] = []
-    sync_sleep, async_sleep = client_module._sleep, client_module._asleep
 
     def sleep(seconds: float) -> None:
         delays.append(seconds)
         if real:
-            sync_sleep(seconds)
+            time.sleep(seconds)
 
     async def asleep(seconds: float) -> None:
         delays.append(seconds)
-        await (async_sleep(seconds) if real else asyncio.sleep(0))
+        await asyncio.sleep(seconds if real else 0)
 
-    client_module._sleep, client_module._asleep = sleep, asleep
-    try:
-        yield delays
-    finally:
-        client_module._sleep, client_module._asleep = sync_sleep, async_sleep
+    def recording(client: Any) -> Any:
+        client.retry_policy.sleep, client.retry_policy.asleep = sleep, asleep
+        return client
+
+    yield delays, recording
 
 
 def run_soak(
@@ -159,19 +160,19 @@ def run_soak(
         "max_retries": max_retries,
         "timeout": timeout,
     }
-    with LocalServer(faults=faults) as server, _recorded_sleeps(real_sleep) as delays:
+    with LocalServer(faults=faults) as server, _recorded_sleeps(real_sleep) as (delays, recording):
         settings.update(api_key=server.api_key, base_url=server.base_url)
         if progress:
             progress(f"{n_texts} texts, {batches} batches, {mode}, server at {server.base_url}")
         started = time.perf_counter()
         if mode == "sync":
-            with EmbeddingsClient(**settings) as client:
+            with recording(EmbeddingsClient(**settings)) as client:
                 vectors = client.embed_documents(texts)
                 usage = client.usage
         else:
 
             async def embed() -> tuple[list[list[float]], Any]:
-                async with AsyncEmbeddingsClient(**settings) as aclient:
+                async with recording(AsyncEmbeddingsClient(**settings)) as aclient:
                     return await aclient.embed_documents(texts), aclient.usage
 
             vectors, usage = asyncio.run(embed())

@@ -33,8 +33,11 @@ never talks itself into a high limit.
 
 from __future__ import annotations
 
+import logging
 import math
 import statistics
+import threading
+import time
 from dataclasses import dataclass
 
 __all__ = [
@@ -43,7 +46,12 @@ __all__ = [
     "PROBE_INTERVAL",
     "ConcurrencyPolicy",
     "Flight",
+    "Flights",
+    "Limiter",
+    "Ticket",
 ]
+
+logger = logging.getLogger("aiml_bge_integrations")
 
 INITIAL_LIMIT = 4
 """Requests in flight before the server has said anything (capped by ``max_limit``)."""
@@ -300,3 +308,121 @@ class ConcurrencyPolicy:
             self._since_cut = 0
             self._set(level, reason)
         return flight.overlapped > 0
+
+
+# -- the bookkeeping a client keeps around the policy (no I/O: a lock and a clock) ---------------
+
+
+@dataclass
+class Ticket:
+    """One request's place in a gate, from sending until its reply's headers arrive."""
+
+    sent_at: float
+    others: int
+    """Requests in flight through the gate when this one was sent."""
+    sent: int
+    """This request's number among the gate's sends."""
+    cuts: int
+    """The limiter's cuts when this one was sent (see ``Flight.cuts``)."""
+    changes: int
+    """The limiter's changes of the limit when this one was sent (see ``Flight.changes``)."""
+    others_refused: int = 0
+    """Of ``others``, those refused since: the server was not holding them."""
+
+
+class Limiter:
+    """A client's concurrency policy behind a lock, shared by all its gates; logs changes."""
+
+    def __init__(self, max_concurrency: int, adaptive: bool) -> None:
+        self._policy = ConcurrencyPolicy(max_concurrency, adaptive=adaptive)
+        self._lock = threading.Lock()
+
+    @property
+    def limit(self) -> int:
+        """Requests allowed in flight now."""
+        return self._policy.limit
+
+    @property
+    def peak(self) -> int:
+        """The highest limit so far."""
+        return self._policy.peak
+
+    @property
+    def cuts(self) -> int:
+        """The policy's cuts on refusals so far."""
+        return self._policy.cuts
+
+    @property
+    def changes(self) -> int:
+        """The policy's changes of the limit so far."""
+        return self._policy.changes
+
+    def record(self, status: int | None, rtt: float, flight: Flight) -> bool:
+        """Feed one reply (``None``: none came) to the policy; True for a refusal it explains."""
+        if status is None:
+            return False
+        with self._lock:
+            before = self._policy.limit
+            if status in (429, 503):
+                absorbed = self._policy.on_refusal(flight)
+            else:
+                absorbed = False
+                self._policy.on_success(rtt, flight)
+            after, reason = self._policy.limit, self._policy.reason
+        if after != before:
+            logger.debug("concurrency limit %d -> %d: %s", before, after, reason)
+        return absorbed
+
+
+class Flights:
+    """The requests in flight through one gate, against the shared limit (the gate locks)."""
+
+    def __init__(self, limiter: Limiter) -> None:
+        self.limiter = limiter
+        self.sent = 0
+        self.successes = 0
+        self.open: list[Ticket] = []
+        self._released = 0  # the success that last let a refused request go again
+
+    @property
+    def in_flight(self) -> int:
+        """Requests sent through this gate whose reply's headers have not come yet."""
+        return len(self.open)
+
+    def take(self, after: int | None) -> Ticket | None:
+        """A ticket to send now, or None: the limit is reached (or, for a refused request
+        going again after ``after`` successes, no success has made room yet)."""
+        if self.in_flight >= self.limiter.limit:
+            return None
+        if after is not None and self.in_flight > 0:
+            # One refused request goes again per success: the server just made room for one.
+            if self.successes <= max(after, self._released):
+                return None
+            self._released = self.successes
+        self.sent += 1
+        ticket = Ticket(
+            time.monotonic(), self.in_flight, self.sent, self.limiter.cuts, self.limiter.changes
+        )
+        self.open.append(ticket)
+        return ticket
+
+    def give_back(self, ticket: Ticket, status: int | None) -> int | None:
+        """Close ``ticket`` with its reply's status (None: no reply); for a refusal the limit
+        explains, the success count the retry must wait past."""
+        self.open.remove(ticket)
+        flight = Flight(
+            ticket.others,
+            ticket.others + self.sent - ticket.sent,
+            ticket.others_refused,
+            self.in_flight,
+            ticket.cuts,
+            ticket.changes,
+        )
+        absorbed = self.limiter.record(status, time.monotonic() - ticket.sent_at, flight)
+        if status in (429, 503):
+            for later in self.open:
+                if later.sent > ticket.sent:
+                    later.others_refused += 1
+        elif status is not None:
+            self.successes += 1
+        return self.successes if absorbed else None

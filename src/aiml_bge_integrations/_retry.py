@@ -6,10 +6,26 @@ The client owns the loop and the sleeping; every decision is made here.
 from __future__ import annotations
 
 import email.utils
+import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ._constants import (
+    INITIAL_DELAY,
+    MAX_DELAY,
+    MAX_RETRY_AFTER,
+    MAX_VALIDATION_RETRIES,
+    RATE_LIMIT_INITIAL_DELAY,
+    RATE_LIMIT_MAX_DELAY,
+    RETRYABLE_STATUSES,
+)
+from .errors import APIError, APITimeoutError
+
+if TYPE_CHECKING:
+    from ._outcome import Outcome
 
 __all__ = [
     "INITIAL_DELAY",
@@ -21,24 +37,11 @@ __all__ = [
     "RETRYABLE_STATUSES",
     "Deadline",
     "RetryPolicy",
+    "Tries",
+    "is_retryable_status",
+    "next_delay",
     "parse_retry_after",
 ]
-
-INITIAL_DELAY = 0.5
-"""Seconds before the first retry of a server error, connection error or timeout."""
-MAX_DELAY = 8.0
-"""Cap on one backoff delay for those."""
-RATE_LIMIT_INITIAL_DELAY = 1.0
-"""Seconds before the first retry of a 429 that carries no Retry-After."""
-RATE_LIMIT_MAX_DELAY = 30.0
-"""Cap for 429 backoff: six retries then span about a minute, the window of per-minute limits."""
-MAX_RETRY_AFTER = 60.0
-"""The longest Retry-After honoured; a longer one is capped to this."""
-MAX_VALIDATION_RETRIES = 2
-"""How often a 200 reply that fails validation is asked for again before ResponseValidationError."""
-
-RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
-"""Statuses retried. Any other 5xx is retried too; 400/401/403/404/413/422 never are."""
 
 
 def is_retryable_status(status: int) -> bool:
@@ -46,33 +49,39 @@ def is_retryable_status(status: int) -> bool:
     return status in RETRYABLE_STATUSES or status >= 500
 
 
+def _seconds(raw: str, scale: float = 1.0) -> float | None:
+    try:
+        value = float(raw) * scale
+    except ValueError:
+        return None
+    # A negative, infinite or NaN wait is nonsense: the normal backoff applies instead.
+    return value if math.isfinite(value) and value >= 0 else None
+
+
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
     """Seconds the server asks us to wait: ``retry-after-ms``, then ``Retry-After`` in seconds or as an HTTP date.
 
-    Returns ``None`` when there is no usable header; negative waits become 0.
+    Returns ``None`` when there is no usable header: absent, unreadable, negative, infinite,
+    NaN, or a date that has passed (the normal backoff applies then).
     """
     raw_ms = headers.get("retry-after-ms")
     if raw_ms:
-        try:
-            return max(0.0, float(raw_ms) / 1000.0)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
+        from_ms = _seconds(raw_ms.strip(), 1 / 1000.0)
+        if from_ms is not None:
+            return from_ms
+    raw = (headers.get("retry-after") or "").strip()
     if not raw:
         return None
-    raw = raw.strip()
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
+    if raw[:1].isdigit() or raw[:1] in "+-.":
+        return _seconds(raw)
+    if raw.lower() in ("nan", "inf", "infinity"):
+        return None
     try:
         when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError):
+        left = when.timestamp() - (time.time() if now is None else now)
+    except (TypeError, ValueError, IndexError, OverflowError, OSError):
         return None
-    if when is None:
-        return None
-    now = time.time() if now is None else now
-    return max(0.0, when.timestamp() - now)
+    return left if left > 0 else None
 
 
 @dataclass
@@ -86,6 +95,11 @@ class RetryPolicy:
     rate_limit_max_delay: float = RATE_LIMIT_MAX_DELAY
     max_retry_after: float = MAX_RETRY_AFTER
     rng: Callable[[], float] = field(default=random.random, repr=False)
+    sleep: Callable[[float], None] | None = field(default=None, repr=False)
+    """The sync client's wait between attempts; None waits on the call's stop event (a call
+    stopped meanwhile wakes at once). A test seam: record delays instead of sleeping."""
+    asleep: Callable[[float], Awaitable[None]] | None = field(default=None, repr=False)
+    """The async client's wait between attempts; None is ``asyncio.sleep``."""
 
     def delay(self, retry_number: int, *, status: int | None, retry_after: float | None) -> float:
         """Seconds to wait before retry ``retry_number`` (1-based).
@@ -126,3 +140,55 @@ class Deadline:
         """True if waiting ``seconds`` still leaves time for another attempt."""
         left = self.remaining()
         return left is None or seconds < left
+
+
+@dataclass
+class Tries:
+    """What one request's attempts have used so far."""
+
+    retries: int = 0
+    validation_retries: int = 0
+    after: int | None = None
+    """Send the next attempt only after the gate has seen more successes than this."""
+
+
+def next_delay(
+    outcome: Outcome,
+    tries: Tries,
+    policy: RetryPolicy,
+    deadline: Deadline,
+    deadline_seconds: float | None,
+) -> float:
+    """Seconds to wait before the next attempt after a failed one; raises the error if there is none.
+
+    Counts the retry in ``tries``. A refusal the concurrency limit explains waits for a slot
+    (``tries.after``) rather than for a backoff; a wait the deadline cannot cover raises
+    ``APITimeoutError``.
+    """
+    error = outcome.error
+    assert error is not None
+    if not outcome.retry:
+        raise error
+    if outcome.cause == "validation":
+        if tries.validation_retries >= MAX_VALIDATION_RETRIES:
+            raise error
+        tries.validation_retries += 1
+    else:
+        if tries.retries >= policy.max_retries:
+            if isinstance(error, APIError):
+                error.message += f" (gave up after {tries.retries} retries)"
+            raise error
+        tries.retries += 1
+    if outcome.absorbed is not None:
+        tries.after, delay = outcome.absorbed, 0.0
+    else:
+        delay = policy.delay(
+            tries.retries + tries.validation_retries,
+            status=int(outcome.cause) if outcome.cause.isdigit() else None,
+            retry_after=outcome.retry_after,
+        )
+    if not deadline.allows_wait(delay):
+        raise APITimeoutError(
+            f"deadline of {deadline_seconds}s for this call ran out; last error: {error}"
+        ) from error
+    return delay

@@ -6,10 +6,11 @@ Nothing here does I/O, so all of it is tested without a socket.
 from __future__ import annotations
 
 import base64
+import math
 import re
 import sys
 from array import array
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,36 +80,12 @@ def _decode_base64(value: str) -> list[float]:
     arr.frombytes(raw)
     if sys.byteorder != "little":  # the wire format is little-endian float32
         arr.byteswap()
-    return arr.tolist()
-
-
-def _load_untrack() -> Callable[[object], None]:
-    """CPython's ``PyObject_GC_UnTrack``; a no-op where it cannot be had (PyPy, no ctypes).
-
-    A vector holds only floats, so it can never be part of a reference cycle, yet CPython's
-    cycle collector walks all 768 items of every list it tracks, on every pass, for as long
-    as the vector lives. Measured on the benchmark (20,000 vectors kept): 430-690 ms of
-    collector passes per run, single pauses of 85-185 ms. Untracking costs 0.75 us per vector.
-    A list that is later made to hold a container is still freed by reference counting; only
-    a cycle built through it would outlive its last reference. Kept for its measured worth
-    (docs/internals.md); anything short of CPython's API here means plain tracked lists.
-    """
-    if sys.implementation.name != "cpython":  # pragma: no cover - CPython in CI
-        return _keep_tracked
-    try:
-        import ctypes
-
-        prototype = ctypes.PYFUNCTYPE(None, ctypes.py_object)
-        return prototype(("PyObject_GC_UnTrack", ctypes.pythonapi))  # type: ignore[no-any-return]
-    except (ImportError, AttributeError, OSError):  # no ctypes, or the symbol is not there
-        return _keep_tracked
-
-
-def _keep_tracked(obj: object) -> None:
-    """The plain path: the vector stays an ordinary tracked list."""
-
-
-_untrack: Callable[[object], None] | None = None
+    vec = arr.tolist()
+    if not _finite_float32(raw):
+        bad = next((x for x in vec if not math.isfinite(x)), None)
+        if bad is not None:
+            raise WireError(f"base64 embedding holds {bad!r}, which is not a finite float32")
+    return vec
 
 
 _NUMBER_TEXT = b"0123456789+-.eE, \t\n\r"
@@ -158,6 +135,31 @@ def _checked_floats(vec: list[Any], idx: int) -> list[float]:
     raise WireError(f"embedding for index {idx} holds {bad!r}, which is not a number")
 
 
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _check_range(vec: list[float], idx: int) -> None:
+    # Every vector is finite and fits float32, whatever the encoding: a NaN or an infinity
+    # silently poisons an index, and a JSON 1e39 becomes one in a float32 store. One pass in
+    # C: the norm is at least every item's size, and NaN when one is NaN (infinite when one
+    # is infinite). Only a norm past the range (rare: items near it) looks at the items.
+    if math.hypot(*vec) <= _FLOAT32_MAX:
+        return
+    bad = next((x for x in vec if not -_FLOAT32_MAX <= x <= _FLOAT32_MAX), None)
+    if bad is not None:
+        raise WireError(f"embedding for index {idx} holds {bad!r}, which is not a finite float32")
+
+
+def _finite_float32(raw: bytes) -> bool:
+    """Whether no little-endian float32 in ``raw`` is NaN or infinite (exponent bits all set).
+
+    Those, and only finite values of 2**127 or more, have 0x7f or 0xff as their top byte: a
+    slice and two searches in C, where the exact check runs only when one is found.
+    """
+    top = raw[3::4]
+    return b"\x7f" not in top and b"\xff" not in top
+
+
 _FLOAT = {float}
 _FLOAT_OR_INT = {float, int}
 
@@ -188,9 +190,10 @@ def _header_number(headers: Mapping[str, str], name: str) -> float:
     if not raw:
         return 0.0
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         return 0.0
+    return value if math.isfinite(value) else 0.0
 
 
 def parse_embeddings_response(
@@ -226,8 +229,6 @@ def parse_embeddings_response(
         and isinstance(first.get("embedding"), list)
         and _vectors_hold_only_numbers(content, doc, data)
     )
-    global _untrack
-    untrack = _untrack or (_untrack := _load_untrack())
     for pos, item in enumerate(data):
         if not isinstance(item, dict):
             raise WireError(f"data[{pos}] is not an object")
@@ -238,9 +239,10 @@ def parse_embeddings_response(
             raise WireError(f"index {idx} appears more than once")
         vec = item.get("embedding")
         if isinstance(vec, str):
-            vec = _decode_base64(vec)
+            vec = _decode_base64(vec)  # checked there: float32 by construction
         elif isinstance(vec, list):
             vec = _numbers_as_floats(vec) if numbers_only else _checked_floats(vec, idx)
+            _check_range(vec, idx)
         else:
             raise WireError(f"embedding for index {idx} is not a list or base64 string")
         if dim is None:
@@ -249,7 +251,6 @@ def parse_embeddings_response(
                 raise WireError(f"embedding for index {idx} is empty")
         elif len(vec) != dim:
             raise WireError(f"embedding for index {idx} has {len(vec)} dimensions, expected {dim}")
-        untrack(vec)
         slots[idx] = vec
     model = doc.get("model") if isinstance(doc.get("model"), str) else None
     # Every slot is filled: count matched, indices were in range and unique.

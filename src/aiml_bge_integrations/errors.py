@@ -6,9 +6,14 @@ Every error this package raises on purpose derives from :class:`AimlBgeError`::
     ├── ConfigurationError (ValueError)            bad settings; raised at construction
     │   └── MissingAPIKeyError                     no api_key and no AIMLAPI_API_KEY
     ├── InvalidInputError (ValueError)             bad texts, raised before any request
-    │   └── TextTooLongError                       over 512 BGE tokens with long_text="error"
+    │   ├── TextTooLongError                       over 512 BGE tokens with long_text="error"
+    │   └── InputFileError                         the corpus job's input: unreadable, or a bad record (named)
     ├── InputTypeError (TypeError)                 not texts, or an item that is not str
     ├── ResponseValidationError                    the server's 200 reply is not exactly right
+    │   └── ResponseTooLargeError                  a reply larger than its request can need
+    ├── OutputError                                the corpus job's output cannot be written
+    ├── ResumeError                                a job's checkpoint does not fit the command or its files
+    ├── OutputBusyError                            another run of the job holds the output's lock
     └── APIError                                   the request failed
         ├── APIConnectionError                     no reply (refused, reset, dropped)   [retried]
         │   └── APITimeoutError                    timeout or the call's deadline        [retried*]
@@ -23,6 +28,7 @@ Every error this package raises on purpose derives from :class:`AimlBgeError`::
             ├── RequestTooLargeError       413 (batches are split and retried first)
             ├── UnprocessableEntityError   422
             ├── RateLimitError             429                                   [retried]
+            │   └── QuotaExceededError     429 free tier's hourly limit reached: not retried
             └── InternalServerError        5xx                                   [retried]
 
 Warnings (``warnings.warn``, never raised): ``ModelMismatchWarning`` (UserWarning), once per
@@ -39,6 +45,8 @@ own words from any known error body shape), ``request_id`` (``x-inference-id``,
 
 from __future__ import annotations
 
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -50,6 +58,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConfigurationError",
+    "InputFileError",
     "InputTypeError",
     "InsufficientCreditsError",
     "InternalServerError",
@@ -59,10 +68,15 @@ __all__ = [
     "ModelMismatchWarning",
     "ModelNotFoundError",
     "NotFoundError",
+    "OutputBusyError",
+    "OutputError",
     "PermissionDeniedError",
+    "QuotaExceededError",
     "RateLimitError",
     "RequestTooLargeError",
+    "ResponseTooLargeError",
     "ResponseValidationError",
+    "ResumeError",
     "TextTooLongError",
     "UnprocessableEntityError",
     "status_error_class",
@@ -126,6 +140,42 @@ class ResponseValidationError(AimlBgeError):
     def __init__(self, message: str, *, request_id: str | None = None) -> None:
         super().__init__(message)
         self.request_id = request_id
+
+
+class ResponseTooLargeError(ResponseValidationError):
+    """A reply grew past the bytes its request can need (``limit``); reading stopped there.
+
+    Never retried: the same request would fetch the same reply. ``max_response_bytes``
+    raises the bound for a server that needs more.
+    """
+
+    def __init__(self, message: str, *, limit: int, request_id: str | None = None) -> None:
+        super().__init__(message, request_id=request_id)
+        self.limit = limit
+
+
+# -- the corpus job (``aiml-bge embed`` and the Ray job) -------------------------------------
+
+
+class InputFileError(InvalidInputError):
+    """The job's input cannot be read or has a bad record; the message names the file and line."""
+
+    def __init__(self, message: str, *, path: Path | None = None, line: int | None = None):
+        super().__init__(message)
+        self.path = path
+        self.line = line
+
+
+class OutputError(AimlBgeError):
+    """The job's output (or its staging directory next to it) cannot be written."""
+
+
+class ResumeError(AimlBgeError):
+    """A job's checkpoint does not fit this command, or disagrees with the files it describes."""
+
+
+class OutputBusyError(AimlBgeError):
+    """Another run is writing the same output: it holds the lock of its work directory."""
 
 
 class APIError(AimlBgeError):
@@ -225,6 +275,27 @@ class RateLimitError(APIStatusError):
     """429: rate or concurrency limit; retried with backoff honouring Retry-After."""
 
     status_code = 429
+
+
+class QuotaExceededError(RateLimitError):
+    """429 for a used-up quota (the AI/ML API free tier's hourly limit): not retried.
+
+    Retrying within minutes only burns time; the message says when the quota resets where the
+    reply says so. ``retry_after`` is the seconds until then and ``resets_at`` the moment (UTC),
+    both ``None`` when the reply does not say.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        resets_at: datetime | None = None,
+        **kw: Any,
+    ) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+        self.resets_at = resets_at
 
 
 class InternalServerError(APIStatusError):

@@ -19,18 +19,17 @@ import pytest
 if str(Path(__file__).parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).parent))
 
+import core_helpers
 from core_helpers import Sleeps
 
-import aiml_bge_integrations.client as client_module
 from aiml_bge_integrations.server import ServerConfig
 
 
 @pytest.fixture
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> Sleeps:
-    """Patch the clients' ``_sleep``/``_asleep``: delays are recorded, never slept."""
+    """Clients made by core_helpers record their waits here (``retry_policy.sleep``/``asleep``)."""
     recorder = Sleeps()
-    monkeypatch.setattr(client_module, "_sleep", recorder.sync)
-    monkeypatch.setattr(client_module, "_asleep", recorder.async_)
+    monkeypatch.setattr(core_helpers, "SLEEPS", recorder)
     return recorder
 
 

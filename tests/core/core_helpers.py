@@ -72,18 +72,31 @@ class Sleeps:
         await asyncio.sleep(0)
 
 
+SLEEPS: Sleeps | None = None
+"""Set by the ``sleeps`` fixture: the clients made here record their waits in it."""
+
+
+def _record_waits(client: Any) -> Any:
+    if SLEEPS is not None:
+        client.retry_policy.sleep = SLEEPS.sync
+        client.retry_policy.asleep = SLEEPS.async_
+    return client
+
+
 def sync_client(server: Any, **settings: Any) -> EmbeddingsClient:
-    """A sync client pointed at ``server``."""
+    """A sync client pointed at ``server`` (its waits recorded under the ``sleeps`` fixture)."""
     settings.setdefault("api_key", server.api_key)
     settings.setdefault("base_url", server.base_url)
-    return EmbeddingsClient(**settings)
+    client: EmbeddingsClient = _record_waits(EmbeddingsClient(**settings))
+    return client
 
 
 def async_client(server: Any, **settings: Any) -> AsyncEmbeddingsClient:
-    """An async client pointed at ``server``."""
+    """An async client pointed at ``server`` (its waits recorded under the ``sleeps`` fixture)."""
     settings.setdefault("api_key", server.api_key)
     settings.setdefault("base_url", server.base_url)
-    return AsyncEmbeddingsClient(**settings)
+    client: AsyncEmbeddingsClient = _record_waits(AsyncEmbeddingsClient(**settings))
+    return client
 
 
 @dataclass

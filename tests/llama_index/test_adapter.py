@@ -112,9 +112,10 @@ def test_no_key_anywhere_is_a_clear_error_at_construction() -> None:
         ({"long_text": "drop"}, "long_text", ConfigurationError),
         ({"encoding_format": "int8"}, "encoding_format", ConfigurationError),
         ({"requests_per_minute": 0}, "requests_per_minute", ConfigurationError),
-        # LlamaIndex's own field, and a misspelled name: pydantic's error, naming it.
-        ({"embed_batch_size": 0}, "embed_batch_size", ValidationError),
-        ({"max_concurency": 2}, "max_concurency", ValidationError),
+        # LlamaIndex's own field, and a misspelled name: the same error class, naming it.
+        ({"embed_batch_size": 0}, "embed_batch_size", ConfigurationError),
+        ({"max_concurency": 2}, "did you mean max_concurrency?", ConfigurationError),
+        ({"http_client": 5}, "http_client", ConfigurationError),
     ],
 )
 def test_bad_settings_are_refused_naming_the_setting(
@@ -122,6 +123,7 @@ def test_bad_settings_are_refused_naming_the_setting(
 ) -> None:
     with pytest.raises(error) as info:
         AimlBgeEmbedding(api_key="sk-never-shown", **settings)
+    assert type(info.value) is error
     assert named in str(info.value)
     assert "sk-never-shown" not in str(info.value)
 
@@ -267,12 +269,10 @@ def test_empty_input_and_blank_text(embed: AimlBgeEmbedding, local_server: Any) 
     assert local_server.stats.requests == 0
 
 
-def test_no_retry_layer_of_its_own(
-    make_server: Callable[..., Any], make_embed: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("aiml_bge_integrations.client._sleep", lambda seconds: None)
+def test_no_retry_layer_of_its_own(make_server: Callable[..., Any], make_embed: Any) -> None:
     server = make_server(faults=FaultConfig(script=["503", "503", "503", "503"]))
     embed = make_embed(server, max_retries=2)
+    embed.client.retry_policy.sleep = lambda seconds: None  # the core's public seam
     with pytest.raises(Exception, match="gave up after 2 retries"):
         embed.get_text_embedding("hello")
     # One attempt plus the core's two retries: nothing multiplies them.

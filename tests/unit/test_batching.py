@@ -12,7 +12,6 @@ from aiml_bge_integrations._batching import (
     check_texts,
     collect_texts,
     iter_checked_chunks,
-    plan_batches,
 )
 from aiml_bge_integrations.errors import InputTypeError, InvalidInputError, TextTooLongError
 from aiml_bge_integrations.tokens import (
@@ -116,22 +115,6 @@ def test_streaming_chunks_check_each_chunk_with_its_offset() -> None:
     with pytest.raises(InvalidInputError) as info:
         next(bad)
     assert info.value.indices == [4]
-
-
-# -- batch planning -------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("count", "size"), [(0, 4), (1, 4), (4, 4), (10, 4), (1000, 128), (7, 1)])
-def test_plan_covers_every_index_once_in_order(count: int, size: int) -> None:
-    plan = plan_batches(count, size)
-    covered = [i for start, stop in plan for i in range(start, stop)]
-    assert covered == list(range(count))
-    assert all(0 < stop - start <= size for start, stop in plan)
-
-
-def test_plan_rejects_zero_batch_size() -> None:
-    with pytest.raises(ValueError):
-        plan_batches(3, 0)
 
 
 # -- long texts -----------------------------------------------------------------------------

@@ -14,7 +14,6 @@ import httpx
 import orjson
 import pytest
 
-import aiml_bge_integrations.client as client_module
 from aiml_bge_integrations import (
     APIConnectionError,
     APIStatusError,
@@ -80,16 +79,20 @@ def make(recorder: Recorder, **settings: Any) -> EmbeddingsClient:
     settings.setdefault("api_key", KEY)
     settings.setdefault("base_url", BASE)
     settings.setdefault("model", "test-model")
-    return EmbeddingsClient(
+    client = EmbeddingsClient(
         http_client=httpx.Client(transport=httpx.MockTransport(recorder)), **settings
     )
+    client.retry_policy.sleep = SLEPT.append  # waits are recorded, never slept
+    return client
+
+
+SLEPT: list[float] = []
 
 
 @pytest.fixture(autouse=True)
-def _no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    slept: list[float] = []
-    monkeypatch.setattr(client_module, "_sleep", slept.append)
-    return slept
+def _no_sleep() -> list[float]:
+    SLEPT.clear()
+    return SLEPT
 
 
 # -- status -> class --------------------------------------------------------------------------

@@ -53,10 +53,32 @@ def test_retry_after_http_date() -> None:
     assert parse_retry_after({"retry-after": header}, now=now) == pytest.approx(12.0)
 
 
-def test_retry_after_date_in_the_past_is_zero() -> None:
+def test_retry_after_date_in_the_past_falls_back_to_backoff() -> None:
     now = 1_700_000_000.0
     header = email.utils.formatdate(now - 30, usegmt=True)
-    assert parse_retry_after({"retry-after": header}, now=now) == 0.0
+    assert parse_retry_after({"retry-after": header}, now=now) is None
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"retry-after": "-5"},
+        {"retry-after": "nan"},
+        {"retry-after": "NaN"},
+        {"retry-after": "inf"},
+        {"retry-after": "1e400"},
+        {"retry-after-ms": "-1"},
+        {"retry-after-ms": "nan"},
+        {"retry-after": "Mon, 01 Jan 99999 00:00:00 GMT"},
+    ],
+)
+def test_nonsensical_retry_after_falls_back_to_backoff(headers: dict[str, str]) -> None:
+    # On the old code -5 and -1 gave 0 (a retry at once, no backoff) and nan gave nan.
+    assert parse_retry_after(headers) is None
+
+
+def test_retry_after_zero_still_means_now() -> None:
+    assert parse_retry_after({"retry-after": "0"}) == 0.0
 
 
 def test_retry_after_ms_wins() -> None:
@@ -71,10 +93,6 @@ def test_bad_retry_after_ms_falls_back_to_retry_after() -> None:
 @pytest.mark.parametrize("headers", [{}, {"retry-after": ""}, {"retry-after": "whenever"}])
 def test_no_usable_retry_after(headers: dict[str, str]) -> None:
     assert parse_retry_after(headers) is None
-
-
-def test_negative_retry_after_is_zero() -> None:
-    assert parse_retry_after({"retry-after": "-3"}) == 0.0
 
 
 # -- backoff --------------------------------------------------------------------------------
