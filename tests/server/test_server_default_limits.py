@@ -237,7 +237,7 @@ def test_every_limit_is_a_flag_of_serve() -> None:
         assert proc.stdout is not None
         base_url = proc.stdout.readline().split(" at ", 1)[1].split(";", 1)[0]
         with httpx.Client(timeout=10, verify=False) as client:
-            info = client.get(base_url.removesuffix("/v1") + "/info").json()
+            info = client.get(base_url.removesuffix("/v1") + "/_info").json()
             auth = {"Authorization": "Bearer any"}
             long = client.post(
                 base_url + "/embeddings",

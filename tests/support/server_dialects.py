@@ -225,6 +225,7 @@ class TeiDialect(Dialect):
     name = "tei"
     model_required = False
     owned_by = "text-embeddings-inference"
+    publishes_info = True
     input_type_field = "prompt_name"
     input_types: ClassVar[Mapping[str, str]] = {"query": "query: ", "passage": "passage: "}
     default_max_items = 32
