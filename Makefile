@@ -1,7 +1,7 @@
 # Two commands for a fresh machine with only Python and make:
 #   make demo   runs the demo (the local server is started when AIMLAPI_API_KEY is unset)
 #   make test   runs ruff, mypy, the whole test suite (on two pytest-xdist workers) and the strict docs build
-# CI (.ci/run) runs make test, make release-check and make test-pythons.
+# CI (.ci/run) runs make test, make release-check, make test-pythons and make test-frameworks.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -65,6 +65,11 @@ release-check: $(STAMP)
 # The unit and core tests on CPython 3.10 to 3.13 (see noxfile.py).
 test-pythons: $(STAMP)
 	$(BIN)/nox --session core_tests
+
+# The adapters' tests on the lowest and the newest allowed langchain-core and llama-index-core
+# (the ranges in pyproject.toml; see noxfile.py).
+test-frameworks: $(STAMP)
+	$(BIN)/nox --session frameworks
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_throughput.py

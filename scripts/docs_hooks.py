@@ -3,10 +3,12 @@
 - ``<!-- code-layout -->`` becomes a table of the package's modules (and subpackages), each
   with the first line of its docstring, read from ``src/`` with ``ast`` (nothing is
   imported). The table follows the code as modules are added, split or renamed.
+- ``<!-- error-tree -->`` becomes the exception tree drawn in the docstring of
+  ``errors.py`` (read with ``ast``), so the page and the code show one drawing.
 - ``<!-- cli-help: COMMAND -->`` becomes the ``--help`` of ``aiml-bge COMMAND`` (``-`` for
   the command itself), from the parser the command runs, at a fixed width of 92 columns.
 
-``tests/test_docs_manual.py`` checks both.
+``tests/test_docs_manual.py`` checks them.
 """
 
 from __future__ import annotations
@@ -50,6 +52,23 @@ def layout_table() -> str:
     return "\n".join(lines) + "\n"
 
 
+ERROR_TREE = "<!-- error-tree -->"
+
+
+def error_tree(package_dir: Path = PACKAGE_DIR) -> str:
+    """The first ``::`` block of ``errors.py``'s docstring (the tree), dedented."""
+    import textwrap
+
+    doc = ast.get_docstring(ast.parse((package_dir / "errors.py").read_text(encoding="utf-8")))
+    _, _, rest = (doc or "").partition("::\n\n")
+    block = []
+    for line in rest.split("\n"):
+        if line and not line.startswith(" "):
+            break
+        block.append(line)
+    return textwrap.dedent("\n".join(block)).strip("\n") + "\n"
+
+
 def cli_help(command: str) -> str:
     """``aiml-bge COMMAND --help`` as the parser prints it (``-``: ``aiml-bge --help``)."""
     if str(ROOT / "src") not in sys.path:
@@ -74,4 +93,6 @@ def on_page_markdown(markdown: str, **kwargs: Any) -> str:
     """Fill in the code-layout table and the command's help where a page asks for them."""
     if MARKER in markdown:
         markdown = markdown.replace(MARKER, layout_table())
+    if ERROR_TREE in markdown:
+        markdown = markdown.replace(ERROR_TREE, "```text\n" + error_tree() + "```")
     return CLI_HELP.sub(lambda m: "```text\n" + cli_help(m["command"]).rstrip() + "\n```", markdown)

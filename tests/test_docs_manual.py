@@ -188,3 +188,17 @@ def test_the_generated_help_has_every_flag() -> None:
         for option in action.option_strings:
             assert option in help_text, option
     assert "<!-- cli-help: embed -->" in (DOCS / "reference" / "cli.md").read_text(encoding="utf-8")
+
+
+def test_the_errors_page_draws_the_codes_tree_and_names_every_error() -> None:
+    from aiml_bge_integrations import errors
+
+    page = (DOCS / "errors.md").read_text(encoding="utf-8")
+    assert "<!-- error-tree -->" in page
+    tree = _hooks().error_tree()
+    for name in errors.__all__:
+        obj = getattr(errors, name)
+        if isinstance(obj, type) and issubclass(obj, BaseException):
+            if not issubclass(obj, Warning):  # warned, never raised: not in the tree
+                assert name in tree, f"{name} is not in the tree drawn in errors.py"
+            assert f"`{name}`" in page, f"{name} is not described on docs/errors.md"
