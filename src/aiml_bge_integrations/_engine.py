@@ -13,11 +13,17 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from . import _retry
-from ._batching import RequestPlan
+from ._batching import (
+    RequestPlan,
+    apply_long_text_policy,
+    check_texts,
+    collect_texts,
+    iter_checked_chunks,
+)
 from ._constants import (
     DEFAULT_VECTOR_DIMENSION,
     REPLY_BYTES_PER_INPUT,
@@ -25,7 +31,7 @@ from ._constants import (
     reply_bytes_per_number,
 )
 from ._outcome import Context, Outcome, interpret, model_mismatch_note, transport_outcome
-from ._settings import is_bge_model
+from ._settings import int_at_least, is_bge_model
 from ._usage import RateLimiter, UsageCounter
 from ._wire import ParsedEmbeddings, build_request_body
 from .errors import APIConnectionError, APITimeoutError, ModelMismatchWarning
@@ -100,6 +106,8 @@ class Engine:
         self,
         ctx: Context,
         *,
+        batch_size: int,
+        long_text: str,
         encoding_format: str | None,
         query_instruction: str | None,
         timeout: float,
@@ -109,6 +117,8 @@ class Engine:
         usage: UsageCounter,
     ) -> None:
         self.ctx = ctx
+        self._batch_size = batch_size
+        self.long_text = long_text
         self.encoding_format = encoding_format
         self.query_instruction = query_instruction
         self.timeout = timeout
@@ -120,6 +130,50 @@ class Engine:
         """The most inputs per request a server has said it takes."""
         self._model_checked = False
         self._model_lock = threading.Lock()
+
+    # -- texts and batches ----------------------------------------------------------------------
+    # The long-text policy warns at the caller's call (its stacklevel counts on these methods
+    # being called by the clients' public methods directly).
+
+    def documents(self, texts: object) -> list[str]:
+        """``texts`` checked (all before anything is sent) and put to the long-text policy."""
+        return apply_long_text_policy(collect_texts(texts), self.ctx.model, self.long_text)
+
+    def query(self, text: object) -> str:
+        """A query checked, with ``query_instruction`` in front, put to the long-text policy."""
+        query = (self.query_instruction or "") + check_texts([text])[0]
+        return apply_long_text_policy([query], self.ctx.model, self.long_text)[0]
+
+    def chunks(self, texts: object, chunk_size: object) -> list[str]:
+        """``documents(texts)`` once ``chunk_size`` is checked."""
+        int_at_least(1)("chunk_size", chunk_size)
+        return apply_long_text_policy(collect_texts(texts), self.ctx.model, self.long_text)
+
+    def batch_size(self) -> int:
+        """``batch_size``, or the smaller limit a server has stated."""
+        limit = self.learned_batch_limit
+        return min(self._batch_size, limit) if limit else self._batch_size
+
+    def batches(self, texts: list[str]) -> Iterator[tuple[int, list[str]]]:
+        """``(offset, texts)`` of each request of one call over ``texts``."""
+        return self.chunk_batches(texts, max(1, len(texts)))
+
+    def chunk_batches(self, texts: list[str], chunk_size: int) -> Iterator[tuple[int, list[str]]]:
+        """As ``batches``, over each run of ``chunk_size`` texts: no request straddles two."""
+        # The size is read for every batch, so batches not yet cut follow a limit the server
+        # stated meanwhile.
+        for start in range(0, len(texts), chunk_size):
+            end = min(start + chunk_size, len(texts))
+            first = start
+            while first < end:
+                stop = min(first + self.batch_size(), end)
+                yield first, texts[first:stop]
+                first = stop
+
+    def stream_batches(self, texts: object) -> Iterator[tuple[int, list[str]]]:
+        """Batches read lazily from ``texts``, each checked just before it is sent."""
+        for offset, chunk in iter_checked_chunks(texts, self.batch_size()):
+            yield offset, apply_long_text_policy(chunk, self.ctx.model, self.long_text, offset)
 
     # -- the loop ---------------------------------------------------------------------------
 

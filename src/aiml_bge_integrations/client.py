@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import ipaddress
 import os
-import ssl
 import threading
 import time
 import uuid
 import weakref
-from collections import deque
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -30,19 +26,16 @@ from collections.abc import (
     Mapping,
 )
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from types import EllipsisType, TracebackType
 from typing import Any, Generic, Literal, TypeVar
-from urllib.parse import urlsplit
 
 import httpx
 
 from . import _retry
-from ._batching import apply_long_text_policy, check_texts, collect_texts, iter_checked_chunks
-from ._concurrency import Flights, Limiter, Ticket
-from ._constants import ERROR_BODY_LIMIT, LOOPBACK_HOSTS, USER_AGENT, batches_in_flight
+from ._concurrency import Limiter
+from ._constants import USER_AGENT, batches_in_flight
 from ._engine import Call, Done, Engine, Failure, Reply, Send, Step, stopped_error
-from ._outcome import Context, ReplyTooLarge, WallTimeout
+from ._outcome import Context
 from ._secrets import resolve_key
 from ._settings import (
     CLIENT_SETTINGS,
@@ -53,10 +46,24 @@ from ._settings import (
     SecretValue,
     check_settings,
     expected_dimension,
-    int_at_least,
+)
+from ._transport import (
+    FAILURES,
+    AsyncGate,
+    BoundedBody,
+    Exchange,
+    InOrder,
+    LoopState,
+    SyncGate,
+    Vectors,
+    check_transport_security,
+    close_at_loop_shutdown,
+    failure,
+    own_pool,
+    release,
+    with_end,
 )
 from ._usage import RateLimiter, Usage, UsageCounter
-from .errors import ConfigurationError
 
 __all__ = ["AsyncEmbeddingsClient", "EmbeddingsClient", "RateLimiter", "Usage"]
 
@@ -64,136 +71,6 @@ _T = TypeVar("_T")
 _Http = TypeVar("_Http", httpx.Client, httpx.AsyncClient)
 _Answer = Reply | Failure | None
 _Steps = Generator[Step, _Answer, None]
-
-
-class _SyncGate:
-    """Slots for the sync client's threads: at most the current limit in flight."""
-
-    def __init__(self, limiter: Limiter) -> None:
-        self._flights = Flights(limiter)
-        self._cond = threading.Condition()
-
-    def acquire(self, after: int | None, stopped: threading.Event) -> Ticket | None:
-        """A slot, or None once ``stopped`` is set (the call was given up: nothing is sent)."""
-        with self._cond:
-            while not stopped.is_set():
-                ticket = self._flights.take(after)
-                if ticket is not None:
-                    return ticket
-                # Woken by every release; the short timeout also sees a call stopped meanwhile.
-                self._cond.wait(0.05)
-        return None
-
-    def release(self, ticket: Ticket, status: int | None) -> int | None:
-        with self._cond:
-            mark = self._flights.give_back(ticket, status)
-            self._cond.notify_all()
-        return mark
-
-
-class _AsyncGate:
-    """Slots for the requests of one event loop: at most the current limit in flight."""
-
-    def __init__(self, limiter: Limiter) -> None:
-        self._flights = Flights(limiter)
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    async def acquire(self, after: int | None = None) -> Ticket:
-        while True:
-            ticket = self._flights.take(after)
-            if ticket is not None:
-                return ticket
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(waiter)
-
-    def release(self, ticket: Ticket, status: int | None) -> int | None:
-        mark = self._flights.give_back(ticket, status)
-        # Everyone waiting looks again: the limit may have grown by more than one.
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-        return mark
-
-
-class _Body:
-    """A reply's body, read within its request's bounds of size and time.
-
-    A 200 reply past ``Send.limit`` bytes (as received or as decoded) raises ``ReplyTooLarge``
-    and is read no further; an error reply is cut at ``ERROR_BODY_LIMIT`` (its message is at
-    the start). A request past ``Send.timeout`` since it was sent raises ``WallTimeout``: the
-    time is checked between chunks, and each read of the socket is given no more than the
-    time left (httpcore reads its timeouts from the request before every read), so a server
-    that trickles its reply holds a call no longer than its timeout.
-    """
-
-    def __init__(
-        self, request: httpx.Request, response: httpx.Response, step: Send, started: float
-    ) -> None:
-        self._request, self._response = request, response
-        self._cut = response.status_code != 200
-        self._limit = ERROR_BODY_LIMIT if self._cut else step.limit
-        self._end = started + step.timeout
-        self._parts: list[bytes] = []
-        self._size = 0
-        declared = response.headers.get("content-length", "")
-        if not self._cut and declared.isdigit() and int(declared) > self._limit:
-            raise self._too_large()
-        self._check_time()
-
-    def add(self, chunk: bytes) -> bool:
-        """Keep ``chunk``; False once an error reply's bound is reached (read no more)."""
-        room = self._limit - self._size
-        if len(chunk) > room or self._response.num_bytes_downloaded > self._limit:
-            if not self._cut:
-                raise self._too_large()
-            self._parts.append(chunk[:room])
-            return False
-        self._parts.append(chunk)
-        self._size += len(chunk)
-        self._check_time()
-        return True
-
-    def reply(self, absorbed: int | None) -> Reply:
-        return Reply(
-            self._response.status_code, self._response.headers, b"".join(self._parts), absorbed
-        )
-
-    def _too_large(self) -> ReplyTooLarge:
-        headers = self._response.headers
-        return ReplyTooLarge(
-            self._limit, headers.get("x-inference-id") or headers.get("x-request-id")
-        )
-
-    def _check_time(self) -> None:
-        left = self._end - time.monotonic()
-        if left <= 0:
-            raise WallTimeout("the reply was still arriving when the request's time ran out")
-        timeouts = self._request.extensions.get("timeout")
-        if isinstance(timeouts, dict):
-            self._request.extensions["timeout"] = {**timeouts, "read": left}
-
-
-def _failure(err: Exception) -> Failure:
-    """What a driver caught, as the engine takes it (see ``_outcome.transport_outcome``)."""
-    if isinstance(err, ReplyTooLarge):
-        return Failure(err, "too_large")
-    if isinstance(err, WallTimeout | httpx.TimeoutException):
-        return Failure(err, "timeout")
-    if isinstance(err, httpx.DecodingError):
-        return Failure(err, "decoding")
-    return Failure(err, "connection")
-
-
-# Everything a request can raise short of a reply: httpx maps httpcore's and anyio's errors
-# (and ssl's, and the socket's) to httpx.TransportError; a body that does not decode as its
-# Content-Encoding says is httpx.DecodingError; both are httpx.RequestError.
-_FAILURES = (httpx.RequestError, ReplyTooLarge, WallTimeout)
 
 
 class _BaseClient(Generic[_Http]):
@@ -252,7 +129,7 @@ class _BaseClient(Generic[_Http]):
         self.max_response_bytes: int | None = values["max_response_bytes"]
         """The most bytes read of one reply (None: derived from each request)."""
         self.default_headers: dict[str, str] = values["default_headers"] or {}
-        self._check_transport_security()
+        check_transport_security(self.base_url, self.allow_insecure_http)
         rpm, tpm = values["requests_per_minute"], values["tokens_per_minute"]
         self.rate_limiter = rate_limiter or (RateLimiter(rpm, tpm) if rpm or tpm else None)
         self.retry_policy = _retry.RetryPolicy(max_retries=self.max_retries)
@@ -267,6 +144,8 @@ class _BaseClient(Generic[_Http]):
         )
         self._engine = Engine(
             ctx,
+            batch_size=self.batch_size,
+            long_text=self.long_text,
             encoding_format=self.encoding_format,
             query_instruction=self.query_instruction,
             timeout=self.timeout,
@@ -353,33 +232,9 @@ class _BaseClient(Generic[_Http]):
     @property
     def effective_batch_size(self) -> int:
         """``batch_size``, or the smaller limit a server has stated."""
-        limit = self._engine.learned_batch_limit
-        return min(self.batch_size, limit) if limit else self.batch_size
+        return self._engine.batch_size()
 
     # -- preparing texts ------------------------------------------------------------------
-
-    def _check_transport_security(self) -> None:
-        # The URL's shape is checked with base_url itself (_settings); this needs two settings.
-        parts = urlsplit(self.base_url)
-        host = (parts.hostname or "").lower()
-        loopback = host in LOOPBACK_HOSTS or _is_loopback_ip(host)
-        if parts.scheme == "http" and not loopback and not self.allow_insecure_http:
-            raise ConfigurationError(
-                f"refusing to send the API key over plain http to {host}: use https, or set "
-                "allow_insecure_http=True if this network is trusted"
-            )
-
-    def _prepare_documents(self, texts: object) -> list[str]:
-        return apply_long_text_policy(collect_texts(texts), self.model, self.long_text)
-
-    def _prepare_query(self, text: object) -> str:
-        checked = check_texts([text])[0]
-        query = (self.query_instruction or "") + checked
-        return apply_long_text_policy([query], self.model, self.long_text)[0]
-
-    def _prepare_chunks(self, texts: object, chunk_size: object) -> list[str]:
-        int_at_least(1)("chunk_size", chunk_size)
-        return self._prepare_documents(texts)
 
     def _new_call(self, cancelled: threading.Event | None = None) -> Call:
         self._this_process()
@@ -393,25 +248,6 @@ class _BaseClient(Generic[_Http]):
         self._closed = True
         for stop in list(self._live_calls):
             stop.set()
-
-    def _batches(self, texts: list[str]) -> Iterator[tuple[int, list[str]]]:
-        return self._chunk_batches(texts, max(1, len(texts)))
-
-    def _chunk_batches(self, texts: list[str], chunk_size: int) -> Iterator[tuple[int, list[str]]]:
-        # Requests never straddle a chunk: each chunk is cut as embed_documents would cut it.
-        # The size is read for every batch, so batches not yet cut follow a limit the server
-        # stated meanwhile.
-        for start in range(0, len(texts), chunk_size):
-            end = min(start + chunk_size, len(texts))
-            first = start
-            while first < end:
-                stop = min(first + self.effective_batch_size, end)
-                yield first, texts[first:stop]
-                first = stop
-
-    def _stream_batches(self, texts: object) -> Iterator[tuple[int, list[str]]]:
-        for offset, chunk in iter_checked_chunks(texts, self.effective_batch_size):
-            yield offset, apply_long_text_policy(chunk, self.model, self.long_text, offset)
 
     def _steps(self, texts: list[str], offset: int, call: Call) -> _Steps:
         return self._engine.batch(texts, offset, call)
@@ -451,10 +287,10 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
         if self._injected_http is None:
             # A forked child leaves its parent's pool alone (closing it would close the
             # parent's connections too) and opens its own.
-            self._http = _own_pool(httpx.Client, self.max_concurrency, self.base_url)
+            self._http = own_pool(httpx.Client, self.max_concurrency, self.base_url)
         else:
             self._http = self._injected_http
-        self._slots = _SyncGate(self._limiter)
+        self._slots = SyncGate(self._limiter)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -494,10 +330,10 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
         ``progress``, if given, is called with the number of texts finished after each batch
         completes (in order).
         """
-        prepared = self._prepare_documents(texts)
+        prepared = self._engine.documents(texts)
         out: list[list[float]] = []
         # Closed on the way out, even when ``progress`` raises: batches not yet sent are dropped.
-        with contextlib.closing(self._run(self._batches(prepared), prepared)) as results:
+        with contextlib.closing(self._run(self._engine.batches(prepared), prepared)) as results:
             for vectors in results:
                 out.extend(vectors)
                 _report(progress, vectors)
@@ -505,7 +341,7 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
 
     def embed_query(self, text: str) -> list[float]:
         """The vector of one search query, with ``query_instruction`` put in front of it."""
-        query = self._prepare_query(text)
+        query = self._engine.query(text)
         call = self._new_call()
         return self._drive(self._steps([query], 0, call), call)[0]
 
@@ -517,7 +353,7 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
         its batch is reached, after the vectors before it were yielded. The deadline, if set,
         applies to each batch.
         """
-        with contextlib.closing(self._run(self._stream_batches(texts), None)) as results:
+        with contextlib.closing(self._run(self._engine.stream_batches(texts), None)) as results:
             for vectors in results:
                 yield from vectors
 
@@ -533,9 +369,9 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
         applies to each request's batch, as in ``iter_embeddings``. Closing the iterator early
         stops the requests not yet sent.
         """
-        prepared = self._prepare_chunks(texts, chunk_size)
+        prepared = self._engine.chunks(texts, chunk_size)
         return _chunked(
-            self._run(self._chunk_batches(prepared, chunk_size), None), prepared, chunk_size
+            self._run(self._engine.chunk_batches(prepared, chunk_size), None), prepared, chunk_size
         )
 
     # -- machinery ------------------------------------------------------------------------
@@ -573,7 +409,7 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
             # The slot is free once the reply has begun: the server is done with the request,
             # and another worker sends the next one while this body is still arriving.
             try:
-                body = _Body(request, response, step, started)
+                body = BoundedBody(request, response, step, started)
                 for chunk in response.iter_bytes():
                     if call.cancelled.is_set():
                         raise stopped_error()
@@ -581,9 +417,9 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
                         break
             finally:
                 response.close()
-                _release(response)
-        except _FAILURES as err:
-            return _failure(err)
+                release(response)
+        except FAILURES as err:
+            return failure(err)
         return body.reply(absorbed)
 
     def _executor(self) -> ThreadPoolExecutor:
@@ -615,58 +451,17 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
             for offset, batch in batches:
                 yield embed(batch, offset)
             return
-        pool = self._executor()
-        pending: deque[Future[list[list[float]]]] = deque()
-        # Results are yielded in order, but the call fails as soon as any batch fails: a
-        # later batch's error is not kept waiting behind an earlier batch's retries.
-        failed: Future[Future[list[list[float]]]] = Future()
-
-        def watch(fut: Future[list[list[float]]]) -> None:
-            if not fut.cancelled() and fut.exception() is not None:
-                with contextlib.suppress(Exception):  # only the first failure is kept
-                    failed.set_result(fut)
-
-        def next_result() -> list[list[float]]:
-            head = pending[0]  # stays pending (and is cancelled on the way out) until done
-            either: list[Future[Any]] = [head, failed]
-            wait(either, return_when=FIRST_COMPLETED)
-            if not head.done():
-                failed.result().result()  # raises the failure
-            return pending.popleft().result()
-
+        pool, window = self._executor(), InOrder[Future[Vectors]](Future())
         try:
-            for offset, batch in batches:
-                fut = pool.submit(embed, batch, offset)
-                fut.add_done_callback(watch)
-                pending.append(fut)
-                # The pool's threads follow the current limit.
-                while len(pending) >= batches_in_flight(self._limiter.limit):
-                    yield next_result()
-            while pending:
-                yield next_result()
+            for item in with_end(batches):
+                if item is not None:
+                    window.add(pool.submit(embed, item[1], item[0]))
+                while window.ready(item is None, self._limiter.limit):
+                    wait(window.awaited(), return_when=FIRST_COMPLETED)
+                    yield window.take()
         finally:
             shared.cancelled.set()
-            for fut in pending:
-                fut.cancel()
-
-
-@dataclass
-class _LoopState:
-    slots: _AsyncGate
-    http: httpx.AsyncClient
-    owned: bool
-    closer: AsyncGenerator[None, None] | None = None
-    """For a pool the client made: parked in ``_close_at_loop_shutdown`` while the loop lives."""
-
-
-async def _close_at_loop_shutdown(http: httpx.AsyncClient) -> AsyncGenerator[None, None]:
-    # asyncio.run() closes every async generator still open before it closes the loop
-    # (loop.shutdown_asyncgens), so one parked here closes the pool while its loop can still
-    # run the close: a finished loop leaves no connection open behind it.
-    try:
-        yield
-    finally:
-        await http.aclose()
+            window.cancel()
 
 
 class AsyncEmbeddingsClient(_BaseClient[httpx.AsyncClient]):
@@ -689,7 +484,7 @@ class AsyncEmbeddingsClient(_BaseClient[httpx.AsyncClient]):
         super()._start_process()
         # A forked child leaves its parent's pools alone (closing them would close the
         # parent's connections too).
-        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopState] = (
             weakref.WeakKeyDictionary()
         )
         self._states_lock = threading.Lock()
@@ -720,7 +515,7 @@ class AsyncEmbeddingsClient(_BaseClient[httpx.AsyncClient]):
     ) -> None:
         await self.aclose()
 
-    def _state(self) -> _LoopState:
+    def _state(self) -> LoopState:
         loop = asyncio.get_running_loop()
         with self._states_lock:
             # A state holds its loop through its connections, so the weak keys alone never let
@@ -729,17 +524,17 @@ class AsyncEmbeddingsClient(_BaseClient[httpx.AsyncClient]):
                 del self._states[finished]
             state = self._states.get(loop)
             if state is None:
-                http = self._injected_http or _own_pool(
+                http = self._injected_http or own_pool(
                     httpx.AsyncClient, self.max_concurrency, self.base_url
                 )
-                state = _LoopState(_AsyncGate(self._limiter), http, self._injected_http is None)
+                state = LoopState(AsyncGate(self._limiter), http, self._injected_http is None)
                 self._states[loop] = state
             return state
 
-    async def _loop_state(self) -> _LoopState:
+    async def _loop_state(self) -> LoopState:
         state = self._state()
         if state.owned and state.closer is None:
-            state.closer = _close_at_loop_shutdown(state.http)
+            state.closer = close_at_loop_shutdown(state.http)
             await state.closer.__anext__()  # runs to its yield at once: registers it with the loop
         return state
 
@@ -749,11 +544,13 @@ class AsyncEmbeddingsClient(_BaseClient[httpx.AsyncClient]):
         self, texts: Iterable[str], *, progress: Callable[[int], None] | None = None
     ) -> list[list[float]]:
         """One vector per text, in the order given. Every text is checked before anything is sent."""
-        prepared = self._prepare_documents(texts)
+        prepared = self._engine.documents(texts)
         out: list[list[float]] = []
         # ``async for`` does not close the generator when its body raises (or the caller
         # closes ``iter_embeddings``): aclosing cancels the batches in flight before returning.
-        async with contextlib.aclosing(self._run(self._batches(prepared), prepared)) as results:
+        async with contextlib.aclosing(
+            self._run(self._engine.batches(prepared), prepared)
+        ) as results:
             async for vectors in results:
                 out.extend(vectors)
                 _report(progress, vectors)
@@ -761,7 +558,7 @@ class AsyncEmbeddingsClient(_BaseClient[httpx.AsyncClient]):
 
     async def embed_query(self, text: str) -> list[float]:
         """The vector of one search query, with ``query_instruction`` put in front of it."""
-        query = self._prepare_query(text)
+        query = self._engine.query(text)
         return (await self._drive(self._steps([query], 0, self._new_call())))[0]
 
     async def iter_embeddings(self, texts: Iterable[str]) -> AsyncIterator[list[float]]:
@@ -770,7 +567,9 @@ class AsyncEmbeddingsClient(_BaseClient[httpx.AsyncClient]):
         See ``EmbeddingsClient.iter_embeddings``. Use ``async for``; closing the iterator
         early cancels the batches in flight.
         """
-        async with contextlib.aclosing(self._run(self._stream_batches(texts), None)) as results:
+        async with contextlib.aclosing(
+            self._run(self._engine.stream_batches(texts), None)
+        ) as results:
             async for vectors in results:
                 for vector in vectors:
                     yield vector
@@ -779,9 +578,9 @@ class AsyncEmbeddingsClient(_BaseClient[httpx.AsyncClient]):
         self, texts: Iterable[str], chunk_size: int
     ) -> AsyncGenerator[list[list[float]], None]:
         """Async ``EmbeddingsClient.iter_chunks``: use ``async for``. Texts are checked at the call."""
-        prepared = self._prepare_chunks(texts, chunk_size)
+        prepared = self._engine.chunks(texts, chunk_size)
         return _achunked(
-            self._run(self._chunk_batches(prepared, chunk_size), None), prepared, chunk_size
+            self._run(self._engine.chunk_batches(prepared, chunk_size), None), prepared, chunk_size
         )
 
     # -- machinery ------------------------------------------------------------------------
@@ -802,11 +601,11 @@ class AsyncEmbeddingsClient(_BaseClient[httpx.AsyncClient]):
     async def _send(self, step: Send) -> Reply | Failure:
         state = await self._loop_state()
         request = self._build_request(state.http, step)
-        exchange = _Exchange(state.http, request, state.slots, step)
+        exchange = Exchange(state.http, request, state.slots, step)
         try:
             reply = await exchange.run()
-        except _FAILURES as err:
-            return _failure(err)
+        except FAILURES as err:
+            return failure(err)
         # Let a request waiting for the slot just freed go out before this reply is parsed:
         # parsing holds the event loop for milliseconds, the server's time is the scarce one.
         await asyncio.sleep(0)
@@ -818,103 +617,20 @@ class AsyncEmbeddingsClient(_BaseClient[httpx.AsyncClient]):
         if whole is not None and not whole:
             return
         shared = self._new_call()
-        pending: deque[asyncio.Task[list[list[float]]]] = deque()
-        # As in the sync client: in order, but the first failure of any batch ends the call.
-        failed: asyncio.Future[asyncio.Task[list[list[float]]]] = (
-            asyncio.get_running_loop().create_future()
-        )
-
-        def watch(task: asyncio.Task[list[list[float]]]) -> None:
-            if not task.cancelled() and task.exception() is not None and not failed.done():
-                failed.set_result(task)
-
-        async def next_result() -> list[list[float]]:
-            head = pending[0]  # stays pending (and is cancelled on the way out) until done
-            either: list[asyncio.Future[Any]] = [head, failed]
-            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-            if not head.done():
-                failed.result().result()  # raises the failure
-            return pending.popleft().result()
-
+        window = InOrder[asyncio.Future[Vectors]](asyncio.get_running_loop().create_future())
         try:
-            for offset, batch in batches:
-                call = shared if whole is not None else self._new_call(shared.cancelled)
-                task = asyncio.ensure_future(self._drive(self._steps(batch, offset, call)))
-                task.add_done_callback(watch)
-                pending.append(task)
-                while len(pending) >= batches_in_flight(self._limiter.limit):
-                    yield await next_result()
-            while pending:
-                yield await next_result()
+            for item in with_end(batches):
+                if item is not None:
+                    call = shared if whole is not None else self._new_call(shared.cancelled)
+                    window.add(
+                        asyncio.ensure_future(self._drive(self._steps(item[1], item[0], call)))
+                    )
+                while window.ready(item is None, self._limiter.limit):
+                    await asyncio.wait(window.awaited(), return_when=asyncio.FIRST_COMPLETED)
+                    yield window.take()
         finally:
-            failed.cancel()
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
-
-
-class _Exchange:
-    """One request and its whole reply, in a task of its own that is never cancelled natively.
-
-    httpcore protects its connection pool's bookkeeping from cancellation with anyio shields,
-    which a plain ``Task.cancel()`` goes through: a request cancelled while its reply is being
-    closed can leave a pool slot taken for good (encode/httpcore#1093). So the request runs in
-    an inner task inside an anyio cancel scope. Cancelling the caller cancels that scope,
-    which anyio delivers around httpcore's shields, and waits for the inner task to finish
-    cleaning up. The scope's deadline is the request's timeout, from sending to the last
-    byte. The request slot is held from sending until the reply's headers arrive.
-    """
-
-    def __init__(
-        self, http: httpx.AsyncClient, request: httpx.Request, slots: _AsyncGate, step: Send
-    ) -> None:
-        self._http, self._request, self._slots, self._step = http, request, slots, step
-        self._scope: Any = None
-        self._caller_cancelled = False
-
-    async def run(self) -> Reply:
-        inner = asyncio.ensure_future(self._inner())
-        try:
-            return await asyncio.shield(inner)
-        except asyncio.CancelledError:
-            self._caller_cancelled = True
-            if self._scope is not None:
-                self._scope.cancel()
-            else:  # not started: nothing of httpcore's to protect
-                inner.cancel()
-            with contextlib.suppress(BaseException):
-                await inner  # the cleanup; a second cancellation abandons it
-            raise
-
-    async def _inner(self) -> Reply:
-        import anyio  # httpx's own dependency; imported only once a request is made
-
-        with anyio.CancelScope() as scope:
-            self._scope = scope
-            ticket = await self._slots.acquire(self._step.after)
-            started = time.monotonic()
-            scope.deadline = anyio.current_time() + self._step.timeout
-            status: int | None = None
-            try:
-                response = await self._http.send(self._request, stream=True)
-                status = response.status_code
-            finally:
-                absorbed = self._slots.release(ticket, status)
-            # The slot is free once the reply has begun: the server is done with the request,
-            # and the next one goes out while this body is still arriving.
-            try:
-                body = _Body(self._request, response, self._step, started)
-                async for chunk in response.aiter_bytes():
-                    if not body.add(chunk):
-                        break
-            finally:
-                await response.aclose()
-                _release(response)
-            return body.reply(absorbed)
-        if not self._caller_cancelled:
-            raise WallTimeout("the reply was still arriving when the request's time ran out")
-        raise asyncio.CancelledError  # the scope was cancelled: the caller is being cancelled
+            if window.cancel():
+                await asyncio.gather(*window.pending, return_exceptions=True)
 
 
 def _report(progress: Callable[[int], None] | None, vectors: list[list[float]]) -> None:
@@ -944,53 +660,6 @@ async def _achunked(
             while len(chunk) < want:
                 chunk.extend(await results.__anext__())
             yield chunk
-
-
-def _own_pool(cls: type[_Http], max_concurrency: int, base_url: str) -> _Http:
-    """The connection pool a client builds when given none.
-
-    ``batches_in_flight(max_concurrency)`` connections, all kept alive: a reply's body is
-    still being read after its slot is free and the next request has gone out. TLS is
-    verified. Each request carries its own timeout.
-    """
-    connections = batches_in_flight(max_concurrency)
-    return cls(
-        verify=_no_tls_context() if base_url[:5].lower() == "http:" else _ssl_context(),
-        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-    )
-
-
-def _release(response: httpx.Response) -> None:
-    # An httpx response and its stream refer to each other, so a finished response (with its
-    # request body) waits for the cycle collector; over a long streaming run that is most of
-    # the client's memory. Its body has been read into a bytes object of our own (read()
-    # would also keep it on the response), so the cycle is cut and reference counting frees
-    # the response as soon as it is dropped.
-    response.stream = httpx.ByteStream(b"")
-
-
-def _is_loopback_ip(host: str) -> bool:
-    # An address, not a prefix: "127.0.0.1.example.com" is a remote name like any other.
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-@functools.lru_cache(maxsize=1)
-def _ssl_context() -> ssl.SSLContext:
-    # httpx's default verifying context (certifi, or SSL_CERT_FILE/SSL_CERT_DIR), built once:
-    # loading the CA bundle takes 0.1-0.3 s, which every client, and every event loop of an
-    # async client, would otherwise pay again.
-    return httpx.create_ssl_context()
-
-
-@functools.lru_cache(maxsize=1)
-def _no_tls_context() -> ssl.SSLContext:
-    # For a plain-http base URL (the local server) no TLS is ever spoken, so the CA bundle is
-    # not loaded. The context still verifies: with no trust anchors, an https connection made
-    # through this pool would fail, never be trusted.
-    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
 def _rebuild(cls: type[_T], kwargs: dict[str, Any]) -> _T:

@@ -1,0 +1,381 @@
+"""The clients' I/O parts: request slots, bounded reply reads, the async exchange, connection pools.
+
+What touches sockets, threads and event loops below the two client classes (``client``):
+the gates that keep at most the current limit of requests in flight, the reading of a reply
+within its request's bounds of size and time, the async request in its own cancel scope, and
+the connection pools with their TLS contexts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import ipaddress
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, Iterable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+
+from ._concurrency import Flights, Limiter, Ticket
+from ._constants import ERROR_BODY_LIMIT, LOOPBACK_HOSTS, batches_in_flight
+from ._engine import Failure, Reply, Send
+from ._outcome import ReplyTooLarge, WallTimeout
+from .errors import ConfigurationError
+
+__all__ = [
+    "FAILURES",
+    "AsyncGate",
+    "BoundedBody",
+    "Exchange",
+    "InOrder",
+    "LoopState",
+    "SyncGate",
+    "Vectors",
+    "check_transport_security",
+    "close_at_loop_shutdown",
+    "failure",
+    "is_loopback_ip",
+    "no_tls_context",
+    "own_pool",
+    "release",
+    "ssl_context",
+    "with_end",
+]
+
+_Http = TypeVar("_Http", httpx.Client, httpx.AsyncClient)
+_F = TypeVar("_F", "Future[Vectors]", "asyncio.Future[Vectors]")
+_I = TypeVar("_I")
+
+Vectors = list[list[float]]
+"""One batch's vectors."""
+
+
+class InOrder(Generic[_F]):
+    """The batches in flight of one call, handed back in order; the first failure ends the call.
+
+    Works with the sync client's ``concurrent.futures.Future`` and the async client's tasks
+    alike: a later batch's error is not kept waiting behind an earlier batch's retries, and at
+    most ``batches_in_flight(limit)`` batches are in flight (the threads follow the limit).
+    """
+
+    def __init__(self, failed: Any) -> None:
+        self.pending: deque[_F] = deque()
+        self._failed: Any = failed  # an empty future of the same kind: the first batch that fails
+
+    def add(self, batch: _F) -> None:
+        """Put ``batch`` in flight, after those already in flight."""
+        batch.add_done_callback(self._watch)  # type: ignore[arg-type]
+        self.pending.append(batch)
+
+    def ready(self, at_end: bool, limit: int) -> bool:
+        """Whether to wait for the first batch now: all are in flight, or enough are."""
+        return bool(self.pending) and (at_end or len(self.pending) >= batches_in_flight(limit))
+
+    def awaited(self) -> list[Any]:
+        """What to wait for the first of: the first batch in flight, or any batch failing."""
+        return [self.pending[0], self._failed]
+
+    def take(self) -> Vectors:
+        """The first batch's vectors (it is done), or the first failure of any batch, raised."""
+        if not self.pending[0].done():  # it stays pending, cancelled on the way out, until done
+            self._failed.result().result()
+        result: Vectors = self.pending.popleft().result()
+        return result
+
+    def cancel(self) -> bool:
+        """Cancel what is still in flight; True if anything was."""
+        self._failed.cancel()
+        for batch in self.pending:
+            batch.cancel()
+        return bool(self.pending)
+
+    def _watch(self, batch: _F) -> None:
+        if not batch.cancelled() and batch.exception() is not None:
+            with contextlib.suppress(Exception):  # only the first failure is kept
+                self._failed.set_result(batch)
+
+
+def with_end(items: Iterable[_I]) -> Iterator[_I | None]:
+    """``items``, then None."""
+    yield from items
+    yield None
+
+
+class SyncGate:
+    """Slots for the sync client's threads: at most the current limit in flight."""
+
+    def __init__(self, limiter: Limiter) -> None:
+        self._flights = Flights(limiter)
+        self._cond = threading.Condition()
+
+    def acquire(self, after: int | None, stopped: threading.Event) -> Ticket | None:
+        """A slot, or None once ``stopped`` is set (the call was given up: nothing is sent)."""
+        with self._cond:
+            while not stopped.is_set():
+                ticket = self._flights.take(after)
+                if ticket is not None:
+                    return ticket
+                # Woken by every release; the short timeout also sees a call stopped meanwhile.
+                self._cond.wait(0.05)
+        return None
+
+    def release(self, ticket: Ticket, status: int | None) -> int | None:
+        with self._cond:
+            mark = self._flights.give_back(ticket, status)
+            self._cond.notify_all()
+        return mark
+
+
+class AsyncGate:
+    """Slots for the requests of one event loop: at most the current limit in flight."""
+
+    def __init__(self, limiter: Limiter) -> None:
+        self._flights = Flights(limiter)
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self, after: int | None = None) -> Ticket:
+        while True:
+            ticket = self._flights.take(after)
+            if ticket is not None:
+                return ticket
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+
+    def release(self, ticket: Ticket, status: int | None) -> int | None:
+        mark = self._flights.give_back(ticket, status)
+        # Everyone waiting looks again: the limit may have grown by more than one.
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+        return mark
+
+
+class BoundedBody:
+    """A reply's body, read within its request's bounds of size and time.
+
+    A 200 reply past ``Send.limit`` bytes (as received or as decoded) raises ``ReplyTooLarge``
+    and is read no further; an error reply is cut at ``ERROR_BODY_LIMIT`` (its message is at
+    the start). A request past ``Send.timeout`` since it was sent raises ``WallTimeout``: the
+    time is checked between chunks, and each read of the socket is given no more than the
+    time left (httpcore reads its timeouts from the request before every read), so a server
+    that trickles its reply holds a call no longer than its timeout.
+    """
+
+    def __init__(
+        self, request: httpx.Request, response: httpx.Response, step: Send, started: float
+    ) -> None:
+        self._request, self._response = request, response
+        self._cut = response.status_code != 200
+        self._limit = ERROR_BODY_LIMIT if self._cut else step.limit
+        self._end = started + step.timeout
+        self._parts: list[bytes] = []
+        self._size = 0
+        declared = response.headers.get("content-length", "")
+        if not self._cut and declared.isdigit() and int(declared) > self._limit:
+            raise self._too_large()
+        self._check_time()
+
+    def add(self, chunk: bytes) -> bool:
+        """Keep ``chunk``; False once an error reply's bound is reached (read no more)."""
+        room = self._limit - self._size
+        if len(chunk) > room or self._response.num_bytes_downloaded > self._limit:
+            if not self._cut:
+                raise self._too_large()
+            self._parts.append(chunk[:room])
+            return False
+        self._parts.append(chunk)
+        self._size += len(chunk)
+        self._check_time()
+        return True
+
+    def reply(self, absorbed: int | None) -> Reply:
+        return Reply(
+            self._response.status_code, self._response.headers, b"".join(self._parts), absorbed
+        )
+
+    def _too_large(self) -> ReplyTooLarge:
+        headers = self._response.headers
+        return ReplyTooLarge(
+            self._limit, headers.get("x-inference-id") or headers.get("x-request-id")
+        )
+
+    def _check_time(self) -> None:
+        left = self._end - time.monotonic()
+        if left <= 0:
+            raise WallTimeout("the reply was still arriving when the request's time ran out")
+        timeouts = self._request.extensions.get("timeout")
+        if isinstance(timeouts, dict):
+            self._request.extensions["timeout"] = {**timeouts, "read": left}
+
+
+def failure(err: Exception) -> Failure:
+    """What a driver caught, as the engine takes it (see ``_outcome.transport_outcome``)."""
+    if isinstance(err, ReplyTooLarge):
+        return Failure(err, "too_large")
+    if isinstance(err, WallTimeout | httpx.TimeoutException):
+        return Failure(err, "timeout")
+    if isinstance(err, httpx.DecodingError):
+        return Failure(err, "decoding")
+    return Failure(err, "connection")
+
+
+# Everything a request can raise short of a reply: httpx maps httpcore's and anyio's errors
+# (and ssl's, and the socket's) to httpx.TransportError; a body that does not decode as its
+# Content-Encoding says is httpx.DecodingError; both are httpx.RequestError.
+FAILURES = (httpx.RequestError, ReplyTooLarge, WallTimeout)
+
+
+@dataclass
+class LoopState:
+    slots: AsyncGate
+    http: httpx.AsyncClient
+    owned: bool
+    closer: AsyncGenerator[None, None] | None = None
+    """For a pool the client made: parked in ``close_at_loop_shutdown`` while the loop lives."""
+
+
+async def close_at_loop_shutdown(http: httpx.AsyncClient) -> AsyncGenerator[None, None]:
+    # asyncio.run() closes every async generator still open before it closes the loop
+    # (loop.shutdown_asyncgens), so one parked here closes the pool while its loop can still
+    # run the close: a finished loop leaves no connection open behind it.
+    try:
+        yield
+    finally:
+        await http.aclose()
+
+
+class Exchange:
+    """One request and its whole reply, in a task of its own that is never cancelled natively.
+
+    httpcore protects its connection pool's bookkeeping from cancellation with anyio shields,
+    which a plain ``Task.cancel()`` goes through: a request cancelled while its reply is being
+    closed can leave a pool slot taken for good (encode/httpcore#1093). So the request runs in
+    an inner task inside an anyio cancel scope. Cancelling the caller cancels that scope,
+    which anyio delivers around httpcore's shields, and waits for the inner task to finish
+    cleaning up. The scope's deadline is the request's timeout, from sending to the last
+    byte. The request slot is held from sending until the reply's headers arrive.
+    """
+
+    def __init__(
+        self, http: httpx.AsyncClient, request: httpx.Request, slots: AsyncGate, step: Send
+    ) -> None:
+        self._http, self._request, self._slots, self._step = http, request, slots, step
+        self._scope: Any = None
+        self._caller_cancelled = False
+
+    async def run(self) -> Reply:
+        inner = asyncio.ensure_future(self._inner())
+        try:
+            return await asyncio.shield(inner)
+        except asyncio.CancelledError:
+            self._caller_cancelled = True
+            if self._scope is not None:
+                self._scope.cancel()
+            else:  # not started: nothing of httpcore's to protect
+                inner.cancel()
+            with contextlib.suppress(BaseException):
+                await inner  # the cleanup; a second cancellation abandons it
+            raise
+
+    async def _inner(self) -> Reply:
+        import anyio  # httpx's own dependency; imported only once a request is made
+
+        with anyio.CancelScope() as scope:
+            self._scope = scope
+            ticket = await self._slots.acquire(self._step.after)
+            started = time.monotonic()
+            scope.deadline = anyio.current_time() + self._step.timeout
+            status: int | None = None
+            try:
+                response = await self._http.send(self._request, stream=True)
+                status = response.status_code
+            finally:
+                absorbed = self._slots.release(ticket, status)
+            # The slot is free once the reply has begun: the server is done with the request,
+            # and the next one goes out while this body is still arriving.
+            try:
+                body = BoundedBody(self._request, response, self._step, started)
+                async for chunk in response.aiter_bytes():
+                    if not body.add(chunk):
+                        break
+            finally:
+                await response.aclose()
+                release(response)
+            return body.reply(absorbed)
+        if not self._caller_cancelled:
+            raise WallTimeout("the reply was still arriving when the request's time ran out")
+        raise asyncio.CancelledError  # the scope was cancelled: the caller is being cancelled
+
+
+def own_pool(cls: type[_Http], max_concurrency: int, base_url: str) -> _Http:
+    """The connection pool a client builds when given none.
+
+    ``batches_in_flight(max_concurrency)`` connections, all kept alive: a reply's body is
+    still being read after its slot is free and the next request has gone out. TLS is
+    verified. Each request carries its own timeout.
+    """
+    connections = batches_in_flight(max_concurrency)
+    return cls(
+        verify=no_tls_context() if base_url[:5].lower() == "http:" else ssl_context(),
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+    )
+
+
+def release(response: httpx.Response) -> None:
+    # An httpx response and its stream refer to each other, so a finished response (with its
+    # request body) waits for the cycle collector; over a long streaming run that is most of
+    # the client's memory. Its body has been read into a bytes object of our own (read()
+    # would also keep it on the response), so the cycle is cut and reference counting frees
+    # the response as soon as it is dropped.
+    response.stream = httpx.ByteStream(b"")
+
+
+def check_transport_security(base_url: str, allow_insecure_http: bool) -> None:
+    """Refuse to send the key over plain http outside loopback, unless allowed."""
+    # The URL's shape is checked with base_url itself (_settings); this needs two settings.
+    parts = urlsplit(base_url)
+    host = (parts.hostname or "").lower()
+    loopback = host in LOOPBACK_HOSTS or is_loopback_ip(host)
+    if parts.scheme == "http" and not loopback and not allow_insecure_http:
+        raise ConfigurationError(
+            f"refusing to send the API key over plain http to {host}: use https, or set "
+            "allow_insecure_http=True if this network is trusted"
+        )
+
+
+def is_loopback_ip(host: str) -> bool:
+    # An address, not a prefix: "127.0.0.1.example.com" is a remote name like any other.
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@functools.lru_cache(maxsize=1)
+def ssl_context() -> ssl.SSLContext:
+    # httpx's default verifying context (certifi, or SSL_CERT_FILE/SSL_CERT_DIR), built once:
+    # loading the CA bundle takes 0.1-0.3 s, which every client, and every event loop of an
+    # async client, would otherwise pay again.
+    return httpx.create_ssl_context()
+
+
+@functools.lru_cache(maxsize=1)
+def no_tls_context() -> ssl.SSLContext:
+    # For a plain-http base URL (the local server) no TLS is ever spoken, so the CA bundle is
+    # not loaded. The context still verifies: with no trust anchors, an https connection made
+    # through this pool would fail, never be trusted.
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
