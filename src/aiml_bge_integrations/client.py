@@ -96,6 +96,8 @@ class _BaseClient(Generic[_Http]):
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
         max_response_bytes: int | None = None,
+        cache: str | None = None,
+        trace_requests: bool = False,
         rate_limiter: RateLimiter | None = None,
         http_client: _Http | None = None,
     ) -> None:
@@ -129,6 +131,10 @@ class _BaseClient(Generic[_Http]):
         self.max_response_bytes: int | None = values["max_response_bytes"]
         """The most bytes read of one reply (None: derived from each request)."""
         self.default_headers: dict[str, str] = values["default_headers"] or {}
+        self.cache: str | None = values["cache"]
+        """Path of the embedding cache (None: none); opened at the first call."""
+        self.trace_requests: bool = values["trace_requests"]
+        """Whether each HTTP attempt gets its own OpenTelemetry span."""
         check_transport_security(self.base_url, self.allow_insecure_http)
         rpm, tpm = values["requests_per_minute"], values["tokens_per_minute"]
         self.rate_limiter = rate_limiter or (RateLimiter(rpm, tpm) if rpm or tpm else None)

@@ -205,6 +205,8 @@ class AimlBgeEmbedding(AdapterMixin, BaseEmbedding):
     requests_per_minute: float | None = _frozen("requests_per_minute")
     tokens_per_minute: float | None = _frozen("tokens_per_minute")
     max_response_bytes: int | None = _frozen("max_response_bytes")
+    cache: str | None = _frozen("cache")
+    trace_requests: bool = _frozen("trace_requests")
     http_client: SkipJsonSchema[httpx.Client | None] = Field(
         default=None,
         exclude=True,
