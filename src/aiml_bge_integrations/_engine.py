@@ -32,6 +32,8 @@ from ._constants import (
 )
 from ._outcome import Context, Outcome, interpret, model_mismatch_note, transport_outcome
 from ._settings import int_at_least, is_bge_model
+from ._tally import NO_ATTEMPT, Tally
+from ._telemetry import AttemptSpan
 from ._usage import RateLimiter, UsageCounter
 from ._wire import ParsedEmbeddings, build_request_body
 from .errors import APIConnectionError, APITimeoutError, ModelMismatchWarning
@@ -59,6 +61,8 @@ class Send:
     """The most bytes a 200 reply may have (an error reply is cut at ``ERROR_BODY_LIMIT``)."""
     after: int | None = None
     """Take a slot only once the gate has seen more successes than this (see ``Tries.after``)."""
+    attempt: AttemptSpan = NO_ATTEMPT
+    """The attempt's span (entered by the driver around the send)."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,12 @@ class Call:
     deadline: _retry.Deadline
     deadline_seconds: float | None
     cancelled: threading.Event = field(default_factory=threading.Event)
+    tally: Tally | None = None
+    """The call's telemetry, when it is on."""
+
+    def attempt(self, texts: int, wait: float | None, cause: str | None) -> AttemptSpan:
+        """The span of the next attempt (a no-op without telemetry)."""
+        return NO_ATTEMPT if self.tally is None else self.tally.attempt(texts, wait, cause)
 
 
 class Engine:
@@ -130,6 +140,8 @@ class Engine:
         """The most inputs per request a server has said it takes."""
         self._model_checked = False
         self._model_lock = threading.Lock()
+        self.served_model: str | None = None
+        """The model the last reply named (None before any reply that names one)."""
 
     # -- texts and batches ----------------------------------------------------------------------
     # The long-text policy warns at the caller's call (its stacklevel counts on these methods
@@ -198,6 +210,8 @@ class Engine:
         body = build_request_body(self.ctx.model, texts, self.encoding_format)
         limit = self.reply_limit(len(texts))
         tries = _retry.Tries()
+        waited: float | None = None
+        cause: str | None = None
         while True:
             if self.rate_limiter is not None:
                 pace = self.rate_limiter.reserve(self._tokens_for_limiter(texts))
@@ -205,14 +219,15 @@ class Engine:
                     yield Wait(pace)
             self.check_call(call)
             timeout = self.request_timeout(call)
-            answer = yield Send(body, timeout, limit, tries.after)
+            attempt = call.attempt(len(texts), waited, cause)
+            answer = yield Send(body, timeout, limit, tries.after, attempt)
             tries.after = None
-            self.usage.count(requests=1)
+            self._count(call, requests=1)
             outcome = self._outcome(answer, timeout, len(texts), offset)
             if outcome.parsed is not None:
-                return self._accept(outcome.parsed)
+                return self._accept(outcome.parsed, call)
             if outcome.split:
-                self.usage.count(splits=1)
+                self._count(call, splits=1)
                 if outcome.batch_limit is not None:
                     self._learn_batch_limit(outcome.batch_limit)
                 return None
@@ -223,6 +238,9 @@ class Engine:
             if call.cancelled.is_set():
                 raise outcome.error
             self.usage.count_retry(outcome.cause)
+            if call.tally is not None:
+                call.tally.retry(outcome.cause)
+            waited, cause = delay, outcome.cause
             logger.debug("retrying after %s in %.2fs", outcome.cause, delay)
             if delay > 0:  # none for a refusal the limit explains: that waits for a slot
                 yield Wait(delay)
@@ -244,10 +262,15 @@ class Engine:
 
     # -- what the loop asks --------------------------------------------------------------------
 
-    def new_call(self, deadline: float | None, cancelled: threading.Event | None = None) -> Call:
+    def new_call(
+        self,
+        deadline: float | None,
+        cancelled: threading.Event | None = None,
+        tally: Tally | None = None,
+    ) -> Call:
         """A call with ``deadline`` seconds (None: none), stopped by ``cancelled`` if given."""
         self.ctx.key.get()  # an unpickled copy whose key was not found here says so, sending nothing
-        return Call(_retry.Deadline(deadline), deadline, cancelled or threading.Event())
+        return Call(_retry.Deadline(deadline), deadline, cancelled or threading.Event(), tally)
 
     def check_call(self, call: Call) -> None:
         """Raise instead of sending when the call has been given up or its deadline has passed."""
@@ -290,11 +313,21 @@ class Engine:
             )
             self.learned_batch_limit = limit
 
-    def _accept(self, parsed: ParsedEmbeddings) -> list[list[float]]:
-        if parsed.model and not self._model_checked:
-            self._check_reply_model(parsed.model)
+    def _count(self, call: Call, **deltas: int | float) -> None:
+        self.usage.count(**deltas)
+        if call.tally is not None:
+            call.tally.usage.count(**deltas)
+
+    def _accept(self, parsed: ParsedEmbeddings, call: Call) -> list[list[float]]:
+        if parsed.model:
+            self.served_model = parsed.model
+            if not self._model_checked:
+                self._check_reply_model(parsed.model)
+        if call.tally is not None:
+            call.tally.reply(parsed.model, parsed.vectors)
         u = parsed.usage
-        self.usage.count(
+        self._count(
+            call,
             texts=len(parsed.vectors),
             prompt_tokens=u.prompt_tokens,
             total_tokens=u.total_tokens,

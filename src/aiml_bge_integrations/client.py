@@ -47,6 +47,8 @@ from ._settings import (
     check_settings,
     expected_dimension,
 )
+from ._tally import Tally
+from ._telemetry import AttemptSpan, Telemetry, make_telemetry
 from ._transport import (
     FAILURES,
     AsyncGate,
@@ -71,6 +73,7 @@ _T = TypeVar("_T")
 _Http = TypeVar("_Http", httpx.Client, httpx.AsyncClient)
 _Answer = Reply | Failure | None
 _Steps = Generator[Step, _Answer, None]
+_NO_TALLY: contextlib.nullcontext[None] = contextlib.nullcontext()
 
 
 class _BaseClient(Generic[_Http]):
@@ -145,6 +148,9 @@ class _BaseClient(Generic[_Http]):
         self._injected_limiter = rate_limiter
         self._closed = False
         self._usage = UsageCounter()
+        self.telemetry: Telemetry = make_telemetry(trace_requests=self.trace_requests)
+        """Where calls are reported: OpenTelemetry's global providers when its API is
+        installed, else a no-op (see docs/observability.md)."""
         ctx = Context(
             self.model, self.base_url, self._key, self.timeout, expected_dimension(self.model)
         )
@@ -242,10 +248,25 @@ class _BaseClient(Generic[_Http]):
 
     # -- preparing texts ------------------------------------------------------------------
 
-    def _new_call(self, cancelled: threading.Event | None = None) -> Call:
+    def _tally(self, inputs: int | None, side: str, current: bool = True) -> Tally | None:
+        """The telemetry of one logical call (None when telemetry is off)."""
+        if not self.telemetry.enabled:
+            return None
+        span = self.telemetry.start_call(
+            model=self.model,
+            base_url=self.base_url,
+            encoding_format=self.encoding_format,
+            inputs=inputs,
+            side=side,
+        )
+        return Tally(span, lambda: self._limiter.limit, current)
+
+    def _new_call(
+        self, cancelled: threading.Event | None = None, tally: Tally | None = None
+    ) -> Call:
         self._this_process()
         self._closed = False
-        call = self._engine.new_call(self.deadline, cancelled)
+        call = self._engine.new_call(self.deadline, cancelled, tally)
         # close() stops every call still running, so no worker sends or sleeps on after it.
         self._live_calls.add(call.cancelled)
         return call
@@ -339,7 +360,12 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
         prepared = self._engine.documents(texts)
         out: list[list[float]] = []
         # Closed on the way out, even when ``progress`` raises: batches not yet sent are dropped.
-        with contextlib.closing(self._run(self._engine.batches(prepared), prepared)) as results:
+        with (
+            _within(tally := self._tally(len(prepared), "document")),
+            contextlib.closing(
+                self._run(self._engine.batches(prepared), prepared, tally)
+            ) as results,
+        ):
             for vectors in results:
                 out.extend(vectors)
                 _report(progress, vectors)
@@ -348,8 +374,9 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
     def embed_query(self, text: str) -> list[float]:
         """The vector of one search query, with ``query_instruction`` put in front of it."""
         query = self._engine.query(text)
-        call = self._new_call()
-        return self._drive(self._steps([query], 0, call), call)[0]
+        with _within(tally := self._tally(1, "query")):
+            call = self._new_call(tally=tally)
+            return self._drive(self._steps([query], 0, call), call)[0]
 
     def iter_embeddings(self, texts: Iterable[str]) -> Iterator[list[float]]:
         """Stream vectors in input order, reading ``texts`` lazily with a bounded number of batches in flight.
@@ -359,7 +386,12 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
         its batch is reached, after the vectors before it were yielded. The deadline, if set,
         applies to each batch.
         """
-        with contextlib.closing(self._run(self._engine.stream_batches(texts), None)) as results:
+        with (
+            _within(tally := self._tally(None, "document", current=False)),
+            contextlib.closing(
+                self._run(self._engine.stream_batches(texts), None, tally)
+            ) as results,
+        ):
             for vectors in results:
                 yield from vectors
 
@@ -376,8 +408,12 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
         stops the requests not yet sent.
         """
         prepared = self._engine.chunks(texts, chunk_size)
+        tally = self._tally(len(prepared), "document", current=False)
         return _chunked(
-            self._run(self._engine.chunk_batches(prepared, chunk_size), None), prepared, chunk_size
+            self._run(self._engine.chunk_batches(prepared, chunk_size), None, tally),
+            prepared,
+            chunk_size,
+            tally,
         )
 
     # -- machinery ------------------------------------------------------------------------
@@ -385,9 +421,13 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
     def _drive(self, steps: _Steps, call: Call) -> list[list[float]]:
         step = next(steps)
         while not isinstance(step, Done):
-            step = steps.send(
-                self._send(step, call) if isinstance(step, Send) else self._wait(step.seconds, call)
-            )
+            answer: _Answer
+            if isinstance(step, Send):
+                with step.attempt as attempt:
+                    answer = _traced(attempt, self._send(step, call))
+            else:
+                answer = self._wait(step.seconds, call)
+            step = steps.send(answer)
         return step.vectors
 
     def _wait(self, seconds: float, call: Call) -> _Answer:
@@ -438,7 +478,10 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
             return self._pool
 
     def _run(
-        self, batches: Iterator[tuple[int, list[str]]], whole: list[str] | None
+        self,
+        batches: Iterator[tuple[int, list[str]]],
+        whole: list[str] | None,
+        tally: Tally | None = None,
     ) -> Generator[list[list[float]], None, None]:
         """Embed batches concurrently, yielding each batch's vectors in order.
 
@@ -447,10 +490,10 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
         """
         if whole is not None and not whole:
             return
-        shared = self._new_call()
+        shared = self._new_call(tally=tally)
 
         def embed(batch: list[str], offset: int) -> list[list[float]]:
-            call = shared if whole is not None else self._new_call(shared.cancelled)
+            call = shared if whole is not None else self._new_call(shared.cancelled, tally)
             return self._drive(self._steps(batch, offset, call), call)
 
         if self.max_concurrency == 1:
@@ -554,18 +597,20 @@ class AsyncEmbeddingsClient(_BaseClient[httpx.AsyncClient]):
         out: list[list[float]] = []
         # ``async for`` does not close the generator when its body raises (or the caller
         # closes ``iter_embeddings``): aclosing cancels the batches in flight before returning.
-        async with contextlib.aclosing(
-            self._run(self._engine.batches(prepared), prepared)
-        ) as results:
-            async for vectors in results:
-                out.extend(vectors)
-                _report(progress, vectors)
+        with _within(tally := self._tally(len(prepared), "document")):
+            async with contextlib.aclosing(
+                self._run(self._engine.batches(prepared), prepared, tally)
+            ) as results:
+                async for vectors in results:
+                    out.extend(vectors)
+                    _report(progress, vectors)
         return out
 
     async def embed_query(self, text: str) -> list[float]:
         """The vector of one search query, with ``query_instruction`` put in front of it."""
         query = self._engine.query(text)
-        return (await self._drive(self._steps([query], 0, self._new_call())))[0]
+        with _within(tally := self._tally(1, "query")):
+            return (await self._drive(self._steps([query], 0, self._new_call(tally=tally))))[0]
 
     async def iter_embeddings(self, texts: Iterable[str]) -> AsyncIterator[list[float]]:
         """Stream vectors in input order with at most ``2 * max_concurrency`` batches in flight.
@@ -573,20 +618,25 @@ class AsyncEmbeddingsClient(_BaseClient[httpx.AsyncClient]):
         See ``EmbeddingsClient.iter_embeddings``. Use ``async for``; closing the iterator
         early cancels the batches in flight.
         """
-        async with contextlib.aclosing(
-            self._run(self._engine.stream_batches(texts), None)
-        ) as results:
-            async for vectors in results:
-                for vector in vectors:
-                    yield vector
+        with _within(tally := self._tally(None, "document", current=False)):
+            async with contextlib.aclosing(
+                self._run(self._engine.stream_batches(texts), None, tally)
+            ) as results:
+                async for vectors in results:
+                    for vector in vectors:
+                        yield vector
 
     def iter_chunks(
         self, texts: Iterable[str], chunk_size: int
     ) -> AsyncGenerator[list[list[float]], None]:
         """Async ``EmbeddingsClient.iter_chunks``: use ``async for``. Texts are checked at the call."""
         prepared = self._engine.chunks(texts, chunk_size)
+        tally = self._tally(len(prepared), "document", current=False)
         return _achunked(
-            self._run(self._engine.chunk_batches(prepared, chunk_size), None), prepared, chunk_size
+            self._run(self._engine.chunk_batches(prepared, chunk_size), None, tally),
+            prepared,
+            chunk_size,
+            tally,
         )
 
     # -- machinery ------------------------------------------------------------------------
@@ -594,9 +644,13 @@ class AsyncEmbeddingsClient(_BaseClient[httpx.AsyncClient]):
     async def _drive(self, steps: _Steps) -> list[list[float]]:
         step = next(steps)
         while not isinstance(step, Done):
-            step = steps.send(
-                await self._send(step) if isinstance(step, Send) else await self._wait(step.seconds)
-            )
+            answer: _Answer
+            if isinstance(step, Send):
+                with step.attempt as attempt:
+                    answer = _traced(attempt, await self._send(step))
+            else:
+                answer = await self._wait(step.seconds)
+            step = steps.send(answer)
         return step.vectors
 
     async def _wait(self, seconds: float) -> _Answer:
@@ -618,16 +672,19 @@ class AsyncEmbeddingsClient(_BaseClient[httpx.AsyncClient]):
         return reply
 
     async def _run(
-        self, batches: Iterator[tuple[int, list[str]]], whole: list[str] | None
+        self,
+        batches: Iterator[tuple[int, list[str]]],
+        whole: list[str] | None,
+        tally: Tally | None = None,
     ) -> AsyncGenerator[list[list[float]], None]:
         if whole is not None and not whole:
             return
-        shared = self._new_call()
+        shared = self._new_call(tally=tally)
         window = InOrder[asyncio.Future[Vectors]](asyncio.get_running_loop().create_future())
         try:
             for item in with_end(batches):
                 if item is not None:
-                    call = shared if whole is not None else self._new_call(shared.cancelled)
+                    call = shared if whole is not None else self._new_call(shared.cancelled, tally)
                     window.add(
                         asyncio.ensure_future(self._drive(self._steps(item[1], item[0], call)))
                     )
@@ -639,15 +696,32 @@ class AsyncEmbeddingsClient(_BaseClient[httpx.AsyncClient]):
                 await asyncio.gather(*window.pending, return_exceptions=True)
 
 
+def _within(tally: Tally | None) -> contextlib.AbstractContextManager[Any]:
+    """The call's telemetry as a context manager (a no-op without it)."""
+    return _NO_TALLY if tally is None else tally
+
+
+def _traced(attempt: AttemptSpan, answer: Reply | Failure) -> Reply | Failure:
+    """``answer``, recorded on its attempt's span."""
+    if isinstance(answer, Reply):
+        attempt.set_status(answer.status)
+    else:
+        attempt.set_status(None, error=answer.error)
+    return answer
+
+
 def _report(progress: Callable[[int], None] | None, vectors: list[list[float]]) -> None:
     if progress is not None:
         progress(len(vectors))
 
 
 def _chunked(
-    results: Generator[list[list[float]], None, None], texts: list[str], chunk_size: int
+    results: Generator[list[list[float]], None, None],
+    texts: list[str],
+    chunk_size: int,
+    tally: Tally | None = None,
 ) -> Generator[list[list[float]], None, None]:
-    with contextlib.closing(results):
+    with _within(tally), contextlib.closing(results):
         for start in range(0, len(texts), chunk_size):
             want = min(chunk_size, len(texts) - start)
             chunk: list[list[float]] = []
@@ -657,15 +731,19 @@ def _chunked(
 
 
 async def _achunked(
-    results: AsyncGenerator[list[list[float]], None], texts: list[str], chunk_size: int
+    results: AsyncGenerator[list[list[float]], None],
+    texts: list[str],
+    chunk_size: int,
+    tally: Tally | None = None,
 ) -> AsyncGenerator[list[list[float]], None]:
-    async with contextlib.aclosing(results):
-        for start in range(0, len(texts), chunk_size):
-            want = min(chunk_size, len(texts) - start)
-            chunk: list[list[float]] = []
-            while len(chunk) < want:
-                chunk.extend(await results.__anext__())
-            yield chunk
+    with _within(tally):
+        async with contextlib.aclosing(results):
+            for start in range(0, len(texts), chunk_size):
+                want = min(chunk_size, len(texts) - start)
+                chunk: list[list[float]] = []
+                while len(chunk) < want:
+                    chunk.extend(await results.__anext__())
+                yield chunk
 
 
 def _rebuild(cls: type[_T], kwargs: dict[str, Any]) -> _T:
