@@ -182,9 +182,12 @@ class Engine:
                 yield first, texts[first:stop]
                 first = stop
 
-    def stream_batches(self, texts: object) -> Iterator[tuple[int, list[str]]]:
-        """Batches read lazily from ``texts``, each checked just before it is sent."""
-        for offset, chunk in iter_checked_chunks(texts, self.batch_size()):
+    def stream_batches(
+        self, texts: object, size: int | None = None
+    ) -> Iterator[tuple[int, list[str]]]:
+        """Batches (of ``size`` texts, else the batch size) read lazily from ``texts``, each
+        checked just before it is sent."""
+        for offset, chunk in iter_checked_chunks(texts, size or self.batch_size()):
             yield offset, apply_long_text_policy(chunk, self.ctx.model, self.long_text, offset)
 
     # -- the loop ---------------------------------------------------------------------------

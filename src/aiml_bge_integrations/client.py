@@ -27,7 +27,7 @@ from collections.abc import (
 )
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from types import EllipsisType, TracebackType
-from typing import Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import httpx
 
@@ -38,6 +38,7 @@ from ._engine import Call, Done, Engine, Failure, Reply, Send, Step, stopped_err
 from ._outcome import Context
 from ._secrets import resolve_key
 from ._settings import (
+    BGE_MAX_TOKENS,
     CLIENT_SETTINGS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_CONCURRENCY,
@@ -46,6 +47,8 @@ from ._settings import (
     SecretValue,
     check_settings,
     expected_dimension,
+    is_bge_model,
+    same_model,
 )
 from ._tally import Tally
 from ._telemetry import AttemptSpan, Telemetry, make_telemetry
@@ -66,6 +69,10 @@ from ._transport import (
     with_end,
 )
 from ._usage import RateLimiter, Usage, UsageCounter
+from .errors import ItemRejectedError
+
+if TYPE_CHECKING:
+    from ._cache import CachedBatch, EmbeddingCache
 
 __all__ = ["AsyncEmbeddingsClient", "EmbeddingsClient", "RateLimiter", "Usage"]
 
@@ -179,6 +186,8 @@ class _BaseClient(Generic[_Http]):
             **{name: values[name] for name in CLIENT_SETTINGS},
             "api_key": self._key,
         }
+        self._cache_file: EmbeddingCache | None = None
+        self._cache_lock = threading.Lock()
         self._pid = os.getpid()
         self._start_process()
 
@@ -279,6 +288,69 @@ class _BaseClient(Generic[_Http]):
     def _steps(self, texts: list[str], offset: int, call: Call) -> _Steps:
         return self._engine.batch(texts, offset, call)
 
+    # -- the embedding cache ----------------------------------------------------------------
+    # With ``cache`` set, a call looks its texts up first (after the prompt and the long-text
+    # policy: the texts as they would be sent), sends each text the cache does not hold once,
+    # and stores what came back. A key is made of everything that changes a vector: the text,
+    # the model, the side and its prompt, the long-text policy and limit, the encoding and the
+    # server's root (see _cache.cache_key). The model is the one asked for, unless a reply to
+    # this client has named another one: then the model the server says it serves.
+
+    def _store(self) -> EmbeddingCache:
+        """The cache file, opened at the first call (a file that is no cache is refused then)."""
+        from ._cache import EmbeddingCache
+
+        with self._cache_lock:
+            if self._cache_file is None:
+                assert self.cache is not None
+                self._cache_file = EmbeddingCache(self.cache)
+            return self._cache_file
+
+    def _key_model(self) -> str:
+        served = self._engine.served_model
+        return self.model if served is None or same_model(served, self.model) else served
+
+    def _cache_keys(self, texts: list[str], side: str, model: str) -> list[str]:
+        from ._cache import cache_key
+
+        prompt = self.query_instruction if side == "query" else None
+        limit = BGE_MAX_TOKENS if is_bge_model(self.model) else None
+        return [
+            cache_key(
+                text=text,
+                model_served=model,
+                side=side,
+                prompt=prompt,
+                input_type=None,
+                long_text=self.long_text,
+                token_limit=limit,
+                dimension=None,
+                server_root=self.base_url,
+                encoding=self.encoding_format,
+            )
+            for text in texts
+        ]
+
+    def _to_send(self, plan: CachedBatch, texts: list[str], tally: Tally | None) -> list[str]:
+        """The texts ``plan`` says to send; counts its hits and misses."""
+        todo = [texts[i] for i in plan.to_send]
+        self._usage.count(
+            cache_hits=plan.hits, cache_misses=plan.misses, texts=len(texts) - len(todo)
+        )
+        if tally is not None:
+            tally.cache_hits = (tally.cache_hits or 0) + plan.hits
+            tally.cache_misses = (tally.cache_misses or 0) + plan.misses
+        return todo
+
+    def _new_items(
+        self, plan: CachedBatch, todo: list[str], sent: list[list[float]], side: str, model: str
+    ) -> list[tuple[str, list[float]]]:
+        """What to store: under the model the replies named, if not the one looked up."""
+        now = self._key_model()
+        if now == model:
+            return plan.new_items(sent)
+        return list(zip(self._cache_keys(todo, side, now), sent, strict=True))
+
     def _build_request(self, http: _Http, step: Send) -> httpx.Request:
         headers = {
             **self._headers,
@@ -358,6 +430,9 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
         completes (in order).
         """
         prepared = self._engine.documents(texts)
+        if self.cache is not None:
+            with _within(tally := self._tally(len(prepared), "document")):
+                return self._embed_cached(prepared, "document", tally, progress)
         out: list[list[float]] = []
         # Closed on the way out, even when ``progress`` raises: batches not yet sent are dropped.
         with (
@@ -375,6 +450,8 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
         """The vector of one search query, with ``query_instruction`` put in front of it."""
         query = self._engine.query(text)
         with _within(tally := self._tally(1, "query")):
+            if self.cache is not None:
+                return self._embed_cached([query], "query", tally)[0]
             call = self._new_call(tally=tally)
             return self._drive(self._steps([query], 0, call), call)[0]
 
@@ -386,6 +463,9 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
         its batch is reached, after the vectors before it were yielded. The deadline, if set,
         applies to each batch.
         """
+        if self.cache is not None:
+            yield from self._cached_stream(texts)
+            return
         with (
             _within(tally := self._tally(None, "document", current=False)),
             contextlib.closing(
@@ -409,6 +489,8 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
         """
         prepared = self._engine.chunks(texts, chunk_size)
         tally = self._tally(len(prepared), "document", current=False)
+        if self.cache is not None:
+            return self._cached_chunks(prepared, chunk_size, tally)
         return _chunked(
             self._run(self._engine.chunk_batches(prepared, chunk_size), None, tally),
             prepared,
@@ -417,6 +499,48 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
         )
 
     # -- machinery ------------------------------------------------------------------------
+
+    def _embed_cached(
+        self,
+        texts: list[str],
+        side: str,
+        tally: Tally | None,
+        progress: Callable[[int], None] | None = None,
+        offset: int = 0,
+    ) -> list[list[float]]:
+        """``texts`` (at ``offset`` in the call) through the cache: only what it lacks is sent."""
+        from ._cache import lookup_batch
+
+        store, model = self._store(), self._key_model()
+        plan = lookup_batch(store, self._cache_keys(texts, side, model))
+        todo = self._to_send(plan, texts, tally)
+        if progress is not None and len(todo) < len(texts):
+            progress(len(texts) - len(todo))
+        sent: list[list[float]] = []
+        with (
+            _renumbered(plan.to_send, offset),
+            contextlib.closing(self._run(self._engine.batches(todo), todo, tally)) as results,
+        ):
+            for vectors in results:
+                sent.extend(vectors)
+                _report(progress, vectors)
+        store.put_many(self._new_items(plan, todo, sent, side, model))
+        return plan.complete(sent)
+
+    def _cached_stream(self, texts: Iterable[str]) -> Iterator[list[float]]:
+        # In windows that keep every request slot busy: each is looked up, its misses sent.
+        window = self.batch_size * batches_in_flight(self.max_concurrency)
+        with _within(tally := self._tally(None, "document", current=False)):
+            for offset, chunk in self._engine.stream_batches(texts, window):
+                yield from self._embed_cached(chunk, "document", tally, None, offset)
+
+    def _cached_chunks(
+        self, texts: list[str], chunk_size: int, tally: Tally | None
+    ) -> Generator[list[list[float]], None, None]:
+        with _within(tally):
+            for start in range(0, len(texts), chunk_size):
+                chunk = texts[start : start + chunk_size]
+                yield self._embed_cached(chunk, "document", tally, None, start)
 
     def _drive(self, steps: _Steps, call: Call) -> list[list[float]]:
         step = next(steps)
@@ -594,6 +718,9 @@ class AsyncEmbeddingsClient(_BaseClient[httpx.AsyncClient]):
     ) -> list[list[float]]:
         """One vector per text, in the order given. Every text is checked before anything is sent."""
         prepared = self._engine.documents(texts)
+        if self.cache is not None:
+            with _within(tally := self._tally(len(prepared), "document")):
+                return await self._embed_cached(prepared, "document", tally, progress)
         out: list[list[float]] = []
         # ``async for`` does not close the generator when its body raises (or the caller
         # closes ``iter_embeddings``): aclosing cancels the batches in flight before returning.
@@ -610,6 +737,8 @@ class AsyncEmbeddingsClient(_BaseClient[httpx.AsyncClient]):
         """The vector of one search query, with ``query_instruction`` put in front of it."""
         query = self._engine.query(text)
         with _within(tally := self._tally(1, "query")):
+            if self.cache is not None:
+                return (await self._embed_cached([query], "query", tally))[0]
             return (await self._drive(self._steps([query], 0, self._new_call(tally=tally))))[0]
 
     async def iter_embeddings(self, texts: Iterable[str]) -> AsyncIterator[list[float]]:
@@ -618,6 +747,11 @@ class AsyncEmbeddingsClient(_BaseClient[httpx.AsyncClient]):
         See ``EmbeddingsClient.iter_embeddings``. Use ``async for``; closing the iterator
         early cancels the batches in flight.
         """
+        if self.cache is not None:
+            async with contextlib.aclosing(self._cached_stream(texts)) as cached:
+                async for vector in cached:
+                    yield vector
+            return
         with _within(tally := self._tally(None, "document", current=False)):
             async with contextlib.aclosing(
                 self._run(self._engine.stream_batches(texts), None, tally)
@@ -632,6 +766,8 @@ class AsyncEmbeddingsClient(_BaseClient[httpx.AsyncClient]):
         """Async ``EmbeddingsClient.iter_chunks``: use ``async for``. Texts are checked at the call."""
         prepared = self._engine.chunks(texts, chunk_size)
         tally = self._tally(len(prepared), "document", current=False)
+        if self.cache is not None:
+            return self._cached_chunks(prepared, chunk_size, tally)
         return _achunked(
             self._run(self._engine.chunk_batches(prepared, chunk_size), None, tally),
             prepared,
@@ -640,6 +776,48 @@ class AsyncEmbeddingsClient(_BaseClient[httpx.AsyncClient]):
         )
 
     # -- machinery ------------------------------------------------------------------------
+
+    async def _embed_cached(
+        self,
+        texts: list[str],
+        side: str,
+        tally: Tally | None,
+        progress: Callable[[int], None] | None = None,
+        offset: int = 0,
+    ) -> list[list[float]]:
+        """``texts`` (at ``offset`` in the call) through the cache: only what it lacks is sent."""
+        from ._cache import alookup_batch
+
+        store, model = self._store(), self._key_model()
+        plan = await alookup_batch(store, self._cache_keys(texts, side, model))
+        todo = self._to_send(plan, texts, tally)
+        if progress is not None and len(todo) < len(texts):
+            progress(len(texts) - len(todo))
+        sent: list[list[float]] = []
+        with _renumbered(plan.to_send, offset):
+            async with contextlib.aclosing(
+                self._run(self._engine.batches(todo), todo, tally)
+            ) as results:
+                async for vectors in results:
+                    sent.extend(vectors)
+                    _report(progress, vectors)
+        await store.aput_many(self._new_items(plan, todo, sent, side, model))
+        return plan.complete(sent)
+
+    async def _cached_stream(self, texts: Iterable[str]) -> AsyncGenerator[list[float], None]:
+        window = self.batch_size * batches_in_flight(self.max_concurrency)
+        with _within(tally := self._tally(None, "document", current=False)):
+            for offset, chunk in self._engine.stream_batches(texts, window):
+                for vector in await self._embed_cached(chunk, "document", tally, None, offset):
+                    yield vector
+
+    async def _cached_chunks(
+        self, texts: list[str], chunk_size: int, tally: Tally | None
+    ) -> AsyncGenerator[list[list[float]], None]:
+        with _within(tally):
+            for start in range(0, len(texts), chunk_size):
+                chunk = texts[start : start + chunk_size]
+                yield await self._embed_cached(chunk, "document", tally, None, start)
 
     async def _drive(self, steps: _Steps) -> list[list[float]]:
         step = next(steps)
@@ -694,6 +872,20 @@ class AsyncEmbeddingsClient(_BaseClient[httpx.AsyncClient]):
         finally:
             if window.cancel():
                 await asyncio.gather(*window.pending, return_exceptions=True)
+
+
+@contextlib.contextmanager
+def _renumbered(positions: tuple[int, ...], offset: int) -> Iterator[None]:
+    """An input the server refused, named by its index in the caller's texts, not in those sent."""
+    try:
+        yield
+    except ItemRejectedError as err:
+        if err.index is not None and 0 <= err.index < len(positions):
+            index = offset + positions[err.index]
+            err.message = err.message.replace(f"index {err.index}", f"index {index}", 1)
+            err.args = (err.message,)
+            err.index = index
+        raise
 
 
 def _within(tally: Tally | None) -> contextlib.AbstractContextManager[Any]:

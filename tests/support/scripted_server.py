@@ -28,9 +28,9 @@ def vector_of(text: str, dim: int = DIM) -> list[float]:
 
 
 class ScriptedServer:
-    def __init__(self, *, model: str = "BAAI/bge-base-en-v1.5", dim: int = DIM) -> None:
+    def __init__(self, *, model: str | None = None, dim: int = DIM) -> None:
         self.model = model
-        """The model the default replies name."""
+        """The model the default replies name (None: the model asked for)."""
         self.dim = dim
         self.script: deque[tuple[int, Any, dict[str, str]]] = deque()
         self.pages: dict[str, tuple[int, Any]] = {}
@@ -77,7 +77,7 @@ class ScriptedServer:
                 body = {
                     "object": "list",
                     "data": data,
-                    "model": server.model,
+                    "model": server.model or payload.get("model"),
                     "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
                 }
                 self._answer(200, body, {})
