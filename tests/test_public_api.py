@@ -19,6 +19,8 @@ MODULES = [
     "aiml_bge_integrations._retry",
     "aiml_bge_integrations._batching",
     "aiml_bge_integrations._settings",
+    "aiml_bge_integrations._models",
+    "aiml_bge_integrations._discovery",
     "aiml_bge_integrations._adapter",
     "aiml_bge_integrations.langchain",
     "aiml_bge_integrations.llama_index",

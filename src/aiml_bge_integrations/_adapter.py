@@ -2,8 +2,10 @@
 
 The adapters hold configuration only. From the one definition of every setting
 (``_settings.SETTINGS``) come their fields (``setting_field``) and their validation
-(``resolve_settings``: the peers' names, environment defaults, the same checks and the same
-``ConfigurationError`` as the core clients). ``CoreClients`` turns the settings into one
+(``validate_settings``: the peers' names, environment defaults, the same checks and the same
+``ConfigurationError`` as the core clients, run once, when the adapter is built; any other
+bad argument is a ``ConfigurationError`` too, see ``raising_configuration_errors``). No
+client is built to check a setting: ``CoreClients`` turns the checked settings into one
 ``EmbeddingsClient`` and one ``AsyncEmbeddingsClient`` that share one rate limiter, and
 ``AdapterMixin`` gives both adapters the same client properties, usage, close, copies and
 pickling. It imports pydantic (which both frameworks build on) but no framework, so LangChain
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError
@@ -25,8 +27,9 @@ from ._settings import (
     FROM_MODEL,
     SETTINGS,
     SETTINGS_BY_NAME,
-    aliases_for,
     check_settings,
+    rename_aliases,
+    unknown_name_message,
 )
 from .client import AsyncEmbeddingsClient, EmbeddingsClient, RateLimiter, Usage
 from .errors import AimlBgeError, ConfigurationError
@@ -38,10 +41,11 @@ __all__ = [
     "CORE_SETTINGS",
     "AdapterMixin",
     "CoreClients",
+    "configuration_error",
     "core_error",
-    "raising_core_errors",
-    "resolve_settings",
+    "raising_configuration_errors",
     "setting_field",
+    "validate_settings",
 ]
 
 CORE_SETTINGS = CLIENT_SETTINGS
@@ -54,29 +58,24 @@ def setting_field(name: str, **extra: Any) -> Any:
     """A pydantic field for setting ``name``: its default and description from the definition.
 
     A default that depends on the environment or the model is filled in by
-    ``resolve_settings``; the field's own default is then the documented one (or None).
+    ``validate_settings``; the field's own default is then the documented one (or None).
     """
     setting = SETTINGS_BY_NAME[name]
     default = None if setting.default is FROM_MODEL or name == "api_key" else setting.default
     return Field(default=default, description=setting.doc, **extra)
 
 
-def resolve_settings(data: Any, surface: str) -> Any:
+def validate_settings(data: Any, surface: str) -> Any:
     """An adapter's ``mode="before"`` validation: the peers' names, defaults, the core's checks.
 
-    Renames the aliases ``surface`` accepts (``chunk_size`` -> ``batch_size``...), then checks
-    every setting given with the same check as the core clients (so a bad value raises the
-    same ``ConfigurationError``), and fills in the settings whose default comes from the
-    environment or from the model.
+    Renames the peers' names (``chunk_size`` -> ``batch_size``, ``openai_api_key`` ->
+    ``api_key``...), then checks every setting given with the same check as the core clients
+    (so a bad value raises the same ``ConfigurationError``, the two-setting checks included),
+    and fills in the settings whose default comes from the environment or from the model.
     """
     if not isinstance(data, dict):
         return data
-    data = dict(data)
-    for alias, name in aliases_for(surface).items():
-        if alias in data:
-            if name in data:
-                raise ConfigurationError(f"{alias} is another name for {name}: give one of them")
-            data[name] = data.pop(alias)
+    data = rename_aliases(data, surface)
     given = {s.name: data[s.name] for s in SETTINGS if s.name in data}
     for name, value in check_settings(given, surface).items():
         setting = SETTINGS_BY_NAME[name]
@@ -86,15 +85,32 @@ def resolve_settings(data: Any, surface: str) -> Any:
 
 
 @contextlib.contextmanager
-def raising_core_errors() -> Iterator[None]:
-    """Turn a pydantic ``ValidationError`` that wraps the core's own error back into that error."""
+def raising_configuration_errors(names: Iterable[str]) -> Iterator[None]:
+    """Turn pydantic's ``ValidationError`` into the package's ``ConfigurationError``.
+
+    The core's own error when it is what failed (the same as the clients give), else one
+    naming each bad argument (``names``: the arguments the adapter takes, for a misspelling).
+    """
     try:
         yield
     except ValidationError as err:
-        cause = core_error(err)
-        if cause is None:
-            raise
-        raise cause from None
+        raise configuration_error(err, names) from None
+
+
+def configuration_error(err: ValidationError, names: Iterable[str]) -> AimlBgeError:
+    """The ``ConfigurationError`` for a failed validation; never shows the values given."""
+    cause = core_error(err)
+    if cause is not None:
+        return cause
+    known = set(names)
+    said = []
+    for detail in err.errors(include_url=False, include_input=False, include_context=False):
+        name = ".".join(str(part) for part in detail["loc"]) or "the arguments"
+        if detail["type"] == "extra_forbidden":
+            said.append(unknown_name_message(name, known))
+        else:
+            said.append(f"{name}: {detail['msg']}")
+    return ConfigurationError("; ".join(said))
 
 
 class AdapterMixin:
@@ -114,6 +130,10 @@ class AdapterMixin:
     def _core_rate_limiter(self) -> RateLimiter | None:
         raise NotImplementedError
 
+    def _check_key(self) -> None:
+        """Raise ``MissingAPIKeyError`` now when there is no key (the settings are checked)."""
+        resolve_key(self.api_key)
+
     def _pickled_fields(self) -> dict[str, Any]:
         """The field values a pickle writes (before the key and shared objects are left out)."""
         return dict(vars(self))
@@ -122,9 +142,6 @@ class AdapterMixin:
         # What the caller passed in: copies share it, pickles leave it behind.
         shared = (self.http_client, self.http_async_client, self._core_rate_limiter())
         return [obj for obj in shared if obj is not None]
-
-    def _build_async(self) -> AsyncEmbeddingsClient:
-        return self._clients.build_async(self, self._core_rate_limiter(), self.http_async_client)
 
     @property
     def client(self) -> EmbeddingsClient:
@@ -185,30 +202,26 @@ class AdapterMixin:
         return clone
 
     def __getstate__(self) -> dict[Any, Any]:
-        model: Any = self
+        # Pydantic's own state, with the key and what the caller shared left out: the key
+        # travels as its fingerprint, inside the CoreClients that replace the clients.
+        state = dict(BaseModel.__getstate__(self))  # type: ignore[arg-type]
         shared = {id(obj) for obj in self._shared_objects()}
-        fields = {
+        state["__dict__"] = {
             name: None if name == "api_key" or id(value) in shared else value
             for name, value in self._pickled_fields().items()
         }
         private = {
             name: None if id(value) in shared else value
-            for name, value in (model.__pydantic_private__ or {}).items()
+            for name, value in (state["__pydantic_private__"] or {}).items()
         }
         private["_clients"] = self._clients.for_pickle(self.api_key)
-        return {
-            "__dict__": fields,
-            "__pydantic_extra__": model.__pydantic_extra__,
-            "__pydantic_fields_set__": set(model.__pydantic_fields_set__),
-            "__pydantic_private__": private,
-        }
+        state["__pydantic_private__"] = private
+        return state
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
-        model: Any = self
-        BaseModel.__setstate__(model, state)
+        BaseModel.__setstate__(self, state)  # type: ignore[arg-type]
         key = self._clients.restored_key()
         vars(self)["api_key"] = SecretStr(key) if key is not None else None
-        self._clients.async_client = self._build_async()
 
 
 class CoreClients:
@@ -260,15 +273,6 @@ class CoreClients:
         values["rate_limiter"] = self.rate_limiter
         return values
 
-    def build_async(
-        self, adapter: object, shared_limiter: RateLimiter | None, http_client: Any
-    ) -> AsyncEmbeddingsClient:
-        """Build (again) the async client; it checks every setting and opens no connection."""
-        self.async_client = AsyncEmbeddingsClient(
-            http_client=http_client, **self.settings(adapter, shared_limiter)
-        )
-        return self.async_client
-
     def sync(
         self, adapter: object, shared_limiter: RateLimiter | None, http_client: Any
     ) -> EmbeddingsClient:
@@ -286,7 +290,9 @@ class CoreClients:
         """The async client, built on first use."""
         with self.lock:
             if self.async_client is None:
-                return self.build_async(adapter, shared_limiter, http_client)
+                self.async_client = AsyncEmbeddingsClient(
+                    http_client=http_client, **self.settings(adapter, shared_limiter)
+                )
             return self.async_client
 
     @property

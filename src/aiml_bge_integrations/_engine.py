@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import warnings
 from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -35,6 +34,7 @@ from ._settings import int_at_least, is_bge_model
 from ._tally import NO_ATTEMPT, Tally
 from ._telemetry import AttemptSpan
 from ._usage import RateLimiter, UsageCounter
+from ._warnings import warn_user
 from ._wire import ParsedEmbeddings, build_request_body
 from .errors import APIConnectionError, APITimeoutError, ModelMismatchWarning
 
@@ -348,8 +348,7 @@ class Engine:
             served, self.ctx.model, self.ctx.base_url, self.query_instruction
         )
         if note is not None:
-            logger.warning("%s", note)
-            warnings.warn(note, ModelMismatchWarning, stacklevel=2)
+            warn_user(note, ModelMismatchWarning)
 
     def after_fork(self) -> None:
         """In a forked child: fresh locks (another thread of the parent may have held one)."""

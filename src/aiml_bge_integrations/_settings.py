@@ -1,8 +1,9 @@
 """Every setting of the package, defined once: name, type, default, environment variable, check.
 
-``SETTINGS`` is the one definition. From it come the core clients' checks and defaults
-(``check_settings``), both adapters' fields and their validation, the command line's flags,
-and the settings reference in the docs; ``tests/test_settings_agreement.py`` checks that the
+``SETTINGS`` is the one definition. From it come the checks and defaults every entry point
+applies once, where the settings enter (``check_settings``; ``resolve_settings`` for the
+command line, the Ray planner and the adapters, which also takes the peers' names), both
+adapters' fields, the command line's flags, and the settings reference in the docs; ``tests/test_settings_agreement.py`` checks that the
 four surfaces agree with it on names, types, defaults and the error each bad value gets.
 To add a setting, add one ``Setting`` to ``SETTINGS``, a typed keyword parameter to the two
 clients (their signatures are written out, so that editors and mypy see them) and a field to
@@ -19,19 +20,31 @@ first.
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
 import math
 import os
-import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
+from ._models import (  # model facts live in _models; re-exported here for their callers
+    BGE_MAX_TOKENS,
+    BGE_QUERY_INSTRUCTION,
+    KNOWN_DIMENSIONS,
+    default_query_instruction,
+    expected_dimension,
+    is_bge_model,
+    same_model,
+)
 from .errors import ConfigurationError
 
 __all__ = [
+    "ADAPTER_SURFACES",
     "API_KEY_ENV",
     "BASE_URL_ENV",
+    "BGE_MAX_TOKENS",
     "BGE_QUERY_INSTRUCTION",
     "CLIENT_SETTINGS",
     "DEFAULT_BASE_URL",
@@ -55,8 +68,12 @@ __all__ = [
     "expected_dimension",
     "int_at_least",
     "is_bge_model",
+    "is_loopback_host",
+    "rename_aliases",
+    "resolve_settings",
     "same_model",
     "settings_table",
+    "unknown_name_message",
 ]
 
 API_KEY_ENV = "AIMLAPI_API_KEY"
@@ -76,23 +93,8 @@ DEFAULT_MAX_RETRIES = 6
 DEFAULT_TIMEOUT = 60.0
 """Seconds for one HTTP request (connect, write, read, pool)."""
 
-BGE_QUERY_INSTRUCTION = "Represent this sentence for searching relevant passages: "
-"""The retrieval instruction from the BGE English model card; queries only, never passages."""
-
 LONG_TEXT_POLICIES = ("truncate", "error", "none")
 """What the core does with a BGE input over 512 tokens (see README, "Long texts")."""
-
-BGE_MAX_TOKENS = 512
-
-KNOWN_DIMENSIONS: dict[str, int] = {
-    "BAAI/bge-small-en-v1.5": 384,
-    "BAAI/bge-base-en-v1.5": 768,
-    "BAAI/bge-large-en-v1.5": 1024,
-    "text-embedding-3-small": 1536,
-    "text-embedding-3-large": 3072,
-    "text-embedding-ada-002": 1536,
-}
-"""Dimensions checked in every response for these models (others: one dimension throughout)."""
 
 FROM_MODEL = "the model's default"
 """The documented default of a setting whose default follows from ``model``."""
@@ -161,7 +163,20 @@ def _text(name: str, value: Any) -> str:
 
 def _url(name: str, value: Any) -> str:
     url = _text(name, value).strip().rstrip("/")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        # Not shown: whatever it holds, it is no URL, and it may hold a key.
+        raise ConfigurationError(f"{name} must be an http(s) URL") from None
+    if "@" in parts.netloc or "?" in url or "#" in url:
+        # A URL is printed (repr, errors, logs) and stored (the job's state): never a key in it.
+        # The value is not shown, since what it carries may be the key.
+        raise ConfigurationError(
+            f"{name} must not carry credentials, a query or a fragment (user:password@host, "
+            f"?api_key=...): pass the key as api_key (or set {API_KEY_ENV}), and other "
+            "request headers as default_headers"
+        )
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
         raise ConfigurationError(f"{name} must be an http(s) URL, not {value!r}")
     return url
@@ -234,8 +249,9 @@ class Setting:
     """Returns the value to use, or raises ``ConfigurationError`` naming the setting."""
     env: str | None = None
     """Environment variable read when the setting is not given (an empty one counts as unset)."""
-    aliases: Mapping[str, str] = field(default_factory=dict)
-    """Other names a framework adapter accepts: alias -> ``"langchain"`` or ``"llama_index"``."""
+    aliases: tuple[str, ...] = ()
+    """The peers' names for it (langchain-openai's, LlamaIndex's ``OpenAIEmbedding``'s), which
+    both adapters accept; the core clients keep their own names only."""
     flag: bool = True
     """Whether ``aiml-bge embed`` has a flag for it."""
     cli_type: Callable[[str], Any] | None = None
@@ -261,6 +277,7 @@ SETTINGS: tuple[Setting, ...] = (
         "API key, sent as a Bearer token; never printed, logged, serialised or pickled.",
         _key,
         env=API_KEY_ENV,
+        aliases=("openai_api_key",),
         flag=False,
     ),
     Setting(
@@ -272,7 +289,7 @@ SETTINGS: tuple[Setting, ...] = (
         "root, no /v1).",
         _url,
         env=BASE_URL_ENV,
-        aliases={"api_base": "llama_index"},
+        aliases=("api_base", "openai_api_base"),
     ),
     Setting(
         "model",
@@ -281,6 +298,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Model name sent with every request.",
         _text,
         env=MODEL_ENV,
+        aliases=("model_name",),
     ),
     Setting(
         "batch_size",
@@ -288,7 +306,7 @@ SETTINGS: tuple[Setting, ...] = (
         DEFAULT_BATCH_SIZE,
         "Texts per request (lowered automatically when a server states a smaller limit).",
         int_at_least(1),
-        aliases={"chunk_size": "langchain"},
+        aliases=("chunk_size",),
         cli_type=int,
     ),
     Setting(
@@ -322,7 +340,7 @@ SETTINGS: tuple[Setting, ...] = (
         DEFAULT_TIMEOUT,
         "Seconds for one HTTP request.",
         _positive_seconds,
-        aliases={"request_timeout": "langchain"},
+        aliases=("request_timeout",),
         cli_type=float,
     ),
     Setting(
@@ -424,7 +442,7 @@ SETTINGS: tuple[Setting, ...] = (
         False,
         "Show a tqdm progress bar that advances per batch in embed_documents (needs tqdm).",
         _flag,
-        aliases={"show_progress_bar": "langchain"},
+        aliases=("show_progress_bar",),
         flag=False,
         surfaces=("langchain",),
     ),
@@ -440,11 +458,29 @@ CLIENT_SETTINGS: tuple[str, ...] = tuple(s.name for s in SETTINGS if "client" in
 """The settings of the core clients, which both adapters pass on to them."""
 
 
+ADAPTER_SURFACES = ("langchain", "llama_index")
+"""The framework adapters: they accept the peers' names (``Setting.aliases``) too."""
+
+
 def aliases_for(surface: str) -> dict[str, str]:
-    """The peers' names ``surface`` accepts: alias -> setting name."""
-    return {
-        alias: s.name for s in SETTINGS for alias, where in s.aliases.items() if where == surface
-    }
+    """The peers' names ``surface`` accepts (alias -> setting name): none for the clients."""
+    if surface not in ADAPTER_SURFACES:
+        return {}
+    return {alias: s.name for s in SETTINGS if surface in s.surfaces for alias in s.aliases}
+
+
+def rename_aliases(given: Mapping[str, Any], surface: str) -> dict[str, Any]:
+    """``given`` with the peers' names ``surface`` accepts renamed to the settings' own names.
+
+    Raises ``ConfigurationError`` when a setting is given under two names.
+    """
+    renamed = dict(given)
+    for alias, name in aliases_for(surface).items():
+        if alias in renamed:
+            if name in renamed:
+                raise ConfigurationError(f"{alias} is another name for {name}: give one of them")
+            renamed[name] = renamed.pop(alias)
+    return renamed
 
 
 def env_default(name: str) -> Any:
@@ -471,13 +507,14 @@ def _type_name(tp: Any) -> str:
 def settings_table() -> str:
     """The settings reference as a Markdown table (docs/settings-notes.md holds this text)."""
     where_names = {"client": "clients", "langchain": "LangChain", "llama_index": "LlamaIndex"}
+    adapters = set(ADAPTER_SURFACES)
     rows = [
-        "| Setting | Type | Default | Variable | Also accepted as | Where | Meaning |",
+        "| Setting | Type | Default | Variable | Adapters also accept | Where | Meaning |",
         "|---|---|---|---|---|---|---|",
     ]
     for s in SETTINGS:
         default = s.default if s.default is FROM_MODEL else f"`{s.default!r}`"
-        aliases = ", ".join(f"`{a}` ({where_names[w]})" for a, w in s.aliases.items())
+        aliases = ", ".join(f"`{a}`" for a in s.aliases) if adapters & set(s.surfaces) else ""
         where = ", ".join(where_names[w] for w in s.surfaces)
         if s.flag:
             where += ", CLI `--" + s.name.replace("_", "-") + "`"
@@ -516,55 +553,70 @@ def check_settings(given: Mapping[str, Any], surface: str = "client") -> dict[st
                 values[name] = None
                 continue
         values[name] = setting.check(name, value)
+    if "base_url" in values and "allow_insecure_http" in values:
+        _check_transport(values["base_url"], values["allow_insecure_http"])
     return values
 
 
-_BGE_RE = re.compile(r"(^|/)bge-[a-z]+-en(-v1\.5)?$", re.IGNORECASE)
+def resolve_settings(given: Mapping[str, Any], surface: str = "client") -> dict[str, Any]:
+    """Every setting of ``surface``, resolved and checked once: what each part runs on.
 
+    The one resolver for every entry point (the clients, the adapters, the command line, the
+    Ray planner), so all of them see the same values: the settings given (under their own
+    names or, on an adapter, the peers' names), else their environment variable
+    (``AIMLAPI_EMBEDDING_MODEL``, ``AIMLAPI_BASE_URL``), else their default; the ones that
+    follow the model (``query_instruction``) from the model so resolved. The key, when one
+    is given or set in ``AIMLAPI_API_KEY``, is held as a ``SecretKey`` (it prints as stars
+    and pickles as its fingerprint); ``None`` when there is none.
 
-_TAG_ALIASES = {"bge-large": "BAAI/bge-large-en-v1.5", "bge-base": "BAAI/bge-base-en-v1.5"}
-"""Short names some servers use (Ollama's library tag ``bge-large``) for the BGE English models."""
-
-
-def _bare(model: str) -> str:
-    # Servers such as Ollama name models "bge-large:latest" or "org/bge-base-en-v1.5".
-    name = model.split(":", 1)[0]
-    return _TAG_ALIASES.get(name, name)
-
-
-def is_bge_model(model: str) -> bool:
-    """True for the BGE English models (bge-small/base/large-en, v1 or v1.5), under any org prefix."""
-    return bool(_BGE_RE.search(_bare(model)))
-
-
-def default_query_instruction(model: str) -> str | None:
-    """The query instruction a model gets when the caller does not choose one."""
-    return BGE_QUERY_INSTRUCTION if is_bge_model(model) else None
-
-
-def expected_dimension(model: str) -> int | None:
-    """The vector length a model is known to return, if known."""
-    bare = _bare(model)
-    if bare in KNOWN_DIMENSIONS:
-        return KNOWN_DIMENSIONS[bare]
-    tail = bare.rsplit("/", 1)[-1].lower()
-    for name, dim in KNOWN_DIMENSIONS.items():
-        if name.rsplit("/", 1)[-1].lower() == tail:
-            return dim
-    return None
-
-
-def same_model(served: str, requested: str) -> bool:
-    """Whether a reply's model name is the requested model, spelled as servers spell it.
-
-    Equal ignoring case, or equal in the last path segment without a ``:tag``
-    (``BAAI/bge-base-en-v1.5``, ``bge-base-en-v1.5``, ``/models/bge-base-en-v1.5``), or the
-    same BGE model under a short tag (``bge-base``).
+    Raises ``ConfigurationError`` naming the first bad setting, a name that is no setting of
+    ``surface``, or a setting given under two names.
     """
-    if served.lower() == requested.lower():
+    from ._secrets import SecretKey  # _secrets imports this module
+
+    renamed = rename_aliases(given, surface)
+    known = {s.name for s in SETTINGS if surface in s.surfaces}
+    unknown = sorted(set(renamed) - known)
+    if unknown:
+        raise ConfigurationError(unknown_name_message(unknown[0], known))
+    values = check_settings(renamed, surface)
+    key = values.get("api_key")
+    if key is not None and not isinstance(key, SecretKey):
+        text = key if isinstance(key, str) else key.get_secret_value()
+        values["api_key"] = SecretKey(text.strip()) if text.strip() else None
+    return values
+
+
+def unknown_name_message(name: str, known: Iterable[str]) -> str:
+    """What every surface says of a name it does not take: ``batchsize is not a setting (did
+    you mean batch_size?)``."""
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f"{name} is not a setting" + (f" (did you mean {close[0]}?)" if close else "")
+
+
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` (a URL's host name) is this machine: ``localhost`` or a loopback address.
+
+    An address, not a prefix: ``127.0.0.1.example.com`` is a remote name like any other.
+    """
+    host = host.lower()
+    if host in _LOOPBACK_HOSTS:
         return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
-    def tail(name: str) -> str:
-        return _bare(name).rsplit("/", 1)[-1].lower()
 
-    return tail(served) == tail(requested)
+def _check_transport(base_url: str, allow_insecure_http: bool) -> None:
+    # The one check that needs two settings: the key goes in a header of every request.
+    parts = urlsplit(base_url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme.lower() == "http" and not allow_insecure_http and not is_loopback_host(host):
+        raise ConfigurationError(
+            f"refusing to send the API key over plain http to {host}: use https, or set "
+            "allow_insecure_http=True if this network is trusted"
+        )

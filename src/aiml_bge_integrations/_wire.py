@@ -6,6 +6,7 @@ Nothing here does I/O, so all of it is tested without a socket.
 from __future__ import annotations
 
 import base64
+import math
 import re
 import sys
 from array import array
@@ -79,7 +80,12 @@ def _decode_base64(value: str) -> list[float]:
     arr.frombytes(raw)
     if sys.byteorder != "little":  # the wire format is little-endian float32
         arr.byteswap()
-    return arr.tolist()
+    vec = arr.tolist()
+    if not _finite_float32(raw):
+        bad = next((x for x in vec if not math.isfinite(x)), None)
+        if bad is not None:
+            raise WireError(f"base64 embedding holds {bad!r}, which is not a finite float32")
+    return vec
 
 
 def _load_untrack() -> Callable[[object], None]:
@@ -156,6 +162,31 @@ def _checked_floats(vec: list[Any], idx: int) -> list[float]:
         return [float(x) for x in vec]
     bad = next(x for x in vec if type(x) not in _FLOAT_OR_INT)
     raise WireError(f"embedding for index {idx} holds {bad!r}, which is not a number")
+
+
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _check_range(vec: list[float], idx: int) -> None:
+    # Every vector is finite and fits float32, whatever the encoding: a NaN or an infinity
+    # silently poisons an index, and a JSON 1e39 becomes one in a float32 store. One pass in
+    # C: the norm is at least every item's size, and NaN when one is NaN (infinite when one
+    # is infinite). Only a norm past the range (rare: items near it) looks at the items.
+    if math.hypot(*vec) <= _FLOAT32_MAX:
+        return
+    bad = next((x for x in vec if not -_FLOAT32_MAX <= x <= _FLOAT32_MAX), None)
+    if bad is not None:
+        raise WireError(f"embedding for index {idx} holds {bad!r}, which is not a finite float32")
+
+
+def _finite_float32(raw: bytes) -> bool:
+    """Whether no little-endian float32 in ``raw`` is NaN or infinite (exponent bits all set).
+
+    Those, and only finite values of 2**127 or more, have 0x7f or 0xff as their top byte: a
+    slice and two searches in C, where the exact check runs only when one is found.
+    """
+    top = raw[3::4]
+    return b"\x7f" not in top and b"\xff" not in top
 
 
 _FLOAT = {float}
@@ -238,9 +269,10 @@ def parse_embeddings_response(
             raise WireError(f"index {idx} appears more than once")
         vec = item.get("embedding")
         if isinstance(vec, str):
-            vec = _decode_base64(vec)
+            vec = _decode_base64(vec)  # checked there: float32 by construction
         elif isinstance(vec, list):
             vec = _numbers_as_floats(vec) if numbers_only else _checked_floats(vec, idx)
+            _check_range(vec, idx)
         else:
             raise WireError(f"embedding for index {idx} is not a list or base64 string")
         if dim is None:

@@ -23,11 +23,11 @@ from typing_extensions import Self
 from ._adapter import (
     AdapterMixin,
     CoreClients,
-    raising_core_errors,
-    resolve_settings,
+    raising_configuration_errors,
     setting_field,
+    validate_settings,
 )
-from ._settings import API_KEY_ENV
+from ._settings import API_KEY_ENV, aliases_for
 from .client import RateLimiter
 
 __all__ = ["AimlBgeEmbeddings"]
@@ -87,7 +87,9 @@ class AimlBgeEmbeddings(AdapterMixin, Serializable, Embeddings):
 
     See the field list for every setting; the names, defaults and checks are those of the core
     clients (one definition, ``docs/settings-notes.md``), and a bad value raises the core's
-    ``ConfigurationError``. langchain-openai's names are accepted too: ``chunk_size``
+    ``ConfigurationError``, as does any other bad argument. The peers' names are accepted too
+    (the same on both adapters): ``openai_api_key`` (``api_key``), ``api_base`` and
+    ``openai_api_base`` (``base_url``), ``model_name`` (``model``), ``chunk_size``
     (``batch_size``), ``request_timeout`` (``timeout``), ``show_progress_bar``
     (``show_progress``).
 
@@ -189,21 +191,21 @@ class AimlBgeEmbeddings(AdapterMixin, Serializable, Embeddings):
 
     def __init__(self, **kwargs: Any) -> None:
         """Build from keyword settings; a bad setting raises the core's ``ConfigurationError``."""
-        with raising_core_errors():
+        with raising_configuration_errors([*type(self).model_fields, *aliases_for("langchain")]):
             super().__init__(**kwargs)
 
     @model_validator(mode="before")
     @classmethod
     def _resolve(cls, data: Any) -> Any:
-        return resolve_settings(data, "langchain")
+        return validate_settings(data, "langchain")
 
     @model_validator(mode="after")
-    def _check_with_core(self) -> Self:
+    def _check_key_and_progress(self) -> Self:
+        # Every setting was checked before (validate_settings); the clients are built on
+        # first use from the checked values.
+        self._check_key()
         if self.show_progress:
             _tqdm()
-        # The async client checks every setting (the key included) and holds no connection
-        # until its first request, so building it here costs nothing and fails early.
-        self._clients.async_client = self._build_async()
         return self
 
     def _core_rate_limiter(self) -> RateLimiter | None:

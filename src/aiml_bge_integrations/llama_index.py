@@ -21,13 +21,11 @@ Install with ``pip install "aiml-bge-integrations[llama-index]"``.
 
 from __future__ import annotations
 
-import contextlib
 import pickle
-from collections.abc import Callable, Mapping
-from typing import Any, Literal, cast
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import httpx
-import llama_index.core.instrumentation as instrument
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import (
     ConfigDict,
@@ -36,22 +34,17 @@ from llama_index.core.bridge.pydantic import (
     SecretStr,
     model_validator,
 )
-from llama_index.core.callbacks.schema import CBEventType, EventPayload
-from llama_index.core.instrumentation.events.embedding import (
-    EmbeddingEndEvent,
-    EmbeddingStartEvent,
-)
 from pydantic.json_schema import SkipJsonSchema
 from typing_extensions import Self
 
 from ._adapter import (
     AdapterMixin,
     CoreClients,
-    raising_core_errors,
-    resolve_settings,
+    raising_configuration_errors,
     setting_field,
+    validate_settings,
 )
-from ._settings import DEFAULT_MODEL
+from ._settings import DEFAULT_MODEL, aliases_for
 from .client import RateLimiter
 from .errors import ConfigurationError
 
@@ -65,54 +58,6 @@ _CHUNK_ROUNDS = 4
 
 _UNSET_MODEL_NAME = "unknown"
 """``BaseEmbedding.model_name``'s placeholder default."""
-
-_PROGRESS_LABEL = "Generating embeddings"
-"""LlamaIndex's progress bar label for batch embedding."""
-
-dispatcher = instrument.get_dispatcher(__name__)  # type: ignore[attr-defined]
-
-
-_EVENT_FACTORIES: tuple[tuple[str, Callable[[], Any]], ...] = tuple(
-    (name, cast("Callable[[], Any]", field.default_factory))
-    for name, field in EmbeddingEndEvent.model_fields.items()
-    if field.default_factory is not None
-    and getattr(field, "default_factory_takes_validated_data", None) is False
-)
-"""The event's id, time and span factories, called directly: ``model_construct`` would ask
-``inspect.signature`` about each on every call (0.4 ms an event, for ``ContextVar.get``)."""
-
-
-def _end_event(chunks: list[str], embeddings: list[Embedding]) -> EmbeddingEndEvent:
-    # The vectors were checked by the core (lists of floats, one per text). Validating the
-    # event would copy every float again: about 55 ms per 1,000 768-d vectors, a quarter of
-    # this adapter's own CPU. The event is otherwise built as LlamaIndex builds it (id, time,
-    # span from their default factories); the tests compare it with LlamaIndex's own.
-    defaults = {name: make() for name, make in _EVENT_FACTORIES}
-    return EmbeddingEndEvent.model_construct(  # type: ignore[no-any-return]
-        chunks=chunks, embeddings=embeddings, **defaults
-    )
-
-
-class _NoProgress:
-    def __enter__(self) -> _NoProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def update(self, n: int) -> None:
-        return None
-
-
-def _progress(enabled: bool, total: int) -> Any:
-    """A tqdm bar over texts when asked for and tqdm is installed (as LlamaIndex does)."""
-    if enabled:
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:  # LlamaIndex also goes on without a bar
-            return _NoProgress()
-        return tqdm(total=total, desc=_PROGRESS_LABEL)
-    return _NoProgress()
 
 
 def _frozen(name: str, **extra: Any) -> Any:
@@ -153,8 +98,10 @@ class AimlBgeEmbedding(AdapterMixin, BaseEmbedding):
         http_client, http_async_client: your own httpx clients (never serialised or pickled).
 
         Names, defaults and checks are the core clients' (one definition,
-        ``docs/settings-notes.md``); a bad value raises the core's ``ConfigurationError``.
-        ``api_base`` (``OpenAIEmbedding``'s name) is accepted for ``base_url``.
+        ``docs/settings-notes.md``); a bad value raises the core's ``ConfigurationError``,
+        as does any other bad argument. The peers' names are accepted too (the same on both
+        adapters): ``openai_api_key`` (``api_key``), ``api_base`` and ``openai_api_base``
+        (``base_url``), ``chunk_size`` (``batch_size``), ``request_timeout`` (``timeout``).
 
     Instantiate:
         ```python
@@ -229,7 +176,7 @@ class AimlBgeEmbedding(AdapterMixin, BaseEmbedding):
 
     def __init__(self, **data: Any) -> None:
         """Build from keyword settings; a bad setting raises the core's ``ConfigurationError``."""
-        with raising_core_errors():
+        with raising_configuration_errors([*type(self).model_fields, *aliases_for("llama_index")]):
             super().__init__(**data)
 
     @classmethod
@@ -247,7 +194,8 @@ class AimlBgeEmbedding(AdapterMixin, BaseEmbedding):
         if data.get("class_name") == cls.class_name():
             del data["class_name"]
         model = data.get("model")
-        name = data.get("model_name")
+        # LlamaIndex's own field for the model (written by to_dict beside model): not an alias.
+        name = data.pop("model_name", None)
         if name == _UNSET_MODEL_NAME:
             name = None
         if model is None:
@@ -257,12 +205,12 @@ class AimlBgeEmbedding(AdapterMixin, BaseEmbedding):
                 f"model={model!r} and model_name={name!r} disagree: give one of them"
             )
         data["model"] = model
-        data = resolve_settings(data, "llama_index")
+        data = validate_settings(data, "llama_index")
         data["model_name"] = data["model"]
         return data
 
     @model_validator(mode="after")
-    def _check_with_core(self) -> Self:
+    def _check_key_and_limits(self) -> Self:
         if isinstance(self.rate_limiter, RateLimiter):
             # The core's limiter paces requests and is shared with whoever else holds it.
             # LlamaIndex would call ``acquire()`` on anything left in its own field.
@@ -272,16 +220,18 @@ class AimlBgeEmbedding(AdapterMixin, BaseEmbedding):
             self.embed_batch_size = min(
                 _MAX_EMBED_BATCH_SIZE, _CHUNK_ROUNDS * self.batch_size * self.max_concurrency
             )
-        # The core checks every setting (the key included). Its async client opens no
-        # connection before its first request, so building it here costs nothing and makes a
-        # bad setting fail now rather than in the middle of an ingestion run.
-        self._clients.async_client = self._build_async()
+        # Every setting was checked before (validate_settings); the clients are built on
+        # first use from the checked values. A missing key fails now, not mid-ingestion.
+        self._check_key()
         return self
 
     def _core_rate_limiter(self) -> RateLimiter | None:
         return self._shared_rate_limiter
 
     # -- LlamaIndex hooks: each is one call on the core ------------------------------------
+    # Every path goes through these: BaseEmbedding's public methods do the chunking into
+    # embed_batch_size, the events, callbacks, the embeddings cache and LlamaIndex's own rate
+    # limiter; the core does the requests, concurrency and retries within each hook call.
 
     def _get_query_embedding(self, query: str) -> Embedding:
         """The query's vector, with ``query_instruction`` in front of it."""
@@ -308,91 +258,14 @@ class AimlBgeEmbedding(AdapterMixin, BaseEmbedding):
         however many chunks LlamaIndex gathers at once."""
         return await self.async_client.embed_documents(texts)
 
-    # -- LlamaIndex's batch methods, with the chunks pipelined ------------------------------
-    #
-    # BaseEmbedding cuts a batch into chunks of ``embed_batch_size`` and awaits each chunk
-    # before it sends the next (sync), or reports every chunk only once all are done (async).
-    # Both of these keep its events, callbacks and chunking exactly, but the core works through
-    # all the chunks as one stream: requests for the next chunk are in flight while LlamaIndex
-    # builds the events of the current one. With an embeddings cache, a LlamaIndex rate
-    # limiter, or a subclass that overrides ``_get_text_embeddings``, LlamaIndex's own methods
-    # run instead, since each of those works chunk by chunk.
-
-    def _pipelined(self, hook: str) -> bool:
-        own = getattr(AimlBgeEmbedding, hook)
-        return (
-            getattr(type(self), hook) is own
-            and self.embeddings_cache is None
-            and self.rate_limiter is None
-        )
-
-    @dispatcher.span  # type: ignore[misc]
-    def get_text_embedding_batch(
-        self, texts: list[str], show_progress: bool = False, **kwargs: Any
-    ) -> list[Embedding]:
-        """Vectors for ``texts`` in order: LlamaIndex's events per chunk, no pause between chunks."""
-        if not self._pipelined("_get_text_embeddings"):
-            return super().get_text_embedding_batch(texts, show_progress=show_progress, **kwargs)
-        texts = list(texts)
-        size = self.embed_batch_size
-        chunks = self.client.iter_chunks(texts, size)  # checks every text, sends nothing yet
-        model_dict = self.to_payload()
-        out: list[Embedding] = []
-        with _progress(show_progress, len(texts)) as progress, contextlib.closing(chunks):
-            for start in range(0, len(texts), size):
-                cur = texts[start : start + size]
-                dispatcher.event(EmbeddingStartEvent(model_dict=model_dict))
-                with self.callback_manager.event(
-                    CBEventType.EMBEDDING, payload={EventPayload.SERIALIZED: model_dict}
-                ) as event:
-                    embeddings = next(chunks)
-                    out.extend(embeddings)
-                    event.on_end(
-                        payload={EventPayload.CHUNKS: cur, EventPayload.EMBEDDINGS: embeddings}
-                    )
-                dispatcher.event(_end_event(cur, embeddings))
-                progress.update(len(cur))
-        return out
-
-    @dispatcher.span  # type: ignore[misc]
-    async def aget_text_embedding_batch(
-        self, texts: list[str], show_progress: bool = False, **kwargs: Any
-    ) -> list[Embedding]:
-        """Async twin: each chunk's end event comes as soon as that chunk is done, in order."""
-        if not self._pipelined("_aget_text_embeddings"):
-            return await super().aget_text_embedding_batch(
-                texts, show_progress=show_progress, **kwargs
-            )
-        texts = list(texts)
-        size = self.embed_batch_size
-        chunks = self.async_client.iter_chunks(texts, size)
-        model_dict = self.to_payload()
-        started: list[tuple[str, list[str]]] = []
-        for start in range(0, len(texts), size):
-            dispatcher.event(EmbeddingStartEvent(model_dict=model_dict))
-            event_id = self.callback_manager.on_event_start(
-                CBEventType.EMBEDDING, payload={EventPayload.SERIALIZED: model_dict}
-            )
-            started.append((event_id, texts[start : start + size]))
-        out: list[Embedding] = []
-        with _progress(show_progress, len(texts)) as progress:
-            async with contextlib.aclosing(chunks):
-                for event_id, cur in started:
-                    embeddings = await chunks.__anext__()
-                    out.extend(embeddings)
-                    dispatcher.event(_end_event(cur, embeddings))
-                    self.callback_manager.on_event_end(
-                        CBEventType.EMBEDDING,
-                        payload={EventPayload.CHUNKS: cur, EventPayload.EMBEDDINGS: embeddings},
-                        event_id=event_id,
-                    )
-                    progress.update(len(cur))
-        return out
-
     # -- observability, usage and lifecycle ------------------------------------------------
 
     def to_payload(self) -> dict[str, Any]:
-        """What callback and instrumentation events show of this model: no key, no headers."""
+        """What callback and instrumentation events show of this model: no key, no headers.
+
+        LlamaIndex 0.14.23 and later put this in its events; earlier ones put ``to_dict()``,
+        which leaves out the key and the injected objects too.
+        """
         return {
             "class_name": self.class_name(),
             "model_name": self.model_name,

@@ -112,9 +112,10 @@ def test_no_key_anywhere_is_a_clear_error_at_construction() -> None:
         ({"long_text": "drop"}, "long_text", ConfigurationError),
         ({"encoding_format": "int8"}, "encoding_format", ConfigurationError),
         ({"requests_per_minute": 0}, "requests_per_minute", ConfigurationError),
-        # LlamaIndex's own field, and a misspelled name: pydantic's error, naming it.
-        ({"embed_batch_size": 0}, "embed_batch_size", ValidationError),
-        ({"max_concurency": 2}, "max_concurency", ValidationError),
+        # LlamaIndex's own field, and a misspelled name: the same error class, naming it.
+        ({"embed_batch_size": 0}, "embed_batch_size", ConfigurationError),
+        ({"max_concurency": 2}, "did you mean max_concurrency?", ConfigurationError),
+        ({"http_client": 5}, "http_client", ConfigurationError),
     ],
 )
 def test_bad_settings_are_refused_naming_the_setting(
@@ -122,6 +123,7 @@ def test_bad_settings_are_refused_naming_the_setting(
 ) -> None:
     with pytest.raises(error) as info:
         AimlBgeEmbedding(api_key="sk-never-shown", **settings)
+    assert type(info.value) is error
     assert named in str(info.value)
     assert "sk-never-shown" not in str(info.value)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from llama_index.core import Document, VectorStoreIndex
+from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 from llama_index.core.callbacks.schema import CBEventType, EventPayload
@@ -199,7 +200,11 @@ async def test_callback_events_carry_no_key(
     index.as_retriever().retrieve("twelve")
     assert keyed_server.stats.ok > 0
     assert len(recorder.serialized) >= 9
-    assert all(s == embed.to_payload() for s in recorder.serialized)
+    # LlamaIndex 0.14.23 and later serialise an embedding's to_payload() into its events,
+    # earlier ones its to_dict(): neither holds the key.
+    shown = embed.to_payload() if hasattr(BaseEmbedding, "to_payload") else embed.to_dict()
+    assert all(s == shown for s in recorder.serialized)
+    assert all("api_key" not in s for s in recorder.serialized)
     for text in recorder.seen:
         assert KEY not in text
 

@@ -278,7 +278,7 @@ def test_info_health_and_unknown_route(aiml_server: LocalServer) -> None:
         missing = client.post("/nothing-here", json={})
     assert info["model_id"] == MODEL
     assert info["max_input_length"] == 512
-    assert info["max_client_batch_size"] is None
+    assert info["max_client_batch_size"] == 2048
     assert info["backend"] == "hashing-stand-in"
     assert "not the real model" in info["stand_in"]
     assert health.status_code == 200 and health.json()["status"] == "ok"

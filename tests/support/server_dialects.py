@@ -16,7 +16,14 @@ dialect          mimics
 ``vllm-legacy``  vLLM up to 0.10.1, flat envelope ``{"object": "error", ...}``
 ``infinity``     michaelfeil/infinity (FastAPI)
 ``ollama``       Ollama's OpenAI compatibility layer
+``nim``          an NVIDIA NIM-style server that adds e5's prefixes itself (``input_type``)
+``cohere-compat``  an OpenAI-compatible gateway taking Cohere's ``input_type`` values
 ===============  ===========================================================================
+
+Where a real server takes the side as a request field (``input_type``; TEI's
+``prompt_name``), the dialect lists its values in ``input_types`` and the server adds the
+matching prefix before embedding, so a query's vector differs from a passage's exactly as
+``"query: " + text`` differs from ``"passage: " + text``.
 """
 
 from __future__ import annotations
@@ -45,8 +52,11 @@ from aiml_bge_integrations.server.dialects import (
 
 __all__ = [
     "DIALECTS",
+    "SIDE_DIALECTS",
     "TEST_DIALECTS",
+    "CohereCompatDialect",
     "InfinityDialect",
+    "NimDialect",
     "OllamaDialect",
     "OpenAIDialect",
     "TeiDialect",
@@ -205,13 +215,19 @@ class TeiDialect(Dialect):
     - 429 "Model is overloaded", type ``Overloaded``, when no concurrency permit is free.
     - 200: ``{"object": "list", "data": [{"object", "embedding", "index"}], "model", "usage":
       {"prompt_tokens", "total_tokens"}}`` with ``x-compute-*`` headers.
+    - ``prompt_name`` names a prompt of the model's sentence-transformers configuration, which
+      TEI puts in front of every input; this stand-in serves e5's ``{"query": "query: ",
+      "passage": "passage: "}``. A name it does not have: 413 ``Validation`` (its wording here
+      is this stand-in's own).
     - Not copied: TEI also takes token-id inputs; this stand-in refuses them (422).
     """
 
     name = "tei"
     model_required = False
     owned_by = "text-embeddings-inference"
-    max_client_batch_size: ClassVar[int] = 32
+    input_type_field = "prompt_name"
+    input_types: ClassVar[Mapping[str, str]] = {"query": "query: ", "passage": "passage: "}
+    default_max_items = 32
     """TEI's default ``--max-client-batch-size``; ``max_items_per_request``, when set, replaces it."""
 
     def render(self, p: Problem, ctx: Context) -> Reply:
@@ -233,6 +249,11 @@ class TeiDialect(Dialect):
             return self.error(
                 400, "Input validation error: `inputs` cannot be empty", ctx, type="Empty"
             )
+        if r == "unknown_input_type":
+            message = (
+                f"Input validation error: prompt_name {failure.received} is not in the prompts"
+            )
+            return self.error(413, message, ctx, type="Validation")
         what = {
             "input_missing": "missing field `input`",
             "input_item_type": "input: data did not match any variant of untagged enum Input",
@@ -254,9 +275,6 @@ class TeiDialect(Dialect):
         self, requested: str | None, config: ModelSettings, ctx: Context
     ) -> str | Reply:
         return config.served_models[0] if config.served_models else DEFAULT_MODEL
-
-    def max_items(self, config: ModelSettings) -> int | None:
-        return config.max_items_per_request or self.max_client_batch_size
 
     def rate_limited(self, ctx: Context, headers: Mapping[str, str]) -> Reply:
         return self.error(429, "Model is overloaded", ctx, type="Overloaded", headers=headers)
@@ -613,6 +631,44 @@ class OllamaDialect(Dialect):
         return {"object": "embedding", "embedding": embedding, "index": index}
 
 
+class NimDialect(OpenAIDialect):
+    """An NVIDIA NIM-style server for an e5 model that adds e5's prefixes itself.
+
+    - ``input_type`` ``"query"`` puts ``query: `` in front of every input, ``"passage"`` (or
+      ``"document"``) ``passage: ``; any other value is a 400 in OpenAI's envelope.
+    - A request without ``input_type`` is embedded as a query, as the multilingual-e5 server
+      users met does (real NIM refuses such a request for asymmetric models: not copied).
+    - Everything else as ``OpenAIDialect``.
+    """
+
+    name = "nim"
+    input_types: ClassVar[Mapping[str, str]] = {
+        "query": "query: ",
+        "passage": "passage: ",
+        "document": "passage: ",
+    }
+    default_input_type = "query"
+
+    def bad_request(self, failure: BadRequest, ctx: Context) -> Reply:
+        if failure.reason == "unknown_input_type":
+            message = f"Invalid value for 'input_type': {failure.received}. Supported values are: {failure.expected}."
+            return self.error(400, message, ctx, type="invalid_request_error", param="input_type")
+        return super().bad_request(failure, ctx)
+
+
+class CohereCompatDialect(NimDialect):
+    """An OpenAI-compatible gateway in front of a Cohere-style model: ``input_type``
+    ``"search_query"`` / ``"search_document"`` (nomic-embed's prefixes, which carry the same
+    names, are what it adds); none sent, no prefix (this stand-in's choice)."""
+
+    name = "cohere-compat"
+    input_types: ClassVar[Mapping[str, str]] = {
+        "search_query": "search_query: ",
+        "search_document": "search_document: ",
+    }
+    default_input_type = None
+
+
 TEST_DIALECTS: tuple[Dialect, ...] = (
     OpenAIDialect(),
     TeiDialect(),
@@ -620,11 +676,21 @@ TEST_DIALECTS: tuple[Dialect, ...] = (
     VllmLegacyDialect(),
     InfinityDialect(),
     OllamaDialect(),
+    NimDialect(),
+    CohereCompatDialect(),
 )
 """One instance of each test-only dialect (dialects hold no per-request state)."""
 
-DIALECTS: tuple[str, ...] = ("aiml", *(d.name for d in TEST_DIALECTS))
-"""Every dialect name the tests use: the shipped ``aiml`` first, then the test-only ones."""
+SIDE_DIALECTS: tuple[str, ...] = ("nim", "cohere-compat")
+"""Servers that take the side as ``input_type`` and prefix every input themselves: their
+vectors differ from the others' on purpose, so they are tested apart (``tests/selfhosted``)."""
+
+DIALECTS: tuple[str, ...] = (
+    "aiml",
+    *(d.name for d in TEST_DIALECTS if d.name not in SIDE_DIALECTS),
+)
+"""The dialects whose wire every test checks: the shipped ``aiml`` first, then the test-only
+ones whose vectors are the plain stand-in's."""
 
 
 def register_test_dialects() -> None:

@@ -9,9 +9,11 @@ Routes::
     GET  /_stats          the counters (``stats.ServerStats``) as JSON
     POST /_stats/reset    zero them (needs the key when one is set)
 
-A ``POST /v1/embeddings`` goes through, in order: auth (401), the per-minute and concurrency
-limits (429), the body size (413), validation (400/422), the model (404), the item count
-(413), item characters (400), item tokens (dialect's refusal, or truncation), then fault
+A ``POST /v1/embeddings`` goes through, in order: auth (401), a declared body size
+(``Content-Length``) over the limit (413), the per-minute and concurrency limits (429), the
+worker queue, the body size counted while it is read (413), validation (400/422), the model
+(404), the item count (413), item characters (400), the side's prefix where the dialect
+takes an input type, item tokens (dialect's refusal, or truncation), then fault
 injection and the stand-in embedding; the reply leaves ``latency`` seconds after the request
 was admitted (the stand-in's own work counts inside that time, as a real model's would). Every reply carries
 ``x-aiml-bge-backend: hashing-stand-in``: the vectors are not the real model's.
@@ -70,6 +72,7 @@ from .stats import ServerStats
 
 __all__ = [
     "BACKEND_HEADER",
+    "DEFAULT_MAX_CONNECTIONS",
     "USD_PER_CREDIT",
     "ServerConfig",
     "create_app",
@@ -81,6 +84,9 @@ BACKEND_HEADER = ("x-aiml-bge-backend", "hashing-stand-in")
 
 USD_PER_CREDIT = 0.0000005
 """Stand-in price of one credit, for ``x-aimlapi-usd-spent``."""
+
+DEFAULT_MAX_CONNECTIONS = 512
+"""Default of ``ServerConfig.max_connections`` (TEI's default ``--max-concurrent-requests``)."""
 
 RETIRED_MODELS = ["BAAI/bge-large-en-v1.5", "togethercomputer/m2-bert-80M-32k-retrieval"]
 
@@ -102,8 +108,10 @@ def credits_for(tokens: int) -> int:
 class ServerConfig:
     """Everything the local server can be told; read per request, so tests may change it live.
 
-    Limits are off (``None``) unless set. Assign a new ``FaultConfig`` to ``faults`` to restart
-    its script and seeded sequence.
+    The body, input count and input length are always bounded: ``None`` there takes the
+    dialect's default (``AimlDialect``: 2,000,000 bytes, 2,048 inputs, 100,000 characters), and
+    ``max_connections`` bounds the connections; the other limits are off (``None``) unless set.
+    Assign a new ``FaultConfig`` to ``faults`` to restart its script and seeded sequence.
     """
 
     api_key: str | None = None
@@ -130,11 +138,19 @@ class ServerConfig:
     retry_after_on_limit: float | None = None
     """Seconds to announce in ``Retry-After`` on limit 429s; ``None`` sends no header (like AI/ML)."""
     max_body_bytes: int | None = None
-    """Largest accepted body; larger gets 413."""
+    """Largest accepted body in bytes; larger gets 413, before the body is read (a declared
+    ``Content-Length``) or as soon as the count passes it (chunked). ``None``: the dialect's
+    default (2,000,000, TEI's ``--payload-limit``)."""
     max_items_per_request: int | None = None
-    """Most inputs per request; more gets 413 naming the limit."""
+    """Most inputs per request; more gets 413 naming the limit. ``None``: the dialect's default
+    (2,048, the OpenAI API's; TEI's 32)."""
     max_chars_per_item: int | None = None
-    """Most characters per input; longer gets 400 naming the input."""
+    """Most characters per input; longer gets 400 naming the input and the limit. ``None``: the
+    dialect's default (100,000)."""
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    """Open connections served at once; past it every request gets 503 "Service Unavailable"
+    (uvicorn's ``limit_concurrency``, as vLLM and infinity, which run on uvicorn, answer). Read
+    when the server starts."""
     max_tokens_per_item: int | None = None
     """Most BGE tokens per input; longer gets the dialect's over-long error (or is cut)."""
     faults: FaultConfig | None = None
@@ -154,6 +170,7 @@ class ServerConfig:
             "max_items_per_request",
             "max_chars_per_item",
             "max_tokens_per_item",
+            "max_connections",
         ):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -273,17 +290,25 @@ def _retry_after(seconds: float | None) -> dict[str, str]:
     return {"retry-after": retry_after_header("429-retry-after", seconds, time.time()) or "0"}
 
 
-async def _read_body(request: Request, limit: int | None) -> tuple[bytes, int | None]:
-    """The body, or ``(b"", size)`` once it is known to be over ``limit``."""
-    if limit is not None:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            return b"", int(declared)
+def _declared_size(request: Request) -> int | None:
+    declared = request.headers.get("content-length", "")
+    return int(declared) if declared.isdigit() else None
+
+
+async def _read_body(request: Request, limit: int) -> tuple[bytes, int | None]:
+    """The body, or ``(b"", size)`` once it is known to be over ``limit``.
+
+    A declared ``Content-Length`` over the limit is refused without reading a byte; a chunked
+    body is counted as it arrives, so at most ``limit`` bytes (plus one chunk) are ever held.
+    """
+    declared = _declared_size(request)
+    if declared is not None and declared > limit:
+        return b"", declared
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if limit is not None and size > limit:
+        if size > limit:
             return b"", size
         chunks.append(chunk)
     return b"".join(chunks), None
@@ -355,6 +380,11 @@ async def _embeddings(request: Request) -> Response:
     auth = _auth_problem(request, config, dialect, ctx)
     if auth is not None:
         return finish(auth)
+    # A declared size over the limit is refused before the request waits for anything.
+    body_limit = dialect.max_body_bytes(config)
+    declared = _declared_size(request)
+    if declared is not None and declared > body_limit:
+        return finish(dialect.body_too_large(declared, body_limit, ctx))
     if not state.rate_ok(config.requests_per_minute):
         stats.count_rate_limited()
         return finish(dialect.rate_limited(ctx, _retry_after(config.retry_after_on_limit)))
@@ -391,9 +421,10 @@ async def _admitted(
         refused = dialect.unsupported_media_type(ctx)
         if refused is not None:
             return finish(refused)
-    raw, oversize = await _read_body(request, config.max_body_bytes)
+    body_limit = dialect.max_body_bytes(config)
+    raw, oversize = await _read_body(request, body_limit)
     if oversize is not None:
-        return finish(dialect.body_too_large(oversize, config.max_body_bytes or 0, ctx))
+        return finish(dialect.body_too_large(oversize, body_limit, ctx))
 
     parsed = parse_request(raw, dialect)
     if isinstance(parsed, BadRequest):
@@ -404,12 +435,14 @@ async def _admitted(
     texts = parsed.texts
 
     limit = dialect.max_items(config)
-    if limit is not None and len(texts) > limit:
+    if len(texts) > limit:
         return finish(dialect.too_many_items(len(texts), limit, ctx))
-    if config.max_chars_per_item is not None:
-        for i, text in enumerate(texts):
-            if len(text) > config.max_chars_per_item:
-                return finish(dialect.too_many_chars(i, len(text), config.max_chars_per_item, ctx))
+    max_chars = dialect.max_chars(config)
+    for i, text in enumerate(texts):
+        if len(text) > max_chars:
+            return finish(dialect.too_many_chars(i, len(text), max_chars, ctx))
+
+    texts = dialect.prefixed(texts, parsed.input_type)
 
     # Counting and embedding run in worker threads, so the event loop keeps accepting (and
     # refusing) requests while a large batch is being worked on; texts seen before are a
@@ -520,6 +553,10 @@ async def _info(request: Request) -> Response:
             "stand_in": "hashing vectors, not the real model",
             "dim": config.dim,
             "auth": "open" if config.api_key is None else "key",
+            "max_body_bytes": dialect.max_body_bytes(config),
+            "max_chars_per_item": dialect.max_chars(config),
+            "max_connections": config.max_connections,
+            "workers": config.workers,
         }
     )
 

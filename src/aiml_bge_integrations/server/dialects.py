@@ -16,6 +16,9 @@ API this way (``tests/support/server_dialects.py`` in the source tree, not in th
 The server's own limits keep their statuses in every dialect (``max_body_bytes`` 413,
 ``max_items_per_request`` 413, ``max_chars_per_item`` 400, concurrency and rate 429); a
 dialect changes the envelope, and the statuses where a real server checks something itself.
+A limit left at ``None`` in ``ServerConfig`` takes the dialect's default
+(``default_max_body_bytes``, ``default_max_items``, ``default_max_chars``), as each real server
+has its own.
 """
 
 from __future__ import annotations
@@ -109,6 +112,9 @@ class EmbeddingRequest:
     """Whether ``input`` was a string rather than a list."""
     encoding_format: str
     """``"float"`` or ``"base64"``."""
+    input_type: str | None = None
+    """The side the client named (``Dialect.input_type_field``), where the dialect takes one;
+    ``None`` when it was not sent or the dialect has no such field."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +123,8 @@ class BadRequest:
 
     ``reason`` is one of ``invalid_json``, ``not_object``, ``model_missing``, ``model_type``,
     ``input_missing``, ``input_empty_string``, ``input_empty_list``, ``input_type``,
-    ``input_item_type``, ``encoding_format``.
+    ``input_item_type``, ``encoding_format``, ``unknown_input_type`` (a side the dialect does
+    not know, in ``Dialect.input_type_field``).
     """
 
     reason: str
@@ -135,6 +142,8 @@ class ModelSettings(Protocol):
     served_models: list[str]
     retired_models: list[str]
     max_items_per_request: int | None
+    max_body_bytes: int | None
+    max_chars_per_item: int | None
 
 
 # --------------------------------------------------------------------------- parsing
@@ -236,7 +245,19 @@ def parse_request(raw: bytes, dialect: Dialect) -> EmbeddingRequest | BadRequest
         return BadRequest(
             "encoding_format", "encoding_format", detail, expected, _preview(fmt), value=fmt
         )
-    return EmbeddingRequest(model, list(texts), isinstance(inp, str), encoding)
+    side: str | None = None
+    field_name = dialect.input_type_field
+    if dialect.input_types and doc.get(field_name) is not None:
+        side = doc[field_name]
+        if not isinstance(side, str) or side not in dialect.input_types:
+            known = " | ".join(f'"{name}"' for name in dialect.input_types)
+            detail = f"'{field_name}' must be one of {known}"
+            return BadRequest(
+                "unknown_input_type", field_name, detail, known, _preview(side), value=side
+            )
+    elif dialect.input_types:
+        side = dialect.default_input_type
+    return EmbeddingRequest(model, list(texts), isinstance(inp, str), encoding, side)
 
 
 # --------------------------------------------------------------------------- base
@@ -273,6 +294,23 @@ class Dialect:
     """Whether a valid ``X-Client-Request-Id`` comes back as ``x-client-request-id``."""
     owned_by: ClassVar[str] = "system"
     """``owned_by`` of each model in ``GET /v1/models``."""
+    input_type_field: ClassVar[str] = "input_type"
+    """The request field that names the side (NIM's and Cohere's ``input_type``, TEI's
+    ``prompt_name``); read only where ``input_types`` is not empty."""
+    input_types: ClassVar[Mapping[str, str]] = {}
+    """The sides the server takes, each with the prefix it adds to every input before
+    embedding and counting (as servers that add a model's prompts themselves do); empty: the
+    field is not read (unknown fields are ignored)."""
+    default_input_type: ClassVar[str | None] = None
+    """The side of a request that names none (``None``: no prefix)."""
+    default_max_body_bytes: ClassVar[int] = 2_000_000
+    """Largest body when ``max_body_bytes`` is ``None``: TEI's default ``--payload-limit``."""
+    default_max_items: ClassVar[int] = 2048
+    """Most inputs per request when ``max_items_per_request`` is ``None``: the OpenAI API's
+    limit, which infinity shares."""
+    default_max_chars: ClassVar[int] = 100_000
+    """Most characters per input when ``max_chars_per_item`` is ``None``: far above any text
+    that fits 512 (or 8,192) tokens, low enough that counting one input's tokens stays cheap."""
 
     # ---- requests
 
@@ -292,9 +330,25 @@ class Dialect:
             return self.retired_model(requested, ctx)
         return self.unknown_model(requested, ctx)
 
-    def max_items(self, config: ModelSettings) -> int | None:
-        """The most inputs one request may carry, if a limit applies."""
-        return config.max_items_per_request
+    def prefixed(self, texts: list[str], input_type: str | None) -> list[str]:
+        """``texts`` as the model sees them: with the prefix of ``input_type``, if any."""
+        prefix = self.input_types.get(input_type or "", "")
+        return [prefix + text for text in texts] if prefix else texts
+
+    def max_items(self, config: ModelSettings) -> int:
+        """The most inputs one request may carry."""
+        limit = config.max_items_per_request
+        return self.default_max_items if limit is None else limit
+
+    def max_body_bytes(self, config: ModelSettings) -> int:
+        """The largest request body accepted, in bytes."""
+        limit = config.max_body_bytes
+        return self.default_max_body_bytes if limit is None else limit
+
+    def max_chars(self, config: ModelSettings) -> int:
+        """The most characters one input may have."""
+        limit = config.max_chars_per_item
+        return self.default_max_chars if limit is None else limit
 
     # ---- errors
 

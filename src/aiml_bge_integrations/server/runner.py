@@ -24,7 +24,7 @@ import httpx
 import uvicorn
 
 from .._settings import API_KEY_ENV, DEFAULT_MODEL
-from .app import ServerConfig, create_app
+from .app import DEFAULT_MAX_CONNECTIONS, ServerConfig, create_app
 from .dialects import Dialect, dialect_names
 from .faults import FAULT_KINDS, FaultConfig
 from .stats import ServerStats
@@ -74,6 +74,12 @@ def _bind(host: str, port: int) -> socket.socket:
         raise
     sock.set_inheritable(True)
     return sock
+
+
+def _uvicorn_limit(config: ServerConfig) -> int:
+    # uvicorn answers 503 once its connection count *reaches* ``limit_concurrency``, the
+    # connection asking included: one more serves exactly ``max_connections`` connections.
+    return config.max_connections + 1
 
 
 def _dialect_name(dialect: str | Dialect) -> str:
@@ -201,6 +207,7 @@ class LocalServer:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=max(1, round(self._shutdown_timeout)),
+            limit_concurrency=_uvicorn_limit(self.config),
         )
         server = uvicorn.Server(uv_config)
         self._server = server
@@ -333,14 +340,47 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--latency", type=float, default=0.0, help="seconds added to every accepted request"
     )
-    p.add_argument("--max-concurrent-requests", type=int, metavar="N")
+    p.add_argument(
+        "--max-concurrent-requests",
+        type=int,
+        metavar="N",
+        help="requests handled at once; one more gets 429 (default: no limit)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="requests served at once, the others wait in a queue (default: no queue)",
+    )
     p.add_argument("--requests-per-minute", type=int, metavar="N")
     p.add_argument(
         "--retry-after-on-limit", type=float, metavar="S", help="send Retry-After: S on limit 429s"
     )
-    p.add_argument("--max-body-bytes", type=int, metavar="N")
-    p.add_argument("--max-items-per-request", type=int, metavar="N")
-    p.add_argument("--max-chars-per-item", type=int, metavar="N")
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        metavar="N",
+        help="largest request body; larger gets 413 (default 2000000; TEI dialect the same)",
+    )
+    p.add_argument(
+        "--max-items-per-request",
+        type=int,
+        metavar="N",
+        help="most inputs per request; more gets 413 (default 2048)",
+    )
+    p.add_argument(
+        "--max-chars-per-item",
+        type=int,
+        metavar="N",
+        help="most characters per input; longer gets 400 (default 100000)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help=f"open connections served; past it requests get 503 (default {DEFAULT_MAX_CONNECTIONS})",
+    )
     p.add_argument("--max-tokens-per-item", type=int, metavar="N")
     p.add_argument(
         "--fault-rate",
@@ -389,12 +429,14 @@ def _config_from_args(args: argparse.Namespace, api_key: str | None) -> ServerCo
         dialect=args.dialect,
         latency=args.latency,
         max_concurrent_requests=args.max_concurrent_requests,
+        workers=args.workers,
         requests_per_minute=args.requests_per_minute,
         retry_after_on_limit=args.retry_after_on_limit,
         max_body_bytes=args.max_body_bytes,
         max_items_per_request=args.max_items_per_request,
         max_chars_per_item=args.max_chars_per_item,
         max_tokens_per_item=args.max_tokens_per_item,
+        max_connections=args.max_connections,
         faults=faults,
         **extra,
     )
@@ -445,6 +487,7 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
             access_log=args.log_level in ("info", "debug"),
             lifespan="off",
             timeout_graceful_shutdown=2,
+            limit_concurrency=_uvicorn_limit(config),
         )
     )
     try:
