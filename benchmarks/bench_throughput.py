@@ -27,7 +27,7 @@ default client, a client tuned by hand and langchain-openai; ``--adaptive-only``
 
 Usage: ``python benchmarks/bench_throughput.py [--n 20000] [--batch-size 128] [--quick]``,
 ``python benchmarks/bench_throughput.py --adaptive-only``.
-``--only core-async,core-async/without-untrack`` adds an A/B row with one of the package's kept
+``--only core-async,core-async/without-number-check`` adds an A/B row with one of the package's kept
 shortcuts switched off (``WITHOUT``; docs/internals.md).
 """
 
@@ -354,12 +354,6 @@ def _switch_off(module: Any, name: str, plain: Any) -> None:
     setattr(module, name, plain)
 
 
-def _plain_untrack() -> None:
-    from aiml_bge_integrations import _wire
-
-    _switch_off(_wire, "_untrack", _wire._keep_tracked)
-
-
 def _plain_number_check() -> None:
     from aiml_bge_integrations import _wire
 
@@ -367,11 +361,10 @@ def _plain_number_check() -> None:
 
 
 WITHOUT: dict[str, Callable[[], None]] = {
-    "untrack": _plain_untrack,
     "number-check": _plain_number_check,
 }
 """Reaches into other libraries (and clever shortcuts), each switched off for an A/B row:
-``--only core-async,core-async/without-untrack`` (docs/internals.md)."""
+``--only core-async,core-async/without-number-check`` (docs/internals.md)."""
 
 
 def _split_key(key: str) -> tuple[Contestant, list[str]]:

@@ -24,7 +24,7 @@ class Usage:
     retries: int = 0
     """Requests that were repeats of a failed one."""
     retries_by_cause: dict[str, int] = field(default_factory=dict)
-    """Retries per cause: a status code ("429", "503"), "connection", "timeout" or "validation"."""
+    """Retries per cause: a status code ("429", "503"), "connection", "decoding", "timeout" or "validation"."""
     splits: int = 0
     """Requests the server refused as too large (their texts were cut and sent again)."""
     texts: int = 0

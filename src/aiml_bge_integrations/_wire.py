@@ -10,7 +10,7 @@ import math
 import re
 import sys
 from array import array
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,35 +86,6 @@ def _decode_base64(value: str) -> list[float]:
         if bad is not None:
             raise WireError(f"base64 embedding holds {bad!r}, which is not a finite float32")
     return vec
-
-
-def _load_untrack() -> Callable[[object], None]:
-    """CPython's ``PyObject_GC_UnTrack``; a no-op where it cannot be had (PyPy, no ctypes).
-
-    A vector holds only floats, so it can never be part of a reference cycle, yet CPython's
-    cycle collector walks all 768 items of every list it tracks, on every pass, for as long
-    as the vector lives. Measured on the benchmark (20,000 vectors kept): 430-690 ms of
-    collector passes per run, single pauses of 85-185 ms. Untracking costs 0.75 us per vector.
-    A list that is later made to hold a container is still freed by reference counting; only
-    a cycle built through it would outlive its last reference. Kept for its measured worth
-    (docs/internals.md); anything short of CPython's API here means plain tracked lists.
-    """
-    if sys.implementation.name != "cpython":  # pragma: no cover - CPython in CI
-        return _keep_tracked
-    try:
-        import ctypes
-
-        prototype = ctypes.PYFUNCTYPE(None, ctypes.py_object)
-        return prototype(("PyObject_GC_UnTrack", ctypes.pythonapi))  # type: ignore[no-any-return]
-    except (ImportError, AttributeError, OSError):  # no ctypes, or the symbol is not there
-        return _keep_tracked
-
-
-def _keep_tracked(obj: object) -> None:
-    """The plain path: the vector stays an ordinary tracked list."""
-
-
-_untrack: Callable[[object], None] | None = None
 
 
 _NUMBER_TEXT = b"0123456789+-.eE, \t\n\r"
@@ -257,8 +228,6 @@ def parse_embeddings_response(
         and isinstance(first.get("embedding"), list)
         and _vectors_hold_only_numbers(content, doc, data)
     )
-    global _untrack
-    untrack = _untrack or (_untrack := _load_untrack())
     for pos, item in enumerate(data):
         if not isinstance(item, dict):
             raise WireError(f"data[{pos}] is not an object")
@@ -281,7 +250,6 @@ def parse_embeddings_response(
                 raise WireError(f"embedding for index {idx} is empty")
         elif len(vec) != dim:
             raise WireError(f"embedding for index {idx} has {len(vec)} dimensions, expected {dim}")
-        untrack(vec)
         slots[idx] = vec
     model = doc.get("model") if isinstance(doc.get("model"), str) else None
     # Every slot is filled: count matched, indices were in range and unique.

@@ -8,6 +8,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpx
 import pytest
 from core_helpers import Sleeps, async_client, server_vectors, sync_client, texts_of
 
@@ -173,7 +174,11 @@ def test_async_client_from_successive_event_loops(serve: Any) -> None:
     # No "Event loop is closed", and no connection of a finished loop left open.
     leaked = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
     assert leaked == []
-    assert len(client._states) <= 1
+    assert client.is_closed
+    # Every loop's pool was closed with its loop (or by aclose): none is left open.
+    assert [
+        c for c in gc.get_objects() if isinstance(c, httpx.AsyncClient) and not c.is_closed
+    ] == []
 
 
 # -- the client-side limiter ------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Every fault the local server can inject, survived or turned into a typed error.
 
-Retry delays are recorded by the ``sleeps`` fixture (``client._sleep``/``_asleep`` patched), so
-nothing here waits for a backoff. Request counts are read from the server's own counters.
+Retry delays are recorded by the ``sleeps`` fixture (the clients' ``retry_policy.sleep`` and
+``asleep``), so nothing here waits for a backoff. Request counts are read from the server's own counters.
 """
 
 from __future__ import annotations

@@ -110,7 +110,6 @@ def test_the_key_lives_only_in_its_holder(cls: type[Any], local_server: Any) -> 
     assert SECRET not in repr(vars(client))  # the old client kept an Authorization header
     leaks = [s for s in _reachable_strings(vars(client)) if SECRET in s]
     assert leaks == []
-    assert client._key.get() == SECRET  # where it lives
 
 
 def test_is_closed_says_whether_close_was_called(local_server: Any) -> None:

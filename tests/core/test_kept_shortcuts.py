@@ -8,16 +8,12 @@ local server really sends.
 
 from __future__ import annotations
 
-import gc
-import sys
 from typing import Any
 
 import httpx
 import orjson
-import pytest
-from core_helpers import server_vectors, texts_of
+from core_helpers import texts_of
 
-from aiml_bge_integrations import AsyncEmbeddingsClient, EmbeddingsClient
 from aiml_bge_integrations._wire import _vectors_hold_only_numbers
 
 
@@ -33,20 +29,3 @@ def test_the_one_pass_number_check_clears_what_the_local_server_sends(local_serv
     assert reply.status_code == 200
     doc = orjson.loads(reply.content)
     assert _vectors_hold_only_numbers(reply.content, doc, doc["data"])
-
-
-@pytest.mark.skipif(sys.implementation.name != "cpython", reason="CPython's cycle collector")
-async def test_vectors_from_both_clients_are_left_out_of_the_cycle_collector(
-    local_server: Any,
-) -> None:
-    # If PyObject_GC_UnTrack could no longer be had through ctypes, the vectors would stay
-    # tracked, correct still but with the collector walking every one of them on every pass.
-    texts = texts_of(5)
-    settings = {"api_key": local_server.api_key, "base_url": local_server.base_url}
-    with EmbeddingsClient(**settings) as client:
-        sync_vectors = client.embed_documents(texts)
-    async with AsyncEmbeddingsClient(**settings) as aclient:
-        async_vectors = await aclient.embed_documents(texts)
-    for vectors in (sync_vectors, async_vectors):
-        assert vectors == server_vectors(texts)
-        assert not any(gc.is_tracked(v) for v in vectors)

@@ -106,13 +106,18 @@ def test_a_pickled_client_carries_no_key_and_a_copy_shares_the_caller_objects(
     local_server: Any,
 ) -> None:
     limiter = RateLimiter(requests_per_minute=60_000)
-    with httpx.Client() as http:
+    sent: list[httpx.Request] = []  # what went through the caller's own httpx client
+    with httpx.Client(event_hooks={"request": [sent.append]}) as http:
         client = sync_client(local_server, http_client=http, rate_limiter=limiter)
         blob = pickle.dumps(client)
         assert local_server.api_key.encode() not in blob
         for clone in (copy.copy(client), copy.deepcopy(client)):
-            assert clone._http is http and clone.rate_limiter is limiter
+            before = len(sent)
+            clone.embed_query("through the caller's client")
+            assert len(sent) == before + 1 and clone.rate_limiter is limiter
             assert repr(clone) == repr(client)
         unpickled = pickle.loads(blob)
-        assert unpickled._http is not http and unpickled.rate_limiter is None
+        before = len(sent)
+        unpickled.embed_query("through a pool of its own")
+        assert len(sent) == before and unpickled.rate_limiter is None
         unpickled.close()
