@@ -69,7 +69,7 @@ from ._transport import (
     with_end,
 )
 from ._usage import RateLimiter, Usage, UsageCounter
-from .errors import ItemRejectedError
+from .errors import ItemRejectedError, ModelNotFoundError
 
 if TYPE_CHECKING:
     from ._cache import CachedBatch, EmbeddingCache
@@ -188,6 +188,8 @@ class _BaseClient(Generic[_Http]):
         }
         self._cache_file: EmbeddingCache | None = None
         self._cache_lock = threading.Lock()
+        self._feed: bytes | EllipsisType | None = ...  # the deprecation feed: not read yet
+        self._feed_lock = threading.Lock()
         self._pid = os.getpid()
         self._start_process()
 
@@ -350,6 +352,31 @@ class _BaseClient(Generic[_Http]):
         if now == model:
             return plan.new_items(sent)
         return list(zip(self._cache_keys(todo, side, now), sent, strict=True))
+
+    # -- the deprecation feed -----------------------------------------------------------------
+    # After a 404 for the model the feed (GET {base_url}/models/deprecations, public) is read
+    # once per client, without the key and with a short timeout; what it says of the model is
+    # added to the ModelNotFoundError. Any failure to read it leaves the error as it was.
+
+    def _feed_request(self, http: _Http) -> httpx.Request:
+        from ._deprecations import FEED_TIMEOUT, deprecation_feed_url
+
+        request = http.build_request(
+            "GET",
+            deprecation_feed_url(self.base_url),
+            headers={"Accept": "application/json", "User-Agent": USER_AGENT},
+            timeout=FEED_TIMEOUT,
+        )
+        request.headers.pop("Authorization", None)  # an injected client's own defaults
+        return request
+
+    def _name_replacement(self, err: ModelNotFoundError, feed: bytes | None) -> None:
+        from ._deprecations import parse_deprecation_feed, replacement_message
+
+        note = replacement_message(self.model, parse_deprecation_feed(feed)) if feed else None
+        if note and note not in err.message:
+            err.message = f"{err.message} {note}"
+            err.args = (err.message,)
 
     def _build_request(self, http: _Http, step: Send) -> httpx.Request:
         headers = {
@@ -543,16 +570,35 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
                 yield self._embed_cached(chunk, "document", tally, None, start)
 
     def _drive(self, steps: _Steps, call: Call) -> list[list[float]]:
-        step = next(steps)
-        while not isinstance(step, Done):
-            answer: _Answer
-            if isinstance(step, Send):
-                with step.attempt as attempt:
-                    answer = _traced(attempt, self._send(step, call))
-            else:
-                answer = self._wait(step.seconds, call)
-            step = steps.send(answer)
+        try:
+            step = next(steps)
+            while not isinstance(step, Done):
+                answer: _Answer
+                if isinstance(step, Send):
+                    with step.attempt as attempt:
+                        answer = _traced(attempt, self._send(step, call))
+                else:
+                    answer = self._wait(step.seconds, call)
+                step = steps.send(answer)
+        except ModelNotFoundError as err:
+            self._name_replacement(err, self._deprecation_feed())
+            raise
         return step.vectors
+
+    def _deprecation_feed(self) -> bytes | None:
+        from ._deprecations import FEED_BYTES_LIMIT
+
+        with self._feed_lock:
+            if self._feed is ...:
+                self._feed = None
+                with contextlib.suppress(Exception):
+                    response = self._http.send(self._feed_request(self._http), stream=True)
+                    try:
+                        if response.status_code == 200:
+                            self._feed = _upto(response.iter_bytes(), FEED_BYTES_LIMIT)
+                    finally:
+                        response.close()
+            return self._feed
 
     def _wait(self, seconds: float, call: Call) -> _Answer:
         """Wait ``seconds`` (the answer to a ``Wait`` is None)."""
@@ -820,16 +866,42 @@ class AsyncEmbeddingsClient(_BaseClient[httpx.AsyncClient]):
                 yield await self._embed_cached(chunk, "document", tally, None, start)
 
     async def _drive(self, steps: _Steps) -> list[list[float]]:
-        step = next(steps)
-        while not isinstance(step, Done):
-            answer: _Answer
-            if isinstance(step, Send):
-                with step.attempt as attempt:
-                    answer = _traced(attempt, await self._send(step))
-            else:
-                answer = await self._wait(step.seconds)
-            step = steps.send(answer)
+        try:
+            step = next(steps)
+            while not isinstance(step, Done):
+                answer: _Answer
+                if isinstance(step, Send):
+                    with step.attempt as attempt:
+                        answer = _traced(attempt, await self._send(step))
+                else:
+                    answer = await self._wait(step.seconds)
+                step = steps.send(answer)
+        except ModelNotFoundError as err:
+            self._name_replacement(err, await self._deprecation_feed())
+            raise
         return step.vectors
+
+    async def _deprecation_feed(self) -> bytes | None:
+        from ._deprecations import FEED_BYTES_LIMIT
+
+        if self._feed is ...:
+            feed = None
+            with contextlib.suppress(Exception):
+                http = (await self._loop_state()).http
+                response = await http.send(self._feed_request(http), stream=True)
+                try:
+                    parts: list[bytes] = []
+                    async for chunk in response.aiter_bytes():
+                        parts.append(chunk)
+                        if sum(map(len, parts)) > FEED_BYTES_LIMIT:
+                            break
+                    else:
+                        if response.status_code == 200:
+                            feed = b"".join(parts)
+                finally:
+                    await response.aclose()
+            self._feed = feed
+        return self._feed
 
     async def _wait(self, seconds: float) -> _Answer:
         """Wait ``seconds`` (the answer to a ``Wait`` is None)."""
@@ -886,6 +958,18 @@ def _renumbered(positions: tuple[int, ...], offset: int) -> Iterator[None]:
             err.args = (err.message,)
             err.index = index
         raise
+
+
+def _upto(chunks: Iterable[bytes], limit: int) -> bytes | None:
+    """The bytes of ``chunks``, or None past ``limit`` bytes (read no further)."""
+    parts: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _within(tally: Tally | None) -> contextlib.AbstractContextManager[Any]:
