@@ -7,17 +7,42 @@ threads or tasks the call's batches run on, and the client ends it with the call
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from types import TracebackType
 
 from ._telemetry import AttemptSpan, CallFigures, CallSpan
 from ._usage import UsageCounter
 
-__all__ = ["NO_ATTEMPT", "Tally"]
+__all__ = ["NO_ATTEMPT", "Tally", "collect_calls", "collecting"]
 
 NO_ATTEMPT = AttemptSpan()
 """The attempt of a call without telemetry: does nothing."""
+
+
+_COLLECTED: ContextVar[list[Tally] | None] = ContextVar("aiml_bge_calls", default=None)
+
+
+@contextlib.contextmanager
+def collect_calls() -> Iterator[list[Tally]]:
+    """The tallies of the calls a client makes in this context meanwhile, telemetry or not.
+
+    For an adapter that reports each call's own figures to its framework (LlamaIndex's
+    events): a client's ``usage`` is shared by every call running on it.
+    """
+    calls: list[Tally] = []
+    token = _COLLECTED.set(calls)
+    try:
+        yield calls
+    finally:
+        _COLLECTED.reset(token)
+
+
+def collecting() -> list[Tally] | None:
+    """Where this context's calls are collected (None: nowhere)."""
+    return _COLLECTED.get()
 
 
 class Tally:

@@ -50,8 +50,8 @@ from ._settings import (
     is_bge_model,
     same_model,
 )
-from ._tally import Tally
-from ._telemetry import AttemptSpan, Telemetry, make_telemetry
+from ._tally import Tally, collecting
+from ._telemetry import AttemptSpan, CallSpan, Telemetry, make_telemetry
 from ._transport import (
     FAILURES,
     AsyncGate,
@@ -260,17 +260,24 @@ class _BaseClient(Generic[_Http]):
     # -- preparing texts ------------------------------------------------------------------
 
     def _tally(self, inputs: int | None, side: str, current: bool = True) -> Tally | None:
-        """The telemetry of one logical call (None when telemetry is off)."""
-        if not self.telemetry.enabled:
+        """The telemetry of one logical call (None when telemetry is off and nobody collects)."""
+        sink = collecting()
+        if self.telemetry.enabled:
+            span = self.telemetry.start_call(
+                model=self.model,
+                base_url=self.base_url,
+                encoding_format=self.encoding_format,
+                inputs=inputs,
+                side=side,
+            )
+        elif sink is None:
             return None
-        span = self.telemetry.start_call(
-            model=self.model,
-            base_url=self.base_url,
-            encoding_format=self.encoding_format,
-            inputs=inputs,
-            side=side,
-        )
-        return Tally(span, lambda: self._limiter.limit, current)
+        else:
+            span = CallSpan()  # the no-op: figures only
+        tally = Tally(span, lambda: self._limiter.limit, current)
+        if sink is not None:
+            sink.append(tally)
+        return tally
 
     def _new_call(
         self, cancelled: threading.Event | None = None, tally: Tally | None = None
@@ -340,6 +347,7 @@ class _BaseClient(Generic[_Http]):
             cache_hits=plan.hits, cache_misses=plan.misses, texts=len(texts) - len(todo)
         )
         if tally is not None:
+            tally.usage.count(texts=len(texts) - len(todo))
             tally.cache_hits = (tally.cache_hits or 0) + plan.hits
             tally.cache_misses = (tally.cache_misses or 0) + plan.misses
         return todo

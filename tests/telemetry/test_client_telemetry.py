@@ -177,3 +177,43 @@ def test_llama_index_text_embedding_batch_reports_its_call(
     spans = _calls(otel)
     assert sum(s.attributes.get("aiml_bge.inputs", 0) for s in spans) == 3
     assert all(s.attributes["gen_ai.response.model"] == MODEL for s in spans)
+
+
+def test_llama_index_fires_token_counts_in_the_span_of_its_end_event(
+    server: ScriptedServer,
+) -> None:
+    llama_index = pytest.importorskip("aiml_bge_integrations.llama_index")
+    from llama_index.core.instrumentation import get_dispatcher
+    from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+    from llama_index.core.instrumentation.events.embedding import EmbeddingEndEvent
+
+    seen: list[Any] = []
+
+    class Collect(BaseEventHandler):
+        def handle(self, event: Any, **kwargs: Any) -> None:
+            seen.append(event)
+
+    root = get_dispatcher()
+    handler = Collect()
+    root.add_event_handler(handler)
+    try:
+        emb = llama_index.AimlBgeEmbedding(api_key="k", base_url=server.base_url)
+        emb.get_text_embedding_batch(["one two", "three"])
+        asyncio.run(emb.aget_query_embedding("four five six"))
+    finally:
+        root.event_handlers.remove(handler)
+    usage = [e for e in seen if isinstance(e, llama_index.EmbeddingUsageEvent)]
+    ends = [e for e in seen if isinstance(e, EmbeddingEndEvent)]
+    assert [(u.texts, u.requests) for u in usage] == [(2, 1), (1, 1)]
+    assert usage[0].prompt_tokens == 3 and usage[0].model_name == MODEL
+    # The query carries BGE's instruction: the server counts its words too.
+    assert usage[1].prompt_tokens == len(emb.query_instruction.split()) + 3
+    # Each is fired just before LlamaIndex's end event of the same call, in its span or in
+    # the span of the adapter's hook inside it.
+    for event in usage:
+        following = seen[seen.index(event) + 1]
+        assert isinstance(following, EmbeddingEndEvent)
+        assert event.span_id == following.span_id or event.span_id.startswith(
+            "AimlBgeEmbedding._"
+        )
+    assert len(ends) == 2
