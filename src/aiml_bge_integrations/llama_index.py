@@ -35,8 +35,9 @@ from llama_index.core.bridge.pydantic import (
     SecretStr,
     model_validator,
 )
-from llama_index.core.instrumentation import get_dispatcher
-from llama_index.core.instrumentation.events.base import BaseEvent
+# Both re-exported without __all__ (from llama-index-instrumentation in recent versions).
+from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
+from llama_index.core.instrumentation.events.base import BaseEvent  # type: ignore[attr-defined]
 from pydantic.json_schema import SkipJsonSchema
 from typing_extensions import Self
 
