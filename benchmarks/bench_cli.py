@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rerun", type=int, default=0, help="measure the cache: a re-run over N passages"
     )
+    parser.add_argument("--latency", type=float, default=0.0, help="server latency, seconds")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
 
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with (
         tempfile.TemporaryDirectory(prefix="bench-cli-") as tmp,
-        ServerProcess(latency=0.0, max_concurrent_requests=None) as server,
+        ServerProcess(latency=args.latency, max_concurrent_requests=None) as server,
     ):
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIMLAPI_")}
         env.update(AIMLAPI_API_KEY=API_KEY, AIMLAPI_BASE_URL=server.base_url)
