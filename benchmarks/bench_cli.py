@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average at start: {os.getloadavg()[0]:.1f}")
     print(
         f"aiml-bge embed -> .{args.format}, batch size {args.batch_size}, "
-        f"max concurrency {args.max_concurrency}; local server in its own process, no latency\n"
+        f"max concurrency {args.max_concurrency}; local server in its own process, "
+        f"latency {args.latency:g} s\n"
     )
     rows = []
     with (

@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 import weakref
+from collections import deque
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -26,6 +27,7 @@ from collections.abc import (
     Mapping,
 )
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from types import EllipsisType, TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
@@ -295,7 +297,8 @@ class _BaseClient(Generic[_Http]):
             stop.set()
 
     def _steps(self, texts: list[str], offset: int, call: Call) -> _Steps:
-        return self._engine.batch(texts, offset, call)
+        # An empty batch (a cached stream's window with nothing to send) sends nothing.
+        return self._engine.batch(texts, offset, call) if texts else _no_steps()
 
     # -- the embedding cache ----------------------------------------------------------------
     # With ``cache`` set, a call looks its texts up first (after the prompt and the long-text
@@ -563,11 +566,18 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
         return plan.complete(sent)
 
     def _cached_stream(self, texts: Iterable[str]) -> Iterator[list[float]]:
-        # In windows that keep every request slot busy: each is looked up, its misses sent.
-        window = self.batch_size * batches_in_flight(self.max_concurrency)
-        with _within(tally := self._tally(None, "document", current=False)):
-            for offset, chunk in self._engine.stream_batches(texts, window):
-                yield from self._embed_cached(chunk, "document", tally, None, offset)
+        tally = self._tally(None, "document", current=False)
+        windows = _Windows(self, texts, tally)
+        with (
+            _within(tally),
+            windows.renumbered(),
+            contextlib.closing(self._run(windows.batches(), None, tally)) as results,
+        ):
+            for vectors in results:
+                done = windows.add(vectors)
+                if done is not None:
+                    self._store().put_many(done.items)
+                    yield from done.vectors
 
     def _cached_chunks(
         self, texts: list[str], chunk_size: int, tally: Tally | None
@@ -859,11 +869,17 @@ class AsyncEmbeddingsClient(_BaseClient[httpx.AsyncClient]):
         return plan.complete(sent)
 
     async def _cached_stream(self, texts: Iterable[str]) -> AsyncGenerator[list[float], None]:
-        window = self.batch_size * batches_in_flight(self.max_concurrency)
-        with _within(tally := self._tally(None, "document", current=False)):
-            for offset, chunk in self._engine.stream_batches(texts, window):
-                for vector in await self._embed_cached(chunk, "document", tally, None, offset):
-                    yield vector
+        # The lookups run as the stream reads its texts, on the event loop (as the reading does).
+        tally = self._tally(None, "document", current=False)
+        windows = _Windows(self, texts, tally)
+        with _within(tally), windows.renumbered():
+            async with contextlib.aclosing(self._run(windows.batches(), None, tally)) as results:
+                async for vectors in results:
+                    done = windows.add(vectors)
+                    if done is not None:
+                        await self._store().aput_many(done.items)
+                        for vector in done.vectors:
+                            yield vector
 
     async def _cached_chunks(
         self, texts: list[str], chunk_size: int, tally: Tally | None
@@ -960,12 +976,94 @@ def _renumbered(positions: tuple[int, ...], offset: int) -> Iterator[None]:
     try:
         yield
     except ItemRejectedError as err:
-        if err.index is not None and 0 <= err.index < len(positions):
-            index = offset + positions[err.index]
-            err.message = err.message.replace(f"index {err.index}", f"index {index}", 1)
-            err.args = (err.message,)
-            err.index = index
+        _renumber(err, positions, offset, 0)
         raise
+
+
+def _renumber(err: ItemRejectedError, positions: tuple[int, ...], offset: int, base: int) -> None:
+    """``err.index`` was ``base`` + a position in ``positions``: make it ``offset`` + the text's."""
+    sent = err.index - base
+    if 0 <= sent < len(positions):
+        index = offset + positions[sent]
+        err.message = err.message.replace(f"index {err.index}", f"index {index}", 1)
+        err.args = (err.message,)
+        err.index = index
+
+
+@dataclass
+class _Window:
+    """One window of a cached stream: its lookup, and its misses' batches in flight."""
+
+    plan: CachedBatch
+    todo: list[str]
+    batches: int
+    offset: int
+    """Where the window starts in the caller's texts."""
+    base: int
+    """Where its misses start among all the texts the stream sends (the batches' offsets)."""
+    model: str
+    sent: list[list[float]] = field(default_factory=list)
+    got: int = 0
+
+
+@dataclass
+class _Finished:
+    vectors: list[list[float]]
+    items: list[tuple[str, list[float]]]
+
+
+class _Windows:
+    """A stream through the cache, without a pause between windows.
+
+    The stream is read in windows that keep every request slot busy (``batch_size`` x
+    ``2 * max_concurrency`` texts); each is looked up as it is read, and its misses go into
+    the one request pipeline of the stream, so the next windows' requests are in flight while
+    one is finished. A window with nothing to send puts an empty batch in the pipeline (no
+    request), so that results and windows stay in step.
+    """
+
+    def __init__(self, client: _BaseClient[Any], texts: Iterable[str], tally: Tally | None) -> None:
+        self._client, self._texts, self._tally = client, texts, tally
+        self._pending: deque[_Window] = deque()
+
+    def batches(self) -> Iterator[tuple[int, list[str]]]:
+        from ._cache import lookup_batch
+
+        c = self._client
+        size = c.batch_size * batches_in_flight(c.max_concurrency)
+        base = 0
+        for offset, chunk in c._engine.stream_batches(self._texts, size):
+            model = c._key_model()
+            plan = lookup_batch(c._store(), c._cache_keys(chunk, "document", model))
+            todo = c._to_send(plan, chunk, self._tally)
+            cuts = [(base + o, b) for o, b in c._engine.batches(todo)] or [(base, [])]
+            self._pending.append(_Window(plan, todo, len(cuts), offset, base, model))
+            base += len(todo)
+            yield from cuts
+
+    def add(self, vectors: list[list[float]]) -> _Finished | None:
+        """One batch's vectors, in order; the first window's result once all of its are in."""
+        window = self._pending[0]
+        window.sent.extend(vectors)
+        window.got += 1
+        if window.got < window.batches:
+            return None
+        self._pending.popleft()
+        items = self._client._new_items(
+            window.plan, window.todo, window.sent, "document", window.model
+        )
+        return _Finished(window.plan.complete(window.sent), items)
+
+    @contextlib.contextmanager
+    def renumbered(self) -> Iterator[None]:
+        try:
+            yield
+        except ItemRejectedError as err:
+            for w in self._pending:
+                if w.base <= err.index < w.base + len(w.todo):
+                    _renumber(err, w.plan.to_send, w.offset, w.base)
+                    break
+            raise
 
 
 def _upto(chunks: Iterable[bytes], limit: int) -> bytes | None:
@@ -978,6 +1076,10 @@ def _upto(chunks: Iterable[bytes], limit: int) -> bytes | None:
             return None
         parts.append(chunk)
     return b"".join(parts)
+
+
+def _no_steps() -> _Steps:
+    yield Done([])
 
 
 def _within(tally: Tally | None) -> contextlib.AbstractContextManager[Any]:

@@ -35,6 +35,7 @@ from llama_index.core.bridge.pydantic import (
     SecretStr,
     model_validator,
 )
+
 # Both re-exported without __all__ (from llama-index-instrumentation in recent versions).
 from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
 from llama_index.core.instrumentation.events.base import BaseEvent  # type: ignore[attr-defined]

@@ -200,3 +200,20 @@ def test_two_processes_write_the_same_cache_at_once(server: ScriptedServer, tmp_
         assert reader.embed_documents(texts) == [vector_of(t) for t in texts]
         assert reader.usage.cache_hits == 450
     assert len(server.posts()) == before
+
+
+def test_a_stream_through_the_cache_sends_only_its_misses_across_windows(
+    server: ScriptedServer, tmp_path: Path
+) -> None:
+    cache = tmp_path / "c.sqlite"
+    texts = [f"t{i}" for i in range(23)]
+    # Windows of batch_size x 2 x max_concurrency = 4 texts: some all hits, some mixed.
+    with _client(server, cache, batch_size=2, max_concurrency=1) as client:
+        client.embed_documents(texts[:6] + texts[13:15])
+        before = len(server.sent_texts())
+        assert list(client.iter_embeddings(iter(texts))) == [vector_of(t) for t in texts]
+        assert server.sent_texts()[before:] == texts[6:13] + texts[15:]
+        server.script.append((400, {"message": "input at index 0 is invalid"}, {}))
+        with pytest.raises(ItemRejectedError) as info:
+            list(client.iter_embeddings(iter([*texts, "new text"])))
+    assert info.value.index == 23 and "index 23" in str(info.value)
