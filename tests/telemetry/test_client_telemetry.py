@@ -213,7 +213,5 @@ def test_llama_index_fires_token_counts_in_the_span_of_its_end_event(
     for event in usage:
         following = seen[seen.index(event) + 1]
         assert isinstance(following, EmbeddingEndEvent)
-        assert event.span_id == following.span_id or event.span_id.startswith(
-            "AimlBgeEmbedding._"
-        )
+        assert event.span_id == following.span_id or event.span_id.startswith("AimlBgeEmbedding._")
     assert len(ends) == 2
