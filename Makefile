@@ -1,14 +1,14 @@
 # Two commands for a fresh machine with only Python and make:
 #   make demo   runs the demo (the local server is started when AIMLAPI_API_KEY is unset)
 #   make test   runs ruff, mypy, the whole test suite (on two pytest-xdist workers) and the strict docs build
-# CI (.ci/run) runs make test, make release-check and make test-pythons.
+# CI (.ci/run) runs make test, make release-check, make test-pythons and make test-frameworks.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: demo test lint typecheck pytest docs-build docs release-check test-pythons bench bench-cli bench-ray soak clean
+.PHONY: demo test lint typecheck pytest docs-build docs docs-shots release-check test-pythons bench bench-cli bench-ray soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,9 +45,17 @@ docs-build: $(STAMP)
 
 test: lint typecheck pytest docs-build
 
-# The manual on http://127.0.0.1:8000, rebuilt on every change.
+# The manual on http://127.0.0.1:8001, rebuilt on every change. Not 8000: that is where the
+# README starts the local server (aiml-bge serve --port 8000). DOCS_ADDR=127.0.0.1:9000 moves it.
+DOCS_ADDR ?= 127.0.0.1:8001
 docs: $(STAMP)
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr $(DOCS_ADDR)
+
+# Screenshots of the reference pages (both adapters, Ray, the core clients) from a fresh
+# build, with headless Chromium, into docs-shots/ (git-ignored). Needs a Chromium on PATH or in
+# $(CHROMIUM); on Debian/Ubuntu: apt-get install chromium-headless-shell.
+docs-shots: $(STAMP)
+	$(BIN)/python scripts/docs_shots.py
 
 # Build, check and install the wheel into a fresh virtual environment; run the demo and the
 # README's quick starts against it.
@@ -57,6 +65,11 @@ release-check: $(STAMP)
 # The unit and core tests on CPython 3.10 to 3.13 (see noxfile.py).
 test-pythons: $(STAMP)
 	$(BIN)/nox --session core_tests
+
+# The adapters' tests on the lowest and the newest allowed langchain-core and llama-index-core
+# (the ranges in pyproject.toml; see noxfile.py).
+test-frameworks: $(STAMP)
+	$(BIN)/nox --session frameworks
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_throughput.py

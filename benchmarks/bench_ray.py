@@ -21,7 +21,13 @@ overhead, not scale: every actor shares the same 8 server slots, so no actor cou
 
 Not part of the test suite. Usage::
 
-    python benchmarks/bench_ray.py [--n 4000] [--actors 1,2,4]
+    python benchmarks/bench_ray.py [--n 4000] [--actors 1,2,4] [--repeat 3]
+    python benchmarks/bench_ray.py --kinds async,embed_parquet --no-extras   # the resumable path only
+
+``--kinds`` picks the Ray rows (``async``, ``sync``, ``limiter``, ``embed_parquet``, and
+``embed_parquet-one-block``, the resumable path run one block per actor at a time as it was
+before its blocks were pipelined, and ``embed_parquet-four-blocks``, four quarter-size blocks
+at a time; default all but the last two), ``--no-extras`` skips the slow-tail, no-op and actor-call sections.
 """
 
 from __future__ import annotations
@@ -204,12 +210,21 @@ def _run_limiter_actor(
 
 
 def _run_parquet(
-    server: ServerProcess, texts: list[str], actors: int
+    server: ServerProcess, texts: list[str], actors: int, in_flight: int | None = None
 ) -> tuple[float, float, float]:
-    """``embed_parquet``: read, embed and write from each actor, one block at a time."""
+    """``embed_parquet``: read, embed and write from each actor.
+
+    ``in_flight`` 1 runs it as it ran before its blocks were pipelined: one block of
+    ``rows_per_block`` per actor at a time (the same bound on lost work, in rows).
+    """
     import pyarrow.parquet as pq
 
+    from aiml_bge_integrations import ray as ray_module
     from aiml_bge_integrations.ray import embed_parquet
+
+    saved = ray_module._BLOCKS_IN_FLIGHT
+    if in_flight is not None:
+        ray_module._BLOCKS_IN_FLIGHT = in_flight
 
     work = Path(tempfile.mkdtemp(prefix="rbp", dir="/tmp"))
     try:
@@ -228,6 +243,7 @@ def _run_parquet(
 
         return _timed(server, len(texts), run)
     finally:
+        ray_module._BLOCKS_IN_FLIGHT = saved
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -283,7 +299,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs per Ray row; medians shown (default 3)"
     )
+    parser.add_argument(
+        "--kinds",
+        default="async,sync,limiter,embed_parquet",
+        help="Ray rows to run (default: async,sync,limiter,embed_parquet)",
+    )
+    parser.add_argument(
+        "--no-extras",
+        action="store_true",
+        help="skip the slow-tail, no-op map and actor-call sections",
+    )
     args = parser.parse_args(argv)
+    kinds = set(args.kinds.split(","))
     actor_counts = [int(a) for a in args.actors.split(",")]
     texts = make_passages(args.n)
     ideal = CAP * BATCH / LATENCY
@@ -325,20 +352,29 @@ def main(argv: list[str] | None = None) -> int:
             ["single process, max_concurrency=8", f"{seconds:.2f}", "-", f"{args.n / seconds:,.0f}",
              "-", refused, peak]
         )  # fmt: skip
-        configs: list[tuple[int, str, Any]] = [
-            (a, "async", lambda a=a: _run_ray(server, texts, a, BgeEmbedder)) for a in actor_counts
-        ]
-        if 2 in actor_counts:
-            configs.append((2, "sync", lambda: _run_ray(server, texts, 2, SyncBgeEmbedder)))
-        configs += [
-            (a, "limiter actor", lambda a=a: _run_limiter_actor(server, texts, a))
-            for a in actor_counts
-        ]
-        configs += [
-            (a, "embed_parquet", lambda a=a: _run_parquet(server, texts, a))
-            for a in actor_counts
-            if a in (1, 4)
-        ]
+        configs: list[tuple[int, str, Any]] = []
+        for a in actor_counts:
+            # Interleaved per actor count, so that the rows compared ran one after the other.
+            if "async" in kinds:
+                configs.append((a, "async", lambda a=a: _run_ray(server, texts, a, BgeEmbedder)))
+            if "sync" in kinds and a == 2:
+                configs.append((2, "sync", lambda: _run_ray(server, texts, 2, SyncBgeEmbedder)))
+            if "limiter" in kinds:
+                configs.append(
+                    (a, "limiter actor", lambda a=a: _run_limiter_actor(server, texts, a))
+                )
+            if "embed_parquet" in kinds:
+                configs.append((a, "embed_parquet", lambda a=a: _run_parquet(server, texts, a)))
+            if "embed_parquet-one-block" in kinds:
+                configs.append(
+                    (a, "embed_parquet, one block at a time",
+                     lambda a=a: _run_parquet(server, texts, a, in_flight=1))
+                )  # fmt: skip
+            if "embed_parquet-four-blocks" in kinds:
+                configs.append(
+                    (a, "embed_parquet, four quarter blocks at a time",
+                     lambda a=a: _run_parquet(server, texts, a, in_flight=4))
+                )  # fmt: skip
         for actors, kind, job in configs:
             runs = []
             for _ in range(args.repeat):
@@ -352,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
                 [f"Ray, {actors} actor(s), {kind}, 8 shared", f"{seconds:.2f}", f"{first:.2f}",
                  f"{args.n / seconds:,.0f}", f"{steady:,.0f}", refused, peak]
             )  # fmt: skip
+        if args.no_extras:
+            return _print_rows(args.n, ideal, rows)
         # Sync or async: the same with a slow tail (5% of replies 1 s late), where a
         # synchronous actor waits for its block's slowest request with its other slots idle.
         slow = ServerProcess(
@@ -380,8 +418,21 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()
         server.stop()
         shutil.rmtree(temp_dir, ignore_errors=True)
+    _print_rows(args.n, ideal, rows)
     print(
-        f"{args.n:,} passages, {BATCH} per request; server {LATENCY} s latency, at most {CAP} "
+        f"\nRay Data overhead: a no-op map (2 actors) over {blocks} blocks took {noop:.2f} s, "
+        f"over 1 block {noop_one:.2f} s (best of 2): {per_block_ms:.1f} ms per extra block "
+        "(one batch each)."
+    )
+    print("\nWith 5% of replies 1 s late (texts/s; Ray: first to last request, median):")
+    print(markdown_table(["run", "texts/s"], tail_rows))
+    print(f"A call to a Ray actor (what a limiter actor adds per request): {call_ms:.2f} ms.")
+    return 0
+
+
+def _print_rows(n: int, ideal: float, rows: list[list[object]]) -> int:
+    print(
+        f"{n:,} passages, {BATCH} per request; server {LATENCY} s latency, at most {CAP} "
         f"in flight (ceiling {ideal:,.0f} texts/s)"
     )
     print("machine: " + ", ".join(f"{k} {v}" for k, v in machine_description().items()))
@@ -399,14 +450,6 @@ def main(argv: list[str] | None = None) -> int:
             rows,
         )
     )
-    print(
-        f"\nRay Data overhead: a no-op map (2 actors) over {blocks} blocks took {noop:.2f} s, "
-        f"over 1 block {noop_one:.2f} s (best of 2): {per_block_ms:.1f} ms per extra block "
-        "(one batch each)."
-    )
-    print("\nWith 5% of replies 1 s late (texts/s; Ray: first to last request, median):")
-    print(markdown_table(["run", "texts/s"], tail_rows))
-    print(f"A call to a Ray actor (what a limiter actor adds per request): {call_ms:.2f} ms.")
     return 0
 
 

@@ -58,7 +58,7 @@ Uncomment to install into the running kernel.""",
         """## 2. Configure
 
 The adapters read the key from `AIMLAPI_API_KEY` (and the server from `AIMLAPI_BASE_URL`, for
-example a self-hosted TEI or vLLM: see the README, "Self-hosting BGE"). Without a key this
+example a self-hosted TEI or vLLM: see [Self-hosting BGE](../docs/self-hosting.md)). Without a key this
 notebook starts the bundled **local server** on 127.0.0.1, which answers with deterministic
 stand-in vectors (lexical, not the real BGE model), so everything below runs offline. The key is
 never printed.""",

@@ -1,4 +1,4 @@
-"""Link rot in the README: every relative link points at a file of the repository.
+"""Link rot in the README and the notebooks: every relative link points at a file of the repository.
 
 The docs site's own links are checked by ``mkdocs build --strict`` (in ``make test``); the
 README is read on GitHub and PyPI, outside MkDocs, so it gets this check. The README's quick
@@ -8,6 +8,7 @@ here too, so that a README edit cannot silently drop them from the check.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -62,3 +63,29 @@ def test_readme_quickstart_markers(name: str) -> None:
     assert marker in text
     after = text[text.index(marker) + len(marker) :].lstrip("\n")
     assert after.startswith("```python\n"), f"a python code block must follow {marker}"
+
+
+# -- the notebooks ------------------------------------------------------------------------------
+
+NOTEBOOKS = ROOT / "notebooks"
+
+
+def test_the_notebooks_readme_names_every_notebook_and_build_script() -> None:
+    guide = (NOTEBOOKS / "README.md").read_text(encoding="utf-8")
+    for path in [*NOTEBOOKS.glob("*.ipynb"), *NOTEBOOKS.glob("build_*.py")]:
+        assert path.name in guide, path.name
+    assert missing_targets(NOTEBOOKS / "README.md") == []
+    assert "notebooks/README.md" in relative_links(README.read_text(encoding="utf-8"))
+
+
+def test_the_notebooks_links_resolve() -> None:
+    # A pointer to a README section that lives in docs/ was one that led nowhere.
+    stale = 'the README, "Self-hosting BGE"'
+    for notebook in sorted(NOTEBOOKS.glob("*.ipynb")):
+        cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+        markdown = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+        assert stale not in markdown, notebook.name
+        for link in relative_links(markdown):
+            assert (NOTEBOOKS / link.split("#", 1)[0]).resolve().exists(), (notebook.name, link)
+    for script in sorted(NOTEBOOKS.glob("build_*.py")):
+        assert stale not in script.read_text(encoding="utf-8"), script.name

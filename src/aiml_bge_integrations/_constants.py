@@ -22,6 +22,7 @@ __all__ = [
     "RETRYABLE_STATUSES",
     "USER_AGENT",
     "batches_in_flight",
+    "error_body_limit",
     "reply_bytes_per_number",
 ]
 
@@ -65,7 +66,17 @@ REPLY_MARGIN = 64 * 1024
 REPLY_BYTES_PER_INPUT = 256
 """Bytes per vector beyond its numbers (``{"object": "embedding", "index": ...}``)."""
 ERROR_BODY_LIMIT = 64 * 1024
-"""Bytes read of an error reply; the rest is not read (the message is at the start)."""
+"""Bytes read of an error reply beyond what it may echo of the request (see ``error_body_limit``)."""
+
+
+def error_body_limit(request_bytes: int) -> int:
+    """The most bytes read of an error reply to a request of ``request_bytes``; the rest is not read.
+
+    Validation errors echo what was sent (infinity's 422 for a text over its limit carries the
+    whole text in ``detail[].input``), so the bound grows with the request: twice its size (JSON
+    escapes) plus ``ERROR_BODY_LIMIT``.
+    """
+    return ERROR_BODY_LIMIT + 2 * request_bytes
 
 
 def reply_bytes_per_number(encoding_format: str | None) -> int:

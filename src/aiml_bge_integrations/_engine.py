@@ -13,7 +13,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Generator, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from . import _retry
 from ._batching import (
@@ -31,8 +33,6 @@ from ._constants import (
 )
 from ._outcome import Context, Outcome, interpret, model_mismatch_note, transport_outcome
 from ._settings import int_at_least, is_bge_model
-from ._tally import NO_ATTEMPT, Tally
-from ._telemetry import AttemptSpan
 from ._usage import RateLimiter, UsageCounter
 from ._warnings import warn_user
 from ._wire import ParsedEmbeddings, build_request_body
@@ -58,11 +58,11 @@ class Send:
     timeout: float
     """Seconds the request may take, from sending to the reply's last byte."""
     limit: int
-    """The most bytes a 200 reply may have (an error reply is cut at ``ERROR_BODY_LIMIT``)."""
+    """The most bytes a 200 reply may have (an error reply is cut at ``error_body_limit``)."""
     after: int | None = None
     """Take a slot only once the gate has seen more successes than this (see ``Tries.after``)."""
-    attempt: AttemptSpan = NO_ATTEMPT
-    """The attempt's span (entered by the driver around the send)."""
+    attempt: AbstractContextManager[Any] | None = None
+    """The attempt's span, when telemetry is on (entered by the driver around the send)."""
 
 
 @dataclass(frozen=True)
@@ -101,12 +101,28 @@ class Call:
     deadline: _retry.Deadline
     deadline_seconds: float | None
     cancelled: threading.Event = field(default_factory=threading.Event)
-    tally: Tally | None = None
+    tally: CallTally | None = None
     """The call's telemetry, when it is on."""
 
-    def attempt(self, texts: int, wait: float | None, cause: str | None) -> AttemptSpan:
-        """The span of the next attempt (a no-op without telemetry)."""
-        return NO_ATTEMPT if self.tally is None else self.tally.attempt(texts, wait, cause)
+    def attempt(
+        self, texts: int, wait: float | None, cause: str | None
+    ) -> AbstractContextManager[Any] | None:
+        """The span of the next attempt (None without telemetry)."""
+        return None if self.tally is None else self.tally.attempt(texts, wait, cause)
+
+
+class CallTally(Protocol):
+    """What the loop tells a call's telemetry (``_tally.Tally``)."""
+
+    usage: UsageCounter
+
+    def attempt(
+        self, texts: int, wait: float | None, cause: str | None
+    ) -> AbstractContextManager[Any]: ...
+
+    def retry(self, cause: str) -> None: ...
+
+    def reply(self, model: str | None, vectors: list[list[float]]) -> None: ...
 
 
 class Engine:
@@ -269,7 +285,7 @@ class Engine:
         self,
         deadline: float | None,
         cancelled: threading.Event | None = None,
-        tally: Tally | None = None,
+        tally: CallTally | None = None,
     ) -> Call:
         """A call with ``deadline`` seconds (None: none), stopped by ``cancelled`` if given."""
         self.ctx.key.get()  # an unpickled copy whose key was not found here says so, sending nothing

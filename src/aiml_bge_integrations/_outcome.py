@@ -63,7 +63,6 @@ class Context:
     model: str
     base_url: str
     key: SecretKey
-    timeout: float
     expected_dim: int | None = None
 
     @property

@@ -1,11 +1,20 @@
-"""``aiml-bge embed INPUT -o OUT_DIR --ray``: the corpus job on Ray Data, resumable by id.
+"""``aiml-bge embed INPUT -o OUT_DIR --ray``: the corpus job on Ray Data, on the job's core.
 
 The input (a text file, JSONL or a directory, read and checked as ``aiml-bge embed`` reads
 it, with the same ids) is staged once as Parquet in ``<OUT_DIR>.partial/``; Ray Data reads it,
 ``embed_parquet`` embeds it on an actor pool and writes ``OUT_DIR/`` (Parquet files with
 ``id``, the text, the input's other JSONL fields and ``embedding``), one file per block,
 written by the actor that embedded it. Run again after a failure, it reads the ids already in
-``OUT_DIR/`` and writes only the others; on success ``<OUT_DIR>.partial/`` is removed.
+``OUT_DIR/`` and writes only the others.
+
+It keeps the guarantees of ``aiml-bge embed`` with the same checkpoint (``_job.checkpoint``):
+the lock of ``<OUT_DIR>.partial/`` is taken before anything is read or removed (a second run
+of the same output is refused with ``OutputBusyError``), ``state.json`` is replaced
+atomically and says which run it is (input, model, long-text policy), nothing is reached
+through a symbolic link, and only the job's own files are deleted. When every block is
+written, the output's rows are counted against the input before the run reports success
+and writes ``<OUT_DIR>.manifest.json``; a completed run run again says so and changes
+nothing.
 
 ``OUT_DIR`` and its ``.partial`` sibling must be on storage every Ray node sees (a local
 path is fine for a single node). The key is never passed to Ray: the workers read it from
@@ -15,31 +24,40 @@ their environment (a local node inherits this process's).
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 
-from ._job import (
-    InputFileError,
-    InputSource,
-    JsonlSource,
-    OutputError,
-    ResumeError,
-    open_source,
-    scan,
-)
-from ._settings import API_KEY_ENV, BGE_MAX_TOKENS, is_bge_model
-from .errors import AimlBgeError
+from ._batching import effective_long_text
+from ._job import InputSource, JobSpec, JsonlSource, open_source, scan
+from ._job.checkpoint import Checkpoint, State, check_rows, work_dir_for
+from ._job.files import open_file, refuse_link, remove_dir, remove_files, write_atomic
+from ._job.plan import long_text_verdict, run_identity
+from ._job.run import manifest_for, read_manifest
+from ._settings import API_KEY_ENV, CLIENT_SETTINGS, check_settings
+from .errors import AimlBgeError, InputFileError, OutputError
 
-__all__ = ["RayJobResult", "local_node_environment", "run_ray_job"]
+__all__ = ["RayJobResult", "RayJobSpec", "local_node_environment", "run_ray_job"]
 
 _STAGE_ROWS = 8192
+
+
+@dataclass
+class RayJobSpec(JobSpec):
+    """One ``aiml-bge embed --ray`` run: the job's spec, the client settings, and the cluster."""
+
+    settings: dict[str, Any] = field(default_factory=dict)
+    """Client settings from the command line (``max_concurrency`` and the per-minute paces
+    are for the whole cluster)."""
+    actors: int | None = None
+    """Embedding actors (``None``: ``ray.DEFAULT_ACTORS``)."""
+    ray_address: str | None = None
+    """The cluster to use (``None``: a single local node on 127.0.0.1)."""
 
 
 @dataclass
@@ -56,10 +74,11 @@ class RayJobResult:
     """Wall time of this run."""
     embedded: int
     """Passages embedded by this run (the others were written by the runs before)."""
+    already_complete: bool = False
+    """The output was already complete for this input and settings; nothing was sent or written."""
 
 
-def _work_dir(output: Path) -> Path:
-    return output.with_name(output.name + ".partial")
+_STAGED = "input.parquet"
 
 
 _RESERVED = ("id", "text", "embedding")
@@ -94,12 +113,13 @@ def _stage(source: InputSource, target: Path, text_column: str) -> None:
     extras = _jsonl_extras(source) if isinstance(source, JsonlSource) else None
     writer: Any = None
     rows: list[dict[str, Any]] = []
+    sink = open_file(target, "wb")
 
     def flush() -> None:
         nonlocal writer
         table = pa.Table.from_pylist(rows)
         if writer is None:
-            writer = pq.ParquetWriter(str(target), table.schema)
+            writer = pq.ParquetWriter(sink, table.schema)
         writer.write_table(table.cast(writer.schema))
         rows.clear()
 
@@ -120,6 +140,7 @@ def _stage(source: InputSource, target: Path, text_column: str) -> None:
     finally:
         if writer is not None:
             writer.close()
+        sink.close()
 
 
 def local_node_environment(base_url: str | None = None) -> dict[str, str]:
@@ -190,90 +211,154 @@ def _our_error(err: BaseException) -> AimlBgeError | None:
     return None
 
 
+def _our_part_files(output: Path) -> list[str] | None:
+    """Names of the files ``embed_parquet`` writes in ``output``; ``None`` if it holds others."""
+    from .ray import _is_part_file
+
+    names = os.listdir(output)
+    ours = [name for name in names if _is_part_file(name)]
+    return ours if len(ours) == len(names) else None
+
+
+def _clear_output(output: Path) -> None:
+    """Remove an earlier output directory, file by file, if it holds only the job's files."""
+    if not refuse_link(output):
+        return
+    if not output.is_dir():
+        raise OutputError(f"cannot write {output}: it exists and is not a directory")
+    ours = _our_part_files(output)
+    if ours is None:
+        raise OutputError(
+            f"{output} holds files aiml-bge embed --ray did not write; it replaces only its own "
+            "output: move them, or choose another output directory"
+        )
+    remove_files(output, ours)
+    remove_dir(output)
+    remove_files(output.parent, [manifest_for(output).name])
+
+
+def _written(output: Path) -> tuple[int, int | None]:
+    """Rows in the output's finished part files, and the vectors' length (``None``: no rows)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .ray import _is_part_file
+
+    rows = 0
+    dimension = None
+    for name in sorted(os.listdir(output)):
+        if _is_part_file(name, finished=True):
+            with open_file(output / name, "rb") as f:
+                meta = pq.read_metadata(f)
+                column = meta.schema.to_arrow_schema().field("embedding").type
+            rows += meta.num_rows
+            if isinstance(column, pa.FixedSizeListType):
+                dimension = column.list_size
+    return rows, dimension
+
+
 def run_ray_job(
-    *,
-    input_path: Path,
-    output: Path,
-    input_format: str,
-    field: str,
-    id_field: str | None,
-    overwrite: bool,
-    restart: bool,
-    settings: dict[str, Any],
-    actors: int | None,
-    ray_address: str | None,
-    key: str | None,
-    notice: Callable[[str], None],
+    spec: RayJobSpec, *, key: str | None, notice: Callable[[str], None]
 ) -> RayJobResult:
-    """Embed ``input_path`` into the Parquet directory ``output`` on Ray; resumable.
+    """Embed ``spec.input`` into the Parquet directory ``spec.output`` on Ray; resumable.
 
-    ``settings`` are the client settings from the command line (``max_concurrency`` and the
-    per-minute paces are for the whole cluster). ``key``, when given, is put in this
-    process's environment for a local node to inherit; it is never passed to Ray.
+    ``key``, when given, is put in this process's environment for a local node to inherit;
+    it is never passed to Ray. Raises the job's errors (``OutputBusyError`` while another run
+    holds the output's lock, ``ResumeError`` for a checkpoint of another run) or the core's.
     """
-    from .ray import DEFAULT_ACTORS, embed_parquet
-
     started = time.monotonic()
-    work = _work_dir(output)
-    if restart and work.exists():
-        shutil.rmtree(work)
-        shutil.rmtree(output, ignore_errors=True)
-    resumable = (work / "state.json").exists()
-    if output.exists() and not resumable:
-        if not overwrite:
-            raise OutputError(f"{output} exists; pass --overwrite to replace it")
-        shutil.rmtree(output) if output.is_dir() else output.unlink()
+    output = spec.output
     if not output.parent.is_dir():
         raise OutputError(f"cannot write {output}: directory {output.parent} does not exist")
+    refuse_link(output)
+    refuse_link(manifest_for(output))
+    # Every setting resolved as the actors' clients resolve it (model and long_text from the
+    # environment where the user set them there), checked once, here.
+    unknown = sorted(set(spec.settings) - set(CLIENT_SETTINGS))
+    if unknown:
+        raise ValueError(f"unknown client setting(s) for --ray: {', '.join(unknown)}")
+    resolved = check_settings({k: v for k, v in spec.settings.items() if k != "api_key"})
+    resolved.pop("api_key", None)  # the key stays in this process's environment
+    checkpoint = Checkpoint(work_dir_for(output), output, [_STAGED])
+    try:
+        return _run_locked(spec, checkpoint, resolved, key, notice, started)
+    except BaseException:
+        if not checkpoint.exists():  # nothing staged: leave no work directory behind
+            checkpoint.remove()
+        raise
+    finally:
+        checkpoint.release()
 
-    source = open_source(input_path, input_format, field, id_field)
-    model = str(settings.get("model") or "")
-    long_text = settings.get("long_text", "truncate")
-    scanned = scan(source, check_long=(not model or is_bge_model(model)) and long_text != "none")
+
+def _run_locked(
+    spec: RayJobSpec,
+    checkpoint: Checkpoint,
+    resolved: dict[str, Any],
+    key: str | None,
+    notice: Callable[[str], None],
+    started: float,
+) -> RayJobResult:
+    from .ray import DEFAULT_ACTORS, _embed_parquet
+
+    output, work = spec.output, checkpoint.work
+    model, long_text = resolved["model"], resolved["long_text"]
+    source = open_source(spec.input, spec.input_format, spec.field, spec.id_field)
+    applied = effective_long_text(model, long_text)
+    scanned = scan(source, check_long=applied != "none")
     if scanned.total == 0:
-        raise InputFileError(f"{input_path}: no passages to embed", path=input_path)
-    if scanned.over_limit and long_text == "error":
-        raise InputFileError(
-            f"{input_path}: {scanned.over_limit} passage(s) exceed {BGE_MAX_TOKENS} tokens "
-            f"({source.id_label} {scanned.over_examples[0][0]} first); split them, or use "
-            "--long-text truncate",
-            path=input_path,
-        )
-    identity = {
-        **source.settings(),
-        "input": str(input_path.resolve()),
-        "fingerprint": scanned.fingerprint,
-        "total": scanned.total,
-        "model": model,
-        "long_text": long_text,
-    }
-    if resumable:
-        saved = orjson.loads((work / "state.json").read_bytes())
-        if saved != identity:
-            changed = sorted(k for k in identity if saved.get(k) != identity[k])
-            raise ResumeError(
-                f"{work} holds an unfinished run with a different {', '.join(changed)}; "
-                "rerun it with the same input and settings, or pass --restart to start over"
+        raise InputFileError(f"{spec.input}: no passages to embed", path=spec.input)
+    told = long_text_verdict(scanned, source=source, model=model, long_text=applied)
+    if told:
+        notice(told)
+    identity = run_identity(
+        source, scanned, model=model, long_text=long_text, output_format="ray-parquet"
+    )
+    if spec.restart:
+        checkpoint.clear()
+        _clear_output(output)
+    state = checkpoint.load(identity)
+    resumed = state is not None
+    if state is None:
+        if refuse_link(output):
+            manifest = read_manifest(output)
+            complete = (
+                not spec.overwrite
+                and manifest is not None
+                and manifest.get("identity") == identity
+                and output.is_dir()
+                and _written(output)[0] == scanned.total
             )
-        notice(f"continuing the unfinished run in {work}")
+            if complete:
+                checkpoint.remove()
+                return RayJobResult(
+                    output, scanned.total, False, time.monotonic() - started, 0, True
+                )
+            if not spec.overwrite:
+                raise OutputError(f"{output} exists; pass --overwrite to replace it")
+            _clear_output(output)
+        checkpoint.clear()
+        _stage(source, work / _STAGED, "text")
+        checkpoint.save(State(identity, phase="ray"))
     else:
-        work.mkdir(exist_ok=True)
-        _stage(source, work / "input.parquet", "text")
-        (work / "state.json").write_bytes(orjson.dumps(identity))
+        import pyarrow.parquet as pq
 
-    if key is not None and ray_address is None:
+        with open_file(work / _STAGED, "rb") as f:
+            check_rows(str(work / _STAGED), pq.read_metadata(f).num_rows, scanned.total)
+        notice(f"continuing the unfinished run in {work}")
+
+    if key is not None and spec.ray_address is None:
         os.environ[API_KEY_ENV] = key  # inherited by the local node's workers, nothing else
-    stop = _start_ray(ray_address, settings.get("base_url"))
+    stop = _start_ray(spec.ray_address, spec.settings.get("base_url"))
     try:
         import ray.data
 
         ray.data.DataContext.get_current().raise_original_map_exception = True
-        done = embed_parquet(
-            str(work / "input.parquet"),
+        done = _embed_parquet(
+            str(work / _STAGED),
             str(output),
             id_column="id",
-            actors=actors or DEFAULT_ACTORS,
-            **settings,
+            actors=spec.actors or DEFAULT_ACTORS,
+            **spec.settings,
         )
     except Exception as err:
         ours = _our_error(err)
@@ -282,5 +367,34 @@ def run_ray_job(
         raise ours from None
     finally:
         stop()
-    shutil.rmtree(work, ignore_errors=True)
-    return RayJobResult(output, scanned.total, resumable, time.monotonic() - started, done.embedded)
+    rows, dimension = _written(output)
+    check_rows(f"{output}/", rows, scanned.total)
+    write_atomic(manifest_for(output), _manifest(identity, resolved, rows, dimension))
+    checkpoint.remove()
+    return RayJobResult(output, scanned.total, resumed, time.monotonic() - started, done.embedded)
+
+
+def _manifest(
+    identity: dict[str, Any], resolved: dict[str, Any], rows: int, dimension: int | None
+) -> bytes:
+    from . import __version__
+
+    model, long_text = resolved["model"], resolved["long_text"]
+    return orjson.dumps(
+        {
+            "manifest_version": 1,
+            "package_version": __version__,
+            "rows": rows,
+            "dimension": dimension,
+            "model": model,
+            "base_url": resolved["base_url"],
+            "long_text": long_text,
+            "long_text_applied": effective_long_text(model, long_text),
+            "document_instruction": None,
+            "query_instruction": resolved["query_instruction"],
+            "output_format": "ray-parquet",
+            "dtype": "float32",
+            "identity": identity,
+        },
+        option=orjson.OPT_INDENT_2,
+    )

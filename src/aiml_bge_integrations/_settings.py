@@ -520,7 +520,7 @@ def settings_table() -> str:
             where += ", CLI `--" + s.name.replace("_", "-") + "`"
         cells = [
             f"`{s.name}`",
-            f"`{_type_name(s.type)}`".replace("|", "\\|"),
+            f"`{_type_name(s.type)}`",  # a code span may hold "|": tables do not split there
             default,
             f"`{s.env}`" if s.env else "",
             aliases,

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ._concurrency import Flights, Limiter, Ticket
-from ._constants import ERROR_BODY_LIMIT, LOOPBACK_HOSTS, batches_in_flight
+from ._constants import LOOPBACK_HOSTS, batches_in_flight, error_body_limit
 from ._engine import Failure, Reply, Send
 from ._outcome import ReplyTooLarge, WallTimeout
 from .errors import ConfigurationError
@@ -168,8 +168,8 @@ class BoundedBody:
     """A reply's body, read within its request's bounds of size and time.
 
     A 200 reply past ``Send.limit`` bytes (as received or as decoded) raises ``ReplyTooLarge``
-    and is read no further; an error reply is cut at ``ERROR_BODY_LIMIT`` (its message is at
-    the start). A request past ``Send.timeout`` since it was sent raises ``WallTimeout``: the
+    and is read no further; an error reply is cut at ``error_body_limit`` of the request (its
+    message is at the start, and what it echoes of the request fits). A request past ``Send.timeout`` since it was sent raises ``WallTimeout``: the
     time is checked between chunks, and each read of the socket is given no more than the
     time left (httpcore reads its timeouts from the request before every read), so a server
     that trickles its reply holds a call no longer than its timeout.
@@ -180,12 +180,17 @@ class BoundedBody:
     ) -> None:
         self._request, self._response = request, response
         self._cut = response.status_code != 200
-        self._limit = ERROR_BODY_LIMIT if self._cut else step.limit
+        self._limit = error_body_limit(len(step.body)) if self._cut else step.limit
         self._end = started + step.timeout
         self._parts: list[bytes] = []
         self._size = 0
         declared = response.headers.get("content-length", "")
-        if not self._cut and declared.isdigit() and int(declared) > self._limit:
+        if (
+            not self._cut
+            and declared.isascii()
+            and declared.isdigit()
+            and int(declared) > self._limit
+        ):
             raise self._too_large()
         self._check_time()
 

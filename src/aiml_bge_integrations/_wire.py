@@ -190,9 +190,10 @@ def _header_number(headers: Mapping[str, str], name: str) -> float:
     if not raw:
         return 0.0
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         return 0.0
+    return value if math.isfinite(value) else 0.0
 
 
 def parse_embeddings_response(

@@ -9,7 +9,8 @@ Exit codes (also in the README, "Exit codes")::
     4    the model is retired or not served (404 for the model)
     5    bad input: unreadable, a bad line (named), or over-long passages with --long-text error
     6    the output cannot be written
-    7    an unfinished run cannot be resumed by this command (different input or settings)
+    7    an unfinished run cannot be resumed by this command (different input or settings, or
+         a checkpoint that disagrees with its staged files)
     8    another aiml-bge embed is writing the same output; nothing was read, sent or changed
     130  interrupted (Ctrl-C); the last checkpoint is kept, the same command resumes
 
@@ -21,10 +22,14 @@ so it does not land in shell history.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
+import logging
+import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -47,6 +52,8 @@ from .errors import (
     InvalidInputError,
     MissingAPIKeyError,
     ModelNotFoundError,
+    OutputBusyError,
+    OutputError,
 )
 
 __all__ = [
@@ -315,7 +322,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _code_for(err: BaseException) -> int:
-    from ._job import InputFileError, OutputBusyError, OutputError, ResumeError
+    from .errors import InputFileError, ResumeError
 
     if isinstance(err, OutputBusyError):
         return EXIT_BUSY
@@ -391,8 +398,14 @@ def _dry_run(args: argparse.Namespace) -> int:
         )
     else:
         lines.append("over 512   none")
+    if report.repeated:
+        lines.append(
+            f"repeated   {report.repeated:,} passage(s) repeat an earlier one's text; the run "
+            "writes that vector for them and does not send them"
+        )
     if report.billed_tokens != report.tokens:
-        lines.append(f"billed     {report.billed_tokens:,} tokens after truncation")
+        what = " and without repeats" if report.repeated else ""
+        lines.append(f"billed     {report.billed_tokens:,} tokens after truncation{what}")
     lines += [
         f"requests   {report.requests:,} (batch size {batch_size})",
         f"credits    about {report.credits:,} (estimate: each request max(1, ceil(tokens / 1000)))",
@@ -438,10 +451,79 @@ class _ProgressBar:
         self._bar.update(done - self._last)
         self._last = done
 
+    def write(self, line: str) -> None:
+        """``line`` on stderr, above the bar when one is shown."""
+        if self._bar is not None:
+            self._bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr)
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+_RETRY_LINE_SECONDS = 10.0
+"""At most one line about retries in this many seconds."""
+
+
+def _retry_cause(cause: str) -> str:
+    """A retry's cause (``Usage.retries_by_cause``'s keys) said for a user."""
+    if cause == "connection":
+        return "the server cannot be reached (connection refused or dropped)"
+    if cause == "timeout":
+        return "a request timed out"
+    if cause == "validation":
+        return "a reply was malformed"
+    if cause == "429":
+        return "the server refused with 429 (too many requests)"
+    return f"the server answered HTTP {cause}"
+
+
+class _RetryNotice(logging.Handler):
+    """Says on stderr when the client retries and why: the first at once, then one line per 10 s.
+
+    It listens to the client's log record for each retry (logger ``aiml_bge_integrations``,
+    ``"retrying after %s in %.2fs"`` with the cause and the wait), so a run that waits on a
+    server that cannot be reached is not silent for the retries' whole back-off.
+    """
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        super().__init__(logging.DEBUG)
+        self._say = say
+        self._last = -math.inf
+        self._count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """One line for this retry, unless one was said in the last 10 s."""
+        args = record.args
+        if record.msg != "retrying after %s in %.2fs" or not isinstance(args, tuple):
+            return
+        cause, delay = (*args, None, None)[:2]
+        if not isinstance(delay, int | float):
+            return
+        self._count += 1
+        now = time.monotonic()
+        if now - self._last < _RETRY_LINE_SECONDS:
+            return
+        self._last = now
+        so_far = f" ({self._count} retries so far)" if self._count > 1 else ""
+        self._say(f"retrying: {_retry_cause(str(cause))}; next try in {float(delay):.1f} s{so_far}")
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """Listen while the block runs."""
+        logger = logging.getLogger("aiml_bge_integrations")
+        level = logger.level
+        logger.addHandler(self)
+        if logger.getEffectiveLevel() > logging.DEBUG:
+            logger.setLevel(logging.DEBUG)
+        try:
+            yield
+        finally:
+            logger.removeHandler(self)
+            logger.setLevel(level)
 
 
 def _embed(args: argparse.Namespace) -> int:
@@ -449,10 +531,11 @@ def _embed(args: argparse.Namespace) -> int:
 
     settings = _client_settings(args)
     quiet = args.quiet
+    bar = _ProgressBar(enabled=not quiet and sys.stderr.isatty())
 
     def notice(message: str) -> None:
         if not quiet:
-            print(f"{_PROG}: {message}", file=sys.stderr)
+            bar.write(f"{_PROG}: {message}")
 
     spec = JobSpec(
         input=args.input,
@@ -465,14 +548,14 @@ def _embed(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         restart=args.restart,
     )
-    bar = _ProgressBar(enabled=not quiet and sys.stderr.isatty())
     try:
         key = read_api_key()
 
         def make_client() -> EmbeddingsClient:
             return EmbeddingsClient(api_key=key, **settings)
 
-        result = run_job(spec, make_client, progress=bar, notice=notice)
+        with _RetryNotice(notice).installed():
+            result = run_job(spec, make_client, progress=bar, notice=notice)
     except KeyboardInterrupt:
         bar.close()
         saved = _saved(work_dir_for(args.output))
@@ -493,7 +576,7 @@ def _embed(args: argparse.Namespace) -> int:
         return _error(EXIT_OUTPUT, f"cannot write {args.output}: {err}")
     bar.close()
     if not quiet:
-        _summary(result)
+        _summary(result, settings.get("max_concurrency") or env_default("max_concurrency"))
     return EXIT_OK
 
 
@@ -522,7 +605,7 @@ def _add_ray_flags(p: argparse.ArgumentParser) -> None:
 
 def _embed_on_ray(args: argparse.Namespace) -> int:
     try:
-        from ._ray_job import run_ray_job
+        from ._ray_job import RayJobSpec, run_ray_job
     except ImportError as err:
         return _error(EXIT_USAGE, f"--ray needs Ray Data ({err})")
     if args.output_format not in ("auto", "parquet") or args.dtype != "float32":
@@ -536,8 +619,8 @@ def _embed_on_ray(args: argparse.Namespace) -> int:
     try:
         # A remote cluster holds its own key; a local node inherits this process's.
         key = read_api_key() if args.ray_address is None else None
-        result = run_ray_job(
-            input_path=args.input,
+        spec = RayJobSpec(
+            input=args.input,
             output=args.output,
             input_format=args.input_format,
             field=args.field,
@@ -547,19 +630,24 @@ def _embed_on_ray(args: argparse.Namespace) -> int:
             settings=_client_settings(args),
             actors=args.actors,
             ray_address=args.ray_address,
-            key=key,
-            notice=notice,
         )
+        result = run_ray_job(spec, key=key, notice=notice)
     except KeyboardInterrupt:
         return _error(EXIT_INTERRUPTED, "interrupted; run the same command to continue")
     except AimlBgeError as err:
-        hint = "" if isinstance(err, ConfigurationError) else " (run the same command to continue)"
+        resumable = not isinstance(err, ConfigurationError | OutputBusyError | OutputError)
+        hint = " (run the same command to continue)" if resumable else ""
         return _error(_code_for(err), str(err) + hint)
     except ValueError as err:
         return _error(EXIT_USAGE, str(err))
     except OSError as err:
         return _error(EXIT_OUTPUT, f"cannot write {args.output}: {err}")
-    if not quiet:
+    if not quiet and result.already_complete:
+        print(
+            f"already complete: {result.output}/ holds all {result.total:,} vectors of this "
+            "input, written with these settings; nothing was sent or changed"
+        )
+    elif not quiet:
         what = "finished the unfinished run: " if result.resumed else ""
         before = result.total - result.embedded
         split = f" ({result.embedded:,} this run, {before:,} before)" if before else ""
@@ -596,7 +684,25 @@ def _n(count: float, one: str, many: str | None = None) -> str:
     return f"{count:,.0f} {word}"
 
 
-def _summary(result: Any) -> None:
+def _in_flight(u: Usage, limit: int) -> str:
+    """What the concurrency figures mean, without implying a limit the server never showed."""
+    said = f"requests in flight: up to {u.peak_concurrency}"
+    refused = u.retries_by_cause.get("429", 0)
+    if not refused:
+        return f"{said} (the client's limit is {limit}; the server refused none)"
+    return (
+        f"{said}; the server refused {_n(refused, 'request')} with 429, and the client "
+        f"settled at {u.concurrency} in flight (its limit is {limit})"
+    )
+
+
+def _summary(result: Any, limit: int) -> None:
+    if result.already_complete:
+        print(
+            f"already complete: {result.output} holds all {result.total:,} vectors of this "
+            "input, written with these settings; nothing was sent or changed"
+        )
+        return
     u = result.usage
     sent = result.total - result.resumed_from
     rate = sent / result.seconds if result.seconds > 0 else 0.0
@@ -621,11 +727,13 @@ def _summary(result: Any) -> None:
         )
     if result.over_limit:
         line += f"; {result.over_limit:,} passage(s) were truncated to 512 tokens"
-    if u.peak_concurrency:
+    if result.shared:
         line += (
-            f"; requests in flight: up to {u.peak_concurrency} ({u.concurrency} at the end, "
-            "as the server allowed)"
+            f"; {_n(result.shared, 'passage')} repeated an earlier one and got its vector "
+            "without being sent"
         )
+    if u.peak_concurrency:
+        line += "; " + _in_flight(u, limit)
     print(line)
     this = result.runs[-1]["base_url"] if result.runs else None
     earlier = sorted({run["base_url"] for run in result.runs[:-1]} - {this})

@@ -1,8 +1,8 @@
 """The request core: ``EmbeddingsClient`` and ``AsyncEmbeddingsClient`` over httpx.
 
-This is the only module that does network I/O. The request loop is written once, in
-``_engine`` (a generator of wait / send steps that does no I/O); every decision it takes comes
-from the pure modules. The two clients here only drive it: the sync one sends and waits on
+This module and its I/O parts in ``_transport`` are the only ones that do network I/O. The
+request loop is written once, in ``_engine`` (a generator of wait / send steps that does no
+I/O); every decision it takes comes from the pure modules. The two clients here only drive it: the sync one sends and waits on
 threads, the async one awaits on event loops. Both read a reply within bounds of size and
 time derived from its request.
 """
@@ -52,7 +52,7 @@ from ._settings import (
     is_bge_model,
     same_model,
 )
-from ._tally import Tally, collecting
+from ._tally import NO_ATTEMPT, Tally, collecting
 from ._telemetry import AttemptSpan, CallSpan, Telemetry, make_telemetry
 from ._transport import (
     FAILURES,
@@ -160,9 +160,7 @@ class _BaseClient(Generic[_Http]):
         self.telemetry: Telemetry = make_telemetry(trace_requests=self.trace_requests)
         """Where calls are reported: OpenTelemetry's global providers when its API is
         installed, else a no-op (see docs/observability.md)."""
-        ctx = Context(
-            self.model, self.base_url, self._key, self.timeout, expected_dimension(self.model)
-        )
+        ctx = Context(self.model, self.base_url, self._key, expected_dimension(self.model))
         self._engine = Engine(
             ctx,
             batch_size=self.batch_size,
@@ -292,6 +290,7 @@ class _BaseClient(Generic[_Http]):
         return call
 
     def _stop_calls(self) -> None:
+        self._this_process()  # a forked child closes what is its own, never its parent's
         self._closed = True
         for stop in list(self._live_calls):
             stop.set()
@@ -593,7 +592,7 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
             while not isinstance(step, Done):
                 answer: _Answer
                 if isinstance(step, Send):
-                    with step.attempt as attempt:
+                    with step.attempt or NO_ATTEMPT as attempt:
                         answer = _traced(attempt, self._send(step, call))
                 else:
                     answer = self._wait(step.seconds, call)
@@ -895,7 +894,7 @@ class AsyncEmbeddingsClient(_BaseClient[httpx.AsyncClient]):
             while not isinstance(step, Done):
                 answer: _Answer
                 if isinstance(step, Send):
-                    with step.attempt as attempt:
+                    with step.attempt or NO_ATTEMPT as attempt:
                         answer = _traced(attempt, await self._send(step))
                 else:
                     answer = await self._wait(step.seconds)

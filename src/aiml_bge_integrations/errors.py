@@ -6,10 +6,14 @@ Every error this package raises on purpose derives from :class:`AimlBgeError`::
     ├── ConfigurationError (ValueError)            bad settings; raised at construction
     │   └── MissingAPIKeyError                     no api_key and no AIMLAPI_API_KEY
     ├── InvalidInputError (ValueError)             bad texts, raised before any request
-    │   └── TextTooLongError                       over 512 BGE tokens with long_text="error"
+    │   ├── TextTooLongError                       over 512 BGE tokens with long_text="error"
+    │   └── InputFileError                         the corpus job's input: unreadable, or a bad record (named)
     ├── InputTypeError (TypeError)                 not texts, or an item that is not str
     ├── ResponseValidationError                    the server's 200 reply is not exactly right
     │   └── ResponseTooLargeError                  a reply larger than its request can need
+    ├── OutputError                                the corpus job's output cannot be written
+    ├── ResumeError                                a job's checkpoint does not fit the command or its files
+    ├── OutputBusyError                            another run of the job holds the output's lock
     └── APIError                                   the request failed
         ├── APIConnectionError                     no reply (refused, reset, dropped)   [retried]
         │   └── APITimeoutError                    timeout or the call's deadline        [retried*]
@@ -42,6 +46,7 @@ own words from any known error body shape), ``request_id`` (``x-inference-id``,
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -53,6 +58,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConfigurationError",
+    "InputFileError",
     "InputTypeError",
     "InsufficientCreditsError",
     "InternalServerError",
@@ -62,12 +68,15 @@ __all__ = [
     "ModelMismatchWarning",
     "ModelNotFoundError",
     "NotFoundError",
+    "OutputBusyError",
+    "OutputError",
     "PermissionDeniedError",
     "QuotaExceededError",
     "RateLimitError",
     "RequestTooLargeError",
     "ResponseTooLargeError",
     "ResponseValidationError",
+    "ResumeError",
     "TextTooLongError",
     "UnprocessableEntityError",
     "status_error_class",
@@ -143,6 +152,30 @@ class ResponseTooLargeError(ResponseValidationError):
     def __init__(self, message: str, *, limit: int, request_id: str | None = None) -> None:
         super().__init__(message, request_id=request_id)
         self.limit = limit
+
+
+# -- the corpus job (``aiml-bge embed`` and the Ray job) -------------------------------------
+
+
+class InputFileError(InvalidInputError):
+    """The job's input cannot be read or has a bad record; the message names the file and line."""
+
+    def __init__(self, message: str, *, path: Path | None = None, line: int | None = None):
+        super().__init__(message)
+        self.path = path
+        self.line = line
+
+
+class OutputError(AimlBgeError):
+    """The job's output (or its staging directory next to it) cannot be written."""
+
+
+class ResumeError(AimlBgeError):
+    """A job's checkpoint does not fit this command, or disagrees with the files it describes."""
+
+
+class OutputBusyError(AimlBgeError):
+    """Another run is writing the same output: it holds the lock of its work directory."""
 
 
 class APIError(AimlBgeError):

@@ -39,7 +39,7 @@ import hashlib
 import os
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 try:
@@ -57,8 +57,10 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
 
 from ._settings import (
     API_KEY_ENV,
+    CLIENT_SETTINGS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_CONCURRENCY,
+    check_settings,
     expected_dimension,
 )
 from .client import AsyncEmbeddingsClient, EmbeddingsClient
@@ -255,10 +257,19 @@ class SyncBgeEmbedder(_EmbedderBase):
 # -- the one call ---------------------------------------------------------------------------
 
 
-def _validate_client_settings(settings: Mapping[str, Any]) -> None:
-    # Every check of the core, on the driver, before an actor starts; the throwaway key never
-    # leaves this function.
-    EmbeddingsClient(api_key="settings-check", **settings).close()
+def _checked_client_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    # Every check of the core, once, on the driver, before an actor starts: the settings the
+    # actors' clients get are these checked values (the model, long_text and the rest from
+    # the driver's environment where the user set them there). The key is never among them.
+    unknown = sorted(set(settings) - set(CLIENT_SETTINGS))
+    if unknown:
+        raise ConfigurationError(
+            f"unknown setting(s) {', '.join(unknown)}; the client's settings are "
+            f"{', '.join(name for name in CLIENT_SETTINGS if name != 'api_key')}"
+        )
+    checked = check_settings(settings)
+    checked.pop("api_key", None)
+    return checked
 
 
 @dataclass(frozen=True)
@@ -296,7 +307,7 @@ def _plan(
         client_settings["requests_per_minute"] = share.requests_per_minute
     if share.tokens_per_minute is not None:
         client_settings["tokens_per_minute"] = share.tokens_per_minute
-    _validate_client_settings(client_settings)
+    client_settings = _checked_client_settings(client_settings)
     if not num_cpus > 0:
         raise ConfigurationError(f"num_cpus must be positive, not {num_cpus!r}")
     rows = rows_per_block or 2 * batch_size * share.max_concurrency
@@ -382,6 +393,8 @@ def embed_dataset(
 
 # -- resumable Parquet: each block embedded and written by the same actor task ----------------
 
+_BLOCKS_IN_FLIGHT = 2
+"""Blocks each ``embed_parquet`` actor holds at once, each of ``rows_per_block / 2`` rows."""
 _PART_PREFIX = "part-"
 _PART_SUFFIX = ".parquet"
 _TEMP_PREFIX = ".writing-"
@@ -404,6 +417,13 @@ def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
         path = os.path.abspath(path)
     fs, root = pafs.FileSystem.from_uri(path)
     return fs, root.rstrip("/")
+
+
+def _is_part_file(name: str, *, finished: bool = False) -> bool:
+    # A file embed_parquet writes (a part, or with ``finished`` False, a part being written).
+    if not name.endswith(_PART_SUFFIX):
+        return False
+    return name.startswith(_PART_PREFIX) or (not finished and name.startswith(_TEMP_PREFIX))
 
 
 def _part_name(ids: pa.ChunkedArray | pa.Array) -> str:
@@ -453,10 +473,12 @@ def _written_ids(fs: pafs.FileSystem, directory: str, id_column: str) -> pa.Arra
     for info in infos:
         if info.type != pafs.FileType.File:
             continue
-        if info.base_name.startswith(_TEMP_PREFIX):
-            fs.delete_file(info.path)
-        elif info.base_name.startswith(_PART_PREFIX) and info.base_name.endswith(_PART_SUFFIX):
+        if not _is_part_file(info.base_name):
+            continue
+        if _is_part_file(info.base_name, finished=True):
             parts.append(info.path)
+        else:
+            fs.delete_file(info.path)
     if not parts:
         return None
     ids = pq.ParquetDataset(parts, filesystem=fs).read(columns=[id_column]).column(id_column)
@@ -505,15 +527,47 @@ def embed_parquet(
     """Read Parquet, embed (``embed_dataset``'s ``options``), write Parquet; resumable by id.
 
     Each block is embedded and written, as one Parquet file in ``output_path``, by the same
-    actor task, and each actor takes one block at a time: a failure or a killed driver loses
-    at most the block each actor was embedding. Run again, it reads the ids already in
-    ``output_path`` and embeds only the others, so each id is written once. The output
-    directory is the checkpoint: there is nothing else to keep or delete.
+    actor task. Each actor holds two blocks at a time, of half ``rows_per_block`` each, so
+    that the next block's requests fill the slots a block's last requests and its write leave
+    idle: a failure or a killed driver loses at most ``rows_per_block`` rows per actor. Run
+    again, it reads the ids already in ``output_path`` and embeds only the others, so each id
+    is written once. The output directory is the checkpoint: there is nothing else to keep.
 
     Conditions: ``id_column`` holds unique ids that never change between runs; ``output_path``
     is on storage every node sees (object storage, or a shared file system; a local path on a
     single node). ``embedder`` is not accepted (blocks are embedded by ``BgeEmbedder``).
+
+    For a local ``output_path``, the run holds the lock of ``<output_path>.partial/`` (the one
+    ``aiml-bge embed`` takes) before it reads or removes anything in the output, so a second
+    run of the same output raises ``OutputBusyError``; paths through a symbolic link are
+    refused. Object storage has no such lock: run one job per output there.
     """
+    if "://" in output_path:
+        return _embed_parquet(input_path, output_path, id_column=id_column, **options)
+    from pathlib import Path
+
+    from ._job.checkpoint import Checkpoint, work_dir_for
+    from ._job.files import refuse_link
+
+    output = Path(os.path.abspath(output_path))
+    refuse_link(output)
+    checkpoint = Checkpoint(work_dir_for(output), output, [])
+    try:
+        return _embed_parquet(input_path, str(output), id_column=id_column, **options)
+    finally:
+        checkpoint.remove()
+        checkpoint.release()
+
+
+def _embed_parquet(
+    input_path: str | list[str],
+    output_path: str,
+    *,
+    id_column: str = "id",
+    **options: Any,
+) -> ParquetRun:
+    """``embed_parquet`` without the lock (its caller holds it)."""
+
     if "embedder" in options:
         raise ConfigurationError("embedder is not accepted by embed_parquet (BgeEmbedder embeds)")
     plan = _plan(**options)
@@ -535,13 +589,17 @@ def embed_parquet(
             batch_size=None,
             batch_format="pyarrow",
         )
-    # One block handed to each actor at a time: what a failure can lose is that block.
+    # Blocks of a fraction of rows_per_block, that many handed to each actor at once: the
+    # next block's requests fill the slots a block's last requests and its write leave idle,
+    # and a failure still loses at most rows_per_block rows per actor (the blocks it held).
+    in_flight = _BLOCKS_IN_FLIGHT
+    plan = replace(plan, rows_per_block=max(1, -(-plan.rows_per_block // in_flight)))
     done = _map(
         ds,
         plan,
         _BlockWriter,
         extra={"output_path": output_path, "id_column": id_column},
-        tasks_per_actor=1,
+        tasks_per_actor=in_flight,
     )
     embedded = sum(
         int(pc.sum(batch.column("rows")).as_py() or 0)

@@ -51,6 +51,23 @@ def test_counts_sum_over_passages_with_special_tokens(run_cli: Any, tmp_path: Pa
     assert number(field(result.out, "credits")) == 2  # one per request at this size
 
 
+def test_repeated_passages_are_planned_as_the_run_sends_them(
+    server_env: Any, run_cli: Any, tmp_path: Path
+) -> None:
+    texts = ["Laura is a DJ.", "hello world", "Laura is a DJ.", "Cats purr.", "hello world"]
+    src = write_lines(tmp_path / "rep.txt", texts)
+    dry = run_cli("embed", src, "--dry-run", "--batch-size", "2")
+    assert dry.code == 0, dry.err
+    assert number(field(dry.out, "tokens")) == 7 + 4 + 7 + 6 + 4  # every passage as written
+    assert number(field(dry.out, "repeated")) == 2
+    assert number(field(dry.out, "billed")) == 7 + 4 + 6
+    assert number(field(dry.out, "requests")) == 2
+    server_env.reset_stats()
+    assert run_cli("embed", src, "-o", tmp_path / "v.jsonl", "--batch-size", "2").code == 0
+    assert server_env.stats["requests"] == 2  # as the dry run said
+    assert server_env.stats["items"] == 3
+
+
 def test_over_limit_passages_are_reported_by_line(run_cli: Any, tmp_path: Path) -> None:
     words = " ".join(["word"] * 600)  # [CLS] + 600 + [SEP] = 602 tokens
     more = " ".join(["word"] * 1500)  # 1502 tokens

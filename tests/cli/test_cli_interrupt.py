@@ -3,7 +3,7 @@
 A real Ctrl-C raises ``KeyboardInterrupt`` between any two lines of the main thread, among them
 the lines between a batch's write and the record that it was written. The test injects it
 there through a trace function: a dry pass counts the lines the job runs in its embedding loop
-(``_job._embed_rest`` and the functions nested in it), then for each of those line events in
+(``_job.run._embed_rest`` and the functions nested in it), then for each of those line events in
 turn a run is interrupted just before that line, and the same command is run again. Every
 resumed output must equal an uninterrupted run's, byte for byte: no row twice, none missing.
 """
@@ -21,16 +21,19 @@ import orjson
 import pytest
 from cli_helpers import write_lines
 
-from aiml_bge_integrations import _job, cli
+from aiml_bge_integrations import cli
+from aiml_bge_integrations._job import run
 
-TEXTS = [f"Passage {i} of a small corpus." for i in range(5)]  # batches of 2, 2 and 1
+# Batches of 2, 2 and 1 sent; the repeats get their vectors from the rows written before,
+# or from the rows not yet written.
+TEXTS = [f"Passage {i} of a small corpus." for i in (0, 1, 0, 2, 3, 1, 3, 4, 4, 0)]
 FLAGS = ["--batch-size", "2", "--max-concurrency", "1", "-q"]
 
 
 def loop_codes() -> set[CodeType]:
     """The code of ``_embed_rest`` and of every function defined inside it."""
     found: set[CodeType] = set()
-    todo = [_job._embed_rest.__code__]
+    todo = [run._embed_rest.__code__]
     while todo:
         code = todo.pop()
         found.add(code)

@@ -19,6 +19,7 @@ import pytest
 from cli_helpers import CLI, child_env, error_lines, run_process, write_lines
 
 from aiml_bge_integrations import cli
+from aiml_bge_integrations.errors import OutputBusyError
 
 N = 300
 
@@ -80,11 +81,11 @@ def test_the_lock_is_on_the_file_at_its_path_even_if_its_holder_just_deleted_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A run that opened the lock file just before its holder deleted it locks the new one."""
-    from aiml_bge_integrations import _job
+    from aiml_bge_integrations._job import checkpoint
 
     out = tmp_path / "v.jsonl"
-    work = _job.work_dir_for(out)
-    real_lock_file = _job._lock_file
+    work = checkpoint.work_dir_for(out)
+    real_lock_file = checkpoint._lock_file
     calls = 0
 
     def holder_finishes_in_between(f: Any) -> bool:
@@ -94,27 +95,27 @@ def test_the_lock_is_on_the_file_at_its_path_even_if_its_holder_just_deleted_it(
             shutil.rmtree(work)
         return bool(real_lock_file(f))
 
-    monkeypatch.setattr(_job, "_lock_file", holder_finishes_in_between)
-    first = _job._RunLock(work, out)
+    monkeypatch.setattr(checkpoint, "_lock_file", holder_finishes_in_between)
+    first = checkpoint.RunLock(work, out)
     assert calls == 2  # the file it first locked was gone, so it started again
-    monkeypatch.setattr(_job, "_lock_file", real_lock_file)
-    with pytest.raises(_job.OutputBusyError, match="another aiml-bge embed is writing"):
-        _job._RunLock(work, out)  # the lock it holds is the one at the path
+    monkeypatch.setattr(checkpoint, "_lock_file", real_lock_file)
+    with pytest.raises(OutputBusyError, match="another aiml-bge embed is writing"):
+        checkpoint.RunLock(work, out)  # the lock it holds is the one at the path
     first.release()
-    _job._RunLock(work, out).release()
+    checkpoint.RunLock(work, out).release()
 
 
 def test_a_holder_that_deletes_its_work_directory_does_not_unlock_the_next_run(
     tmp_path: Path,
 ) -> None:
-    from aiml_bge_integrations import _job
+    from aiml_bge_integrations._job import checkpoint
 
     out = tmp_path / "v.jsonl"
-    work = _job.work_dir_for(out)
-    first = _job._RunLock(work, out)
+    work = checkpoint.work_dir_for(out)
+    first = checkpoint.RunLock(work, out)
     shutil.rmtree(work)  # as a finished run does, still holding its lock
-    second = _job._RunLock(work, out)  # a new directory and lock file
+    second = checkpoint.RunLock(work, out)  # a new directory and lock file
     first.release()
-    with pytest.raises(_job.OutputBusyError):
-        _job._RunLock(work, out)
+    with pytest.raises(OutputBusyError):
+        checkpoint.RunLock(work, out)
     second.release()

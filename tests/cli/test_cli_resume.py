@@ -147,8 +147,6 @@ def test_crash_while_renaming_into_place_is_finished_by_the_rerun(
     server_env: Any, run_cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A .npy job stops after its ids sidecar was renamed but before the matrix was."""
-    from aiml_bge_integrations import _job
-
     src = write_lines(tmp_path / "corpus.txt", [f"text {i}" for i in range(7)])
     out = tmp_path / "v.npy"
     real_replace = os.replace
@@ -160,10 +158,10 @@ def test_crash_while_renaming_into_place_is_finished_by_the_rerun(
             raise KeyboardInterrupt  # as if killed here
         real_replace(a, b)
 
-    monkeypatch.setattr(_job.os, "replace", crash_on_matrix)
+    monkeypatch.setattr(os, "replace", crash_on_matrix)
     assert run_cli("embed", src, "-o", out, "--batch-size", "3").code == 130
     assert "v.ids.jsonl" in calls and not out.exists()
-    monkeypatch.setattr(_job.os, "replace", real_replace)
+    monkeypatch.setattr(os, "replace", real_replace)
 
     server_env.reset_stats()
     rerun = run_cli("embed", src, "-o", out, "--batch-size", "3")

@@ -239,8 +239,19 @@ def test_cli_ray_writes_parquet_and_resumes_after_a_failure(
     np.testing.assert_array_equal(
         vectors_of(table), reference_vectors(server, corpus().column("text").to_pylist())
     )
-    # Finished: a third run refuses to overwrite it.
-    code, _, err = _cli(capsys, *args)
+    manifest = orjson.loads((tmp_path / "vectors.manifest.json").read_bytes())
+    assert (manifest["rows"], manifest["dimension"]) == (ROWS, 768)
+    assert manifest["base_url"] == server.base_url
+    # Finished: a third run says so, sends nothing and changes nothing.
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    server.reset_stats()
+    code, printed, err = _cli(capsys, *args)
+    assert code == 0 and "already complete" in printed, err
+    assert server.stats.requests == 0
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    # Another input is not this run: the output is not replaced unasked.
+    other = _write_jsonl(tmp_path / "other.jsonl", rows=5)
+    code, _, err = _cli(capsys, "embed", other, *args[2:])
     assert code == 6 and "--overwrite" in err
 
 

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from aiml_bge_integrations import client as client_module
 from aiml_bge_integrations.client import AsyncEmbeddingsClient, EmbeddingsClient
 
 # With --import-mode=importlib test directories are not on sys.path; this one is, so that the
@@ -24,18 +23,29 @@ if str(Path(__file__).parent) not in sys.path:
 
 from selfhosted_support import SERVER_KEY
 
+_WAITS: dict[str, list[float]] = {}
+"""Under ``no_sleep``: where the clients the factories below build record their waits."""
+
 
 @pytest.fixture
-def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+def no_sleep() -> Iterator[list[float]]:
     """Retries happen at once; the delays the client asked for are recorded."""
     slept: list[float] = []
+    _WAITS["slept"] = slept
+    yield slept
+    _WAITS.clear()
 
-    async def asleep(seconds: float) -> None:
-        slept.append(seconds)
 
-    monkeypatch.setattr(client_module, "_sleep", slept.append)
-    monkeypatch.setattr(client_module, "_asleep", asleep)
-    return slept
+def _record_waits(client: Any) -> Any:
+    # The clients' public seam: the waits between attempts are their retry policy's.
+    slept = _WAITS.get("slept")
+    if slept is not None:
+
+        async def asleep(seconds: float) -> None:
+            slept.append(seconds)
+
+        client.retry_policy.sleep, client.retry_policy.asleep = slept.append, asleep
+    return client
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +91,7 @@ def sync_client() -> Iterator[Callable[..., EmbeddingsClient]]:
 
     def factory(server: Any, **settings: Any) -> EmbeddingsClient:
         settings.setdefault("api_key", SERVER_KEY)
-        client = EmbeddingsClient(base_url=server.base_url, **settings)
+        client = _record_waits(EmbeddingsClient(base_url=server.base_url, **settings))
         made.append(client)
         return client
 
@@ -97,7 +107,7 @@ async def async_client() -> Any:
 
     def factory(server: Any, **settings: Any) -> AsyncEmbeddingsClient:
         settings.setdefault("api_key", SERVER_KEY)
-        client = AsyncEmbeddingsClient(base_url=server.base_url, **settings)
+        client = _record_waits(AsyncEmbeddingsClient(base_url=server.base_url, **settings))
         made.append(client)
         return client
 

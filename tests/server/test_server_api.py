@@ -14,6 +14,7 @@ MODULES = [
     "aiml_bge_integrations.server",
     "aiml_bge_integrations.server.app",
     "aiml_bge_integrations.server.backend",
+    "aiml_bge_integrations.server.deprecations",
     "aiml_bge_integrations.server.dialects",
     "aiml_bge_integrations.server.faults",
     "aiml_bge_integrations.server.runner",

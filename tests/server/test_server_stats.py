@@ -40,6 +40,8 @@ def test_counts_requests_items_tokens_and_statuses(aiml_server: LocalServer) -> 
         "rate_limited": 0,
         "in_flight": 0,
         "peak_in_flight": 1,
+        "serving": 0,
+        "peak_serving": 1,
     }
     assert aiml_server.stats.requests == 5
     assert aiml_server.stats.ok == 2

@@ -228,6 +228,8 @@ class TeiDialect(Dialect):
     input_type_field = "prompt_name"
     input_types: ClassVar[Mapping[str, str]] = {"query": "query: ", "passage": "passage: "}
     default_max_items = 32
+    default_max_batch_tokens = 16384
+    """TEI's default ``--max-batch-tokens``, published at ``GET /info``."""
     """TEI's default ``--max-client-batch-size``; ``max_items_per_request``, when set, replaces it."""
 
     def render(self, p: Problem, ctx: Context) -> Reply:
@@ -417,6 +419,39 @@ class VllmDialect(Dialect):
             "usage": _usage(tokens),
         }
 
+    def models_body(self, models: Sequence[str], max_input_length: int = 512) -> dict[str, Any]:
+        # vLLM's ModelCard: root is the model's path, max_model_len its context in tokens.
+        created = int(time.time())
+        data = [
+            {
+                "id": m,
+                "object": "model",
+                "created": created,
+                "owned_by": "vllm",
+                "root": m,
+                "parent": None,
+                "max_model_len": max_input_length,
+                "permission": [
+                    {
+                        "id": f"modelperm-{uuid.uuid4().hex}",
+                        "object": "model_permission",
+                        "created": created,
+                        "allow_create_engine": False,
+                        "allow_sampling": True,
+                        "allow_logprobs": True,
+                        "allow_search_indices": False,
+                        "allow_view": True,
+                        "allow_fine_tuning": False,
+                        "organization": "*",
+                        "group": None,
+                        "is_blocking": False,
+                    }
+                ],
+            }
+            for m in models
+        ]
+        return {"object": "list", "data": data}
+
 
 class VllmLegacyDialect(VllmDialect):
     """vLLM up to 0.10.1: the same server with a flat error body.
@@ -537,16 +572,20 @@ class InfinityDialect(Dialect):
             "created": int(time.time()),
         }
 
-    def models_body(self, models: Sequence[str]) -> dict[str, Any]:
+    def models_body(self, models: Sequence[str], max_input_length: int = 512) -> dict[str, Any]:
+        # As infinity 0.0.78 answers (tests/fixtures/infinity/models.json), the backend named
+        # for what it is.
         created = int(time.time())
+        stats = {"queue_fraction": 0.0, "queue_absolute": 0, "results_pending": 0, "batch_size": 32}
         data = [
             {
                 "id": m,
-                "stats": {},
+                "stats": stats,
                 "object": "model",
                 "owned_by": "infinity",
                 "created": created,
                 "backend": "hashing-stand-in",
+                "capabilities": ["embed"],
             }
             for m in models
         ]

@@ -4,18 +4,21 @@ Routes::
 
     POST /v1/embeddings   embeddings, in the configured dialect (see ``dialects``)
     GET  /v1/models       the served models (auth as the dialect's real server asks)
+    GET  /v1/models/deprecations   the AI/ML API's deprecation feed (AI/ML dialect; public;
+                          also /models/..., /api/v1/models/..., and .../deprecated)
     GET  /info            TEI-style facts: model_id, max_client_batch_size, max_input_length
     GET  /health          200 while serving
     GET  /_stats          the counters (``stats.ServerStats``) as JSON
     POST /_stats/reset    zero them (needs the key when one is set)
 
 A ``POST /v1/embeddings`` goes through, in order: auth (401), a declared body size
-(``Content-Length``) over the limit (413), the per-minute and concurrency limits (429), the
-worker queue, the body size counted while it is read (413), validation (400/422), the model
-(404), the item count (413), item characters (400), the side's prefix where the dialect
-takes an input type, item tokens (dialect's refusal, or truncation), then fault
-injection and the stand-in embedding; the reply leaves ``latency`` seconds after the request
-was admitted (the stand-in's own work counts inside that time, as a real model's would). Every reply carries
+(``Content-Length``) over the limit (413), the free-tier hourly quota, the per-minute and
+concurrency limits (429), the worker queue, the body size counted while it is read (413),
+validation (400/422), the model (404), the item count (413), item characters (400), the
+side's prefix where the dialect takes an input type, item tokens (dialect's refusal, or
+truncation), the request's tokens (413), then fault injection and the stand-in embedding;
+the reply leaves ``latency`` seconds after the request was admitted (the stand-in's own work
+counts inside that time, as a real model's would). Every reply carries
 ``x-aiml-bge-backend: hashing-stand-in``: the vectors are not the real model's.
 
 Credits (AI/ML dialect): ``credits_for(tokens) = max(1, ceil(tokens / 1000))`` and
@@ -52,6 +55,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .._settings import DEFAULT_MODEL
 from ..tokens import BGE_MAX_TOKENS
 from .backend import HashingEmbedder, TokenCounter, VectorCache
+from .deprecations import feed_entries, feed_reply
 from .dialects import (
     BadRequest,
     Context,
@@ -135,6 +139,10 @@ class ServerConfig:
     do (their wait comes before ``latency``, and they count in ``in_flight``). ``None``: no queue."""
     requests_per_minute: int | None = None
     """Requests admitted per sliding 60-second window; more get 429."""
+    free_tier_requests_per_hour: int | None = None
+    """The AI/ML API free tier's quota: requests answered per sliding hour; past it every
+    request gets the free tier's 429 ("You've reached your free limit for the hour"), which
+    retrying within minutes does not clear. ``None``: no quota."""
     retry_after_on_limit: float | None = None
     """Seconds to announce in ``Retry-After`` on limit 429s; ``None`` sends no header (like AI/ML)."""
     max_body_bytes: int | None = None
@@ -153,6 +161,11 @@ class ServerConfig:
     when the server starts."""
     max_tokens_per_item: int | None = None
     """Most BGE tokens per input; longer gets the dialect's over-long error (or is cut)."""
+    max_batch_tokens: int | None = None
+    """Most tokens in one request, all inputs together (as counted, after any truncation);
+    more gets 413 naming the limit, and ``GET /info`` publishes it as TEI's
+    ``max_batch_tokens``. ``None``: no limit (``/info`` then shows the dialect's
+    ``default_max_batch_tokens``: TEI's 16,384, which TEI uses to batch, not to refuse)."""
     faults: FaultConfig | None = None
     """Faults to inject into otherwise healthy replies."""
 
@@ -166,11 +179,13 @@ class ServerConfig:
             "max_concurrent_requests",
             "workers",
             "requests_per_minute",
+            "free_tier_requests_per_hour",
             "max_body_bytes",
             "max_items_per_request",
             "max_chars_per_item",
             "max_tokens_per_item",
             "max_connections",
+            "max_batch_tokens",
         ):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -217,6 +232,7 @@ class _State:
         self.vectors = VectorCache(HashingEmbedder(config.dim))
         self.tokens = TokenCounter()
         self.window: deque[float] = deque()
+        self.hour: deque[float] = deque()
         self.queue = _WorkerQueue()
         self._injector: FaultInjector | None = None
 
@@ -234,15 +250,23 @@ class _State:
         return self.vectors
 
     def rate_ok(self, per_minute: int | None) -> bool:
-        if per_minute is None:
-            return True
-        now = time.monotonic()
-        while self.window and now - self.window[0] >= 60.0:
-            self.window.popleft()
-        if len(self.window) >= per_minute:
-            return False
-        self.window.append(now)
+        return _window_ok(self.window, per_minute, 60.0)
+
+    def quota_ok(self, per_hour: int | None) -> bool:
+        return _window_ok(self.hour, per_hour, 3600.0)
+
+
+def _window_ok(window: deque[float], limit: int | None, seconds: float) -> bool:
+    """Admit one more request into a sliding window of ``seconds`` holding at most ``limit``."""
+    if limit is None:
         return True
+    now = time.monotonic()
+    while window and now - window[0] >= seconds:
+        window.popleft()
+    if len(window) >= limit:
+        return False
+    window.append(now)
+    return True
 
 
 def _reply(reply: Reply, extra: Mapping[str, str] | None = None) -> Response:
@@ -385,6 +409,9 @@ async def _embeddings(request: Request) -> Response:
     declared = _declared_size(request)
     if declared is not None and declared > body_limit:
         return finish(dialect.body_too_large(declared, body_limit, ctx))
+    if not state.quota_ok(config.free_tier_requests_per_hour):
+        stats.count_rate_limited()
+        return finish(dialect.quota_exhausted(ctx))
     if not state.rate_ok(config.requests_per_minute):
         stats.count_rate_limited()
         return finish(dialect.rate_limited(ctx, _retry_after(config.retry_after_on_limit)))
@@ -395,9 +422,11 @@ async def _embeddings(request: Request) -> Response:
     try:
         if workers is not None:
             await state.queue.acquire(workers)
+        stats.start_serving()
         try:
             return await _admitted(request, state, dialect, ctx, common, finish)
         finally:
+            stats.stop_serving()
             if workers is not None:
                 state.queue.release(state.config.workers)
     finally:
@@ -458,6 +487,8 @@ async def _admitted(
         if dialect.truncates_long_inputs:
             counts = [min(n, cap) for n in counts]
     tokens = sum(counts)
+    if config.max_batch_tokens is not None and tokens > config.max_batch_tokens:
+        return finish(dialect.too_many_batch_tokens(tokens, config.max_batch_tokens, ctx))
     credits = credits_for(tokens)
     stats.count_accepted(len(texts), tokens, credits)
 
@@ -525,7 +556,24 @@ async def _models(request: Request) -> Response:
         problem = _auth_problem(request, state.config, dialect, ctx)
         if problem is not None:
             return _reply(problem)
-    return _json(dialect.models_body(state.config.served_models))
+    config = state.config
+    return _json(dialect.models_body(config.served_models, _max_input_length(config)))
+
+
+def _max_input_length(config: ServerConfig) -> int:
+    return config.max_tokens_per_item or BGE_MAX_TOKENS
+
+
+async def _deprecations(request: Request) -> Response:
+    state: _State = request.app.state.aiml
+    config = state.config
+    dialect = get_dialect(config.dialect)
+    if not dialect.serves_deprecation_feed:
+        raise HTTPException(404)
+    entries = feed_entries(config.served_models, config.retired_models)
+    params = request.query_params
+    body, headers = feed_reply(entries, params.get("status"), params.get("since"))
+    return Response(body, media_type="application/json", headers=headers)
 
 
 async def _info(request: Request) -> Response:
@@ -538,9 +586,10 @@ async def _info(request: Request) -> Response:
             "model_sha": None,
             "model_dtype": "float32",
             "model_type": {"embedding": {"pooling": "cls"}},
-            "max_concurrent_requests": config.max_concurrent_requests,
-            "max_input_length": BGE_MAX_TOKENS,
-            "max_batch_tokens": None,
+            "served_model_name": config.served_models[0] if config.served_models else DEFAULT_MODEL,
+            "max_concurrent_requests": config.max_concurrent_requests or config.max_connections,
+            "max_input_length": _max_input_length(config),
+            "max_batch_tokens": config.max_batch_tokens or dialect.default_max_batch_tokens,
             "max_batch_requests": None,
             "max_client_batch_size": dialect.max_items(config),
             "auto_truncate": config.max_tokens_per_item is None or dialect.truncates_long_inputs,
@@ -620,6 +669,11 @@ def create_app(config: ServerConfig) -> Starlette:
     routes = [
         Route("/v1/embeddings", _embeddings, methods=["POST"]),
         Route("/v1/models", _models, methods=["GET"]),
+        *(
+            Route(f"{prefix}/models/{word}", _deprecations, methods=["GET"])
+            for prefix in ("/v1", "", "/api/v1")
+            for word in ("deprecations", "deprecated")
+        ),
         Route("/info", _info, methods=["GET"]),
         Route("/health", _health, methods=["GET"]),
         Route("/_stats", _stats, methods=["GET"]),

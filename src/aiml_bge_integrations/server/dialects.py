@@ -35,6 +35,7 @@ import orjson
 from .._settings import DEFAULT_MODEL
 
 __all__ = [
+    "FREE_TIER_MESSAGE",
     "AimlDialect",
     "BadRequest",
     "Context",
@@ -50,6 +51,13 @@ __all__ = [
 ]
 
 _JSON = "application/json"
+
+FREE_TIER_MESSAGE = (
+    "Free-tier limit: You've reached your free limit for the hour. Get AI/ML Subscription to "
+    "use API, visit https://aimlapi.com/app/billing/ !"
+)
+"""The AI/ML API free tier's 429 message, as the vendor's documentation gives it (no
+``Retry-After``)."""
 
 _PHRASES = {
     400: "Bad Request",
@@ -294,6 +302,8 @@ class Dialect:
     """Whether a valid ``X-Client-Request-Id`` comes back as ``x-client-request-id``."""
     owned_by: ClassVar[str] = "system"
     """``owned_by`` of each model in ``GET /v1/models``."""
+    serves_deprecation_feed: ClassVar[bool] = False
+    """Whether ``GET /v1/models/deprecations`` answers (the AI/ML API's feed) or is a 404."""
     input_type_field: ClassVar[str] = "input_type"
     """The request field that names the side (NIM's and Cohere's ``input_type``, TEI's
     ``prompt_name``); read only where ``input_types`` is not empty."""
@@ -308,6 +318,9 @@ class Dialect:
     default_max_items: ClassVar[int] = 2048
     """Most inputs per request when ``max_items_per_request`` is ``None``: the OpenAI API's
     limit, which infinity shares."""
+    default_max_batch_tokens: ClassVar[int | None] = None
+    """What ``GET /info`` publishes as ``max_batch_tokens`` when ``ServerConfig.max_batch_tokens``
+    is ``None`` (nothing is refused then)."""
     default_max_chars: ClassVar[int] = 100_000
     """Most characters per input when ``max_chars_per_item`` is ``None``: far above any text
     that fits 512 (or 8,192) tokens, low enough that counting one input's tokens stays cheap."""
@@ -388,6 +401,11 @@ class Dialect:
         """The reply to a request over the concurrency or per-minute limit (or a 429 fault)."""
         return self.error(429, "Too Many Requests", ctx, type="rate_limit_error", headers=headers)
 
+    def quota_exhausted(self, ctx: Context) -> Reply:
+        """The reply once ``free_tier_requests_per_hour`` is used up (a plain 429 unless
+        overridden)."""
+        return self.rate_limited(ctx, {})
+
     def body_too_large(self, size: int, limit: int, ctx: Context) -> Reply:
         """The reply to a body over ``max_body_bytes`` (413)."""
         message = f"request body too large: {size} bytes > maximum {limit} bytes"
@@ -407,6 +425,11 @@ class Dialect:
         """The reply to an input over ``max_tokens_per_item`` (dialects that refuse it)."""
         message = f"input[{index}] has {n} tokens; at most {limit} are allowed"
         return self.error(400, message, ctx, type="invalid_request_error", param="input")
+
+    def too_many_batch_tokens(self, n: int, limit: int, ctx: Context) -> Reply:
+        """The reply to a request over ``max_batch_tokens`` in all (413, naming the limit)."""
+        message = f"too many tokens in one request: {n} > maximum {limit}"
+        return self.error(413, message, ctx, type="invalid_request_error", param="input")
 
     def server_error(self, status: int, ctx: Context) -> Reply:
         """An injected 500, 502, 503 or 504."""
@@ -435,8 +458,9 @@ class Dialect:
         """Headers on every reply of ``/v1/embeddings``, success or error."""
         return {}
 
-    def models_body(self, models: Sequence[str]) -> dict[str, Any]:
-        """The ``GET /v1/models`` body."""
+    def models_body(self, models: Sequence[str], max_input_length: int = 512) -> dict[str, Any]:
+        """The ``GET /v1/models`` body (``max_input_length``: tokens per input, for servers
+        that publish it)."""
         created = int(time.time())
         data = [
             {"id": m, "object": "model", "created": created, "owned_by": self.owned_by}
@@ -468,7 +492,9 @@ class AimlDialect(Dialect):
     - Errors: ``{"message", "path", "requestId", "statusCode", "timestamp"}``. 400 "Body
       validation error! ... Expected ..., Received ..."; 401; 404 "Model <m> not found", or
       "Model <m> is deprecated and no longer supported, you cannot call it" for retired models;
-      429 "Too Many Requests" (no Retry-After observed); 504 "Generation timeout".
+      429 "Too Many Requests" (no Retry-After observed), or the free tier's "Free-tier limit:
+      You've reached your free limit for the hour. ..." once its hourly quota is used up; 504
+      "Generation timeout".
     - Whitespace-only strings are accepted: the schema only asks for ``minLength: 1``.
     - This server's own choices: ``GET /v1/models`` is public (like the vendor's catalogue);
       the wording of 401 and of the limit errors (the vendor publishes no limits).
@@ -476,6 +502,7 @@ class AimlDialect(Dialect):
 
     name = "aiml"
     models_need_auth = False
+    serves_deprecation_feed = True
     echoes_client_request_id = True
 
     def render(self, p: Problem, ctx: Context) -> Reply:
@@ -504,6 +531,9 @@ class AimlDialect(Dialect):
         return self.error(
             404, f"Model {model} is deprecated and no longer supported, you cannot call it", ctx
         )
+
+    def quota_exhausted(self, ctx: Context) -> Reply:
+        return self.error(429, FREE_TIER_MESSAGE, ctx)
 
     def server_error(self, status: int, ctx: Context) -> Reply:
         messages = {
@@ -538,7 +568,7 @@ class AimlDialect(Dialect):
     def reply_headers(self, request_id: str) -> dict[str, str]:
         return {"x-inference-id": request_id}
 
-    def models_body(self, models: Sequence[str]) -> dict[str, Any]:
+    def models_body(self, models: Sequence[str], max_input_length: int = 512) -> dict[str, Any]:
         return {
             "object": "list",
             "data": [{"id": m, "object": "model", "type": "embedding"} for m in models],

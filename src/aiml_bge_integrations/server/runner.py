@@ -354,6 +354,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--requests-per-minute", type=int, metavar="N")
     p.add_argument(
+        "--free-tier-requests-per-hour",
+        type=int,
+        metavar="N",
+        help="answer as the AI/ML API free tier: after N requests in an hour, 429 "
+        '"You\'ve reached your free limit for the hour"',
+    )
+    p.add_argument(
         "--retry-after-on-limit", type=float, metavar="S", help="send Retry-After: S on limit 429s"
     )
     p.add_argument(
@@ -382,6 +389,12 @@ def _parser() -> argparse.ArgumentParser:
         help=f"open connections served; past it requests get 503 (default {DEFAULT_MAX_CONNECTIONS})",
     )
     p.add_argument("--max-tokens-per-item", type=int, metavar="N")
+    p.add_argument(
+        "--max-batch-tokens",
+        type=int,
+        metavar="N",
+        help="most tokens in one request, all inputs together; more gets 413 (default: no limit)",
+    )
     p.add_argument(
         "--fault-rate",
         type=_fault_rate,
@@ -431,11 +444,13 @@ def _config_from_args(args: argparse.Namespace, api_key: str | None) -> ServerCo
         max_concurrent_requests=args.max_concurrent_requests,
         workers=args.workers,
         requests_per_minute=args.requests_per_minute,
+        free_tier_requests_per_hour=args.free_tier_requests_per_hour,
         retry_after_on_limit=args.retry_after_on_limit,
         max_body_bytes=args.max_body_bytes,
         max_items_per_request=args.max_items_per_request,
         max_chars_per_item=args.max_chars_per_item,
         max_tokens_per_item=args.max_tokens_per_item,
+        max_batch_tokens=args.max_batch_tokens,
         max_connections=args.max_connections,
         faults=faults,
         **extra,

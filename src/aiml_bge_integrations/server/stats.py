@@ -13,6 +13,8 @@ Keys of ``ServerStats.snapshot()``:
 ``rate_limited``    429s from the server's own limits (concurrency, requests per minute)
 ``in_flight``       requests being handled now (admitted, latency included)
 ``peak_in_flight``  the most ``in_flight`` seen since the last reset
+``serving``         requests past the worker queue (``in_flight`` less those waiting in it)
+``peak_serving``    the most ``serving`` seen since the last reset (at most ``workers``)
 ==================  ====================================================================
 """
 
@@ -35,6 +37,7 @@ class ServerStats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._in_flight = 0
+        self._serving = 0
         self._clear()
 
     def _clear(self) -> None:
@@ -48,6 +51,7 @@ class ServerStats:
         self._rate_limited = 0
         # In-flight requests survive a reset; the peak restarts from them.
         self._peak = self._in_flight
+        self._peak_serving = self._serving
 
     def reset(self) -> None:
         """Zero every counter (requests still in flight stay counted in ``in_flight``)."""
@@ -74,6 +78,17 @@ class ServerStats:
         """Leave the in-flight set."""
         with self._lock:
             self._in_flight -= 1
+
+    def start_serving(self) -> None:
+        """A request got past the worker queue (at once when there is none)."""
+        with self._lock:
+            self._serving += 1
+            self._peak_serving = max(self._peak_serving, self._serving)
+
+    def stop_serving(self) -> None:
+        """A request that got past the worker queue is done."""
+        with self._lock:
+            self._serving -= 1
 
     def count_accepted(self, items: int, tokens: int, credits: int) -> None:
         """A request passed every check and will be answered (healthy or faulted)."""
@@ -115,6 +130,8 @@ class ServerStats:
                 "rate_limited": self._rate_limited,
                 "in_flight": self._in_flight,
                 "peak_in_flight": self._peak,
+                "serving": self._serving,
+                "peak_serving": self._peak_serving,
             }
 
     def __getitem__(self, key: str) -> Any:

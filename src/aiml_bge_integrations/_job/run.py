@@ -1,0 +1,528 @@
+"""Running the job: take the lock, scan, resume or start, embed, check, rename into place.
+
+``run_job`` is the whole of ``aiml-bge embed`` but the command line: it is built on the
+readers (``sources``), the plan (``plan``), the sinks (``sinks``) and the checkpoint
+(``checkpoint``), the same ones the Ray job uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .._batching import LongTextWarning, effective_long_text
+from ..client import EmbeddingsClient, Usage
+from ..errors import InputFileError, OutputError, ResumeError
+from .checkpoint import Checkpoint, State, saved_progress, work_dir_for
+from .files import open_file, refuse_link, write_atomic
+from .plan import (
+    DISTINCT_REMEMBERED,
+    ScanResult,
+    difference,
+    long_text_verdict,
+    run_identity,
+    scan,
+    text_key,
+)
+from .sinks import Sink, ids_sidecar_for, make_sink, output_format_for
+from .sources import InputSource, PassageId, open_source
+
+__all__ = [
+    "JobResult",
+    "JobSpec",
+    "Notice",
+    "Progress",
+    "manifest_for",
+    "read_manifest",
+    "run_job",
+]
+
+MANIFEST_VERSION = 1
+_STATE_SECONDS = 2.0
+
+
+@dataclass
+class JobSpec:
+    """One ``aiml-bge embed`` run."""
+
+    input: Path
+    output: Path
+    input_format: str = "auto"
+    """``auto``, ``text``, ``jsonl`` or ``dir``."""
+    output_format: str = "auto"
+    """``auto`` (from the suffix), ``jsonl``, ``npy`` or ``parquet``."""
+    field: str = "text"
+    id_field: str | None = None
+    dtype: str = "float32"
+    """Float type of ``.npy`` and Parquet output."""
+    overwrite: bool = False
+    """Replace an existing output (it stays until the new one is complete)."""
+    restart: bool = False
+    """Discard an unfinished run's state and start from the first passage."""
+
+
+@dataclass
+class JobResult:
+    """What a finished run did."""
+
+    output: Path
+    sidecar: Path | None
+    total: int
+    dim: int | None
+    resumed_from: int
+    """Passages already done by earlier, interrupted runs."""
+    usage: Usage
+    """This run's requests, tokens and credits."""
+    total_usage: dict[str, float]
+    """All runs of this job together: requests, retries, prompt_tokens, credits, usd."""
+    seconds: float
+    """This run's wall time."""
+    over_limit: int
+    """Passages over the token window (truncated, with ``long_text="truncate"``)."""
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    """Every run of the job, this one last: ``model``, ``base_url`` and ``resumed_from``."""
+    already_complete: bool = False
+    """The output was already complete for this input and settings; nothing was sent or written."""
+    shared: int = 0
+    """Passages this run did not send: the same text came earlier in the run, and its vector
+    was written for them too."""
+
+
+Progress = Callable[[int, int, Usage], None]
+"""``progress(done, total, usage_this_run)``, called after every checkpoint."""
+Notice = Callable[[str], None]
+"""``notice(message)``: one line for the user."""
+
+
+def manifest_for(output: Path) -> Path:
+    """Where the manifest of ``output`` goes: ``<output>.manifest.json`` next to it."""
+    return output.with_name(output.name + ".manifest.json")
+
+
+def read_manifest(output: Path) -> dict[str, Any] | None:
+    """The manifest beside ``output``, or ``None`` when there is none or it cannot be read."""
+    try:
+        with open_file(manifest_for(output), "rb") as f:
+            data = orjson.loads(f.read())
+    except (OSError, ValueError, OutputError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+@dataclass
+class _Run:
+    # Everything one run works with, decided before it embeds anything.
+    spec: JobSpec
+    source: InputSource
+    client: EmbeddingsClient
+    output_format: str
+    checkpoint: Checkpoint
+    sink: Sink
+    say: Notice
+    progress: Progress | None
+    started: float
+    scanned: ScanResult = field(default_factory=ScanResult)
+    identity: dict[str, Any] = field(default_factory=dict)
+    shared: int = 0
+    """Passages of this run that got an identical earlier passage's vector, unsent."""
+
+
+def _outputs(spec: JobSpec, output_format: str) -> list[Path]:
+    """Every path the job writes outside its work directory."""
+    paths = [spec.output, manifest_for(spec.output)]
+    if output_format == "npy":
+        paths.append(ids_sidecar_for(spec.output))
+    return paths
+
+
+def _check_output(spec: JobSpec, output_format: str) -> None:
+    out = spec.output
+    parent = out.parent
+    if not parent.exists():
+        raise OutputError(f"cannot write {out}: directory {parent} does not exist; create it first")
+    if not parent.is_dir():
+        raise OutputError(f"cannot write {out}: {parent} is not a directory")
+    for path in _outputs(spec, output_format):
+        refuse_link(path)
+    if out.is_dir():
+        raise OutputError(f"cannot write {out}: it is a directory")
+    if out.exists() and spec.input.exists() and out.resolve() == spec.input.resolve():
+        raise OutputError(f"the output {out} is the input: choose another output path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {out}: directory {parent} is not writable")
+
+
+def _exists_error(spec: JobSpec, how: str = "") -> OutputError:
+    return OutputError(f"{spec.output} exists{how}; pass --overwrite to replace it")
+
+
+def _made_otherwise(output: Path, identity: dict[str, Any]) -> str:
+    """How the run that wrote ``output`` (its manifest says) differs from this command."""
+    manifest = read_manifest(output)
+    before = manifest.get("identity") if manifest is not None else None
+    if not isinstance(before, dict):
+        return ""
+    changed = difference(before, identity, whose="the output's")
+    return f" and was made otherwise ({'; '.join(changed)})" if changed else ""
+
+
+def run_job(
+    spec: JobSpec,
+    make_client: Callable[[], EmbeddingsClient],
+    *,
+    progress: Progress | None = None,
+    notice: Notice | None = None,
+) -> JobResult:
+    """Run (or resume) the job ``spec`` with the client ``make_client`` builds.
+
+    The run first takes the lock of its work directory: while one run of an output is
+    working, another (with ``restart`` or not) raises ``OutputBusyError`` and changes
+    nothing. Bad input is found before anything is sent; ``long_text="error"`` refuses
+    over-long passages then too, naming them. A run whose output is already complete for
+    this input and these settings (its manifest says so and its rows check) returns at once
+    with ``already_complete``. Raises ``InputFileError``, ``OutputError``,
+    ``OutputBusyError``, ``ResumeError``, or the core's errors; on any failure the last
+    checkpoint stays in the work directory and the same call continues from it.
+    """
+    say = notice or (lambda _msg: None)
+    started = time.monotonic()
+    output_format = (
+        output_format_for(spec.output) if spec.output_format == "auto" else spec.output_format
+    )
+    _check_output(spec, output_format)
+    work = work_dir_for(spec.output)
+    sink = make_sink(output_format, work, spec.output, spec.dtype)
+    # Before anything in the work directory is read or deleted.
+    checkpoint = Checkpoint(work, spec.output, sink.owned_names)
+    try:
+        resumable = checkpoint.exists() and not spec.restart
+        finished = spec.output.exists() and not spec.overwrite and not resumable
+        if finished and read_manifest(spec.output) is None:
+            raise _exists_error(spec)  # no manifest: it cannot be this run's, complete
+        source = open_source(spec.input, spec.input_format, spec.field, spec.id_field)
+        client = make_client()
+        try:
+            run = _Run(
+                spec, source, client, output_format, checkpoint, sink, say, progress, started
+            )
+            return _run_checked(run)
+        finally:
+            client.close()
+    except BaseException:
+        saved = saved_progress(work)
+        if saved is None or saved[0] == 0:
+            # Nothing worth resuming: leave no staging directory behind.
+            checkpoint.remove()
+        raise
+    finally:
+        checkpoint.release()
+
+
+def _run_checked(run: _Run) -> JobResult:
+    spec, source, client = run.spec, run.source, run.client
+    long_text = effective_long_text(client.model, client.long_text)
+    run.scanned = scanned = scan(source, check_long=long_text != "none")
+    if scanned.total == 0:
+        raise InputFileError(
+            f"{spec.input}: no passages to embed (every line is blank)", path=spec.input
+        )
+    told = long_text_verdict(scanned, source=source, model=client.model, long_text=long_text)
+    if told:
+        run.say(told)
+    run.identity = run_identity(
+        source,
+        scanned,
+        model=client.model,
+        long_text=client.long_text,
+        output_format=run.output_format,
+        dtype=spec.dtype if run.output_format != "jsonl" else None,
+    )
+    if spec.restart:
+        run.checkpoint.clear()
+    state = run.checkpoint.load(run.identity)
+    if state is None:
+        if spec.output.exists() and not spec.overwrite:
+            done = _already_complete(run)
+            if done is not None:
+                return done
+            raise _exists_error(spec, _made_otherwise(spec.output, run.identity))
+        run.checkpoint.clear()
+        return _run_locked(run, State(run.identity), resumed=False)
+    return _run_locked(run, state, resumed=True)
+
+
+def _already_complete(run: _Run) -> JobResult | None:
+    """The result of the run that wrote the output, if it is complete for this very command."""
+    manifest = read_manifest(run.spec.output)
+    if manifest is None or manifest.get("identity") != run.identity:
+        return None
+    dim = manifest.get("dimension")
+    if run.sink.check_built(run.scanned.total, dim if isinstance(dim, int) else None):
+        return None
+    run.checkpoint.remove()
+    return JobResult(
+        output=run.spec.output,
+        sidecar=ids_sidecar_for(run.spec.output) if run.output_format == "npy" else None,
+        total=run.scanned.total,
+        dim=dim if isinstance(dim, int) else None,
+        resumed_from=run.scanned.total,
+        usage=run.client.usage,
+        total_usage=dict(manifest.get("usage") or {}),
+        seconds=time.monotonic() - run.started,
+        over_limit=run.scanned.over_limit,
+        runs=list(manifest.get("runs") or []),
+        already_complete=True,
+    )
+
+
+def _run_locked(run: _Run, state: State, *, resumed: bool) -> JobResult:
+    sink, checkpoint = run.sink, run.checkpoint
+    total = run.scanned.total
+    if state.phase == "embedding":
+        try:
+            sink.open(state.positions if resumed else None)
+        except OSError as err:
+            raise OutputError(f"cannot write {checkpoint.work}: {err.strerror or err}") from None
+        try:
+            if resumed:
+                checkpoint.check_staged(sink, state)
+                _recover(run, state)
+            else:
+                state.positions = sink.sync()
+            _record_run(run, state)
+            checkpoint.save(state)
+            resumed_from = state.done
+            _embed_rest(run, state)
+        finally:
+            sink.close()
+        state.phase = "finalizing"
+        checkpoint.save(state)
+    else:
+        _record_run(run, state)
+        resumed_from = state.done
+    _finalize(run, state)
+    return JobResult(
+        output=run.spec.output,
+        sidecar=ids_sidecar_for(run.spec.output) if run.output_format == "npy" else None,
+        total=total,
+        dim=state.dim,
+        resumed_from=resumed_from,
+        usage=run.client.usage,
+        total_usage=asdict(state.usage),
+        seconds=time.monotonic() - run.started,
+        over_limit=run.scanned.over_limit,
+        runs=state.runs,
+        shared=run.shared,
+    )
+
+
+def _record_run(run: _Run, state: State) -> None:
+    """Add this run to the job's record; say so when it resumes another's work elsewhere."""
+    client = run.client
+    earlier = {r["base_url"] for r in state.runs} - {client.base_url}
+    state.runs.append(
+        {"model": client.model, "base_url": client.base_url, "resumed_from": state.done}
+    )
+    if state.done:
+        at = f" at {', '.join(sorted(earlier))}; this run sends to {client.base_url}"
+        run.say(
+            f"resuming: {state.done:,} of {run.scanned.total:,} passages were done by an "
+            f"earlier run{at if earlier else ''}"
+        )
+
+
+def _recover(run: _Run, state: State) -> None:
+    """Adopt the rows written after the last checkpoint (up to a kill); cut off any torn tail."""
+    ids = (p.id for p in islice(run.source.records(), state.done, None))
+    extra, positions, dim = run.sink.recover(state.positions, ids, state.dim)
+    run.sink.cut(positions)
+    state.done += extra
+    state.dim = dim
+    state.positions = positions
+
+
+def _embed_rest(run: _Run, state: State) -> None:
+    """Embed the passages after ``state.done``, appending each batch to the sink in order.
+
+    A passage whose text is the same as an earlier one of this run is not sent: its row gets
+    that passage's vector (the first ``DISTINCT_REMEMBERED`` distinct texts are remembered).
+    """
+    source, client, sink, progress = run.source, run.client, run.sink, run.progress
+    total = run.scanned.total
+    first_row = state.done  # the row the sink's first write of this run starts with
+    seen: dict[bytes, int] = {}
+    # Per passage pulled, in order: its id and the row of the first passage with the same
+    # text (-1 when this passage is that first one, and so is sent).
+    ids: deque[tuple[PassageId, int]] = deque()
+
+    def texts() -> Iterator[str]:
+        row = state.done
+        for passage in islice(source.records(), state.done, None):
+            key = text_key(passage.text)
+            first = seen.get(key, -1)
+            if first < 0 and len(seen) < DISTINCT_REMEMBERED:
+                seen[key] = row
+            ids.append((passage.id, first))
+            row += 1
+            if first < 0:
+                yield passage.text
+
+    # Batches are ``chunk`` consecutive passages from where this run starts: writing after
+    # every ``chunk`` vectors writes whole batches.
+    chunk = client.effective_batch_size
+    base = state.usage
+    # What is written: passages done, and each staged file's length just after them. Both
+    # change in one assignment, after a batch is written: interrupted before it, the pair is
+    # the old one and the next run finds the batch after it and adopts it (checking its ids);
+    # after it, the new one. A checkpoint saves this pair, so no run sees a batch twice.
+    mark: tuple[int, dict[str, int]] = (state.done, dict(state.positions))
+    rows: list[tuple[PassageId, list[float]]] = []
+    last_save = time.monotonic()
+    dim_saved = state.dim is not None
+
+    def save() -> None:
+        sink.sync(durable=True)
+        state.done, state.positions = mark
+        state.usage = base.plus(client.usage)
+        run.checkpoint.save(state)
+
+    def write(batch: list[tuple[PassageId, list[float]]]) -> None:
+        nonlocal mark
+        sink.write(batch)
+        mark = (mark[0] + len(batch), sink.sync(durable=False))
+
+    def add(pid: PassageId, vector: list[float]) -> None:
+        nonlocal rows
+        rows.append((pid, vector))
+        if len(rows) == chunk:
+            batch, rows = rows, []  # from here these rows are the write's to make
+            write(batch)
+            checkpoint()
+
+    def vector_of(row: int) -> list[float]:
+        if row >= mark[0]:
+            return rows[row - mark[0]][1]  # not written yet
+        return sink.vector_of(row - first_row)
+
+    def add_duplicates() -> None:
+        while ids and ids[0][1] >= 0:
+            pid, first = ids.popleft()
+            add(pid, vector_of(first))
+            run.shared += 1
+
+    def checkpoint() -> None:
+        nonlocal last_save, dim_saved
+        # Each batch goes to the OS at once (a killed process loses none of it: the next run
+        # adopts whole rows past the checkpoint). The checkpoint itself, fsynced, costs
+        # milliseconds, so it is renewed every few seconds, at the end, and on any failure.
+        now = time.monotonic()
+        if not dim_saved or mark[0] == total or now - last_save >= _STATE_SECONDS:
+            save()
+            last_save = now
+            dim_saved = True
+        if progress is not None:
+            progress(mark[0], total, client.usage)
+
+    if progress is not None:
+        progress(mark[0], total, client.usage)
+    try:
+        with warnings.catch_warnings():
+            # Over-long passages were counted and announced by the scan, once.
+            warnings.simplefilter("ignore", LongTextWarning)
+            for vector in client.iter_embeddings(texts()):
+                if state.dim is None:
+                    state.dim = len(vector)
+                elif len(vector) != state.dim:
+                    raise OutputError(
+                        f"the server returned a {len(vector)}-d vector after {state.dim}-d "
+                        "ones; the server or its model changed during the run: rerun with "
+                        "--restart once it answers with one model"
+                    )
+                add_duplicates()
+                add(ids.popleft()[0], vector)
+            add_duplicates()
+            if rows:
+                batch, rows = rows, []
+                write(batch)
+                checkpoint()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            # Rows back but not yet written are saved too, when the staged files end where
+            # the pair says; anything else there (a write cut short) is the next run's to check.
+            if rows and sink.sync(durable=False) == mark[1]:
+                write(rows)
+            save()
+        raise
+    if mark[0] != total:
+        raise ResumeError(
+            f"embedded {mark[0]} passages but the input has {total}: it changed during the "
+            "run; rerun with --restart"
+        )
+    state.done, state.positions = mark
+
+
+def _finalize(run: _Run, state: State) -> None:
+    """Check the finished files against the input, rename them into place, write the manifest."""
+    sink, checkpoint, total = run.sink, run.checkpoint, run.scanned.total
+    if state.done != total:
+        raise ResumeError(
+            f"the checkpoint {checkpoint.state_path} says {state.done:,} passages are done but "
+            f"the input has {total:,}; the output was not put in place: rerun with --restart "
+            "to start over"
+        )
+    try:
+        pairs = sink.finalize(state.done, state.dim)
+        for staged, dest in pairs:
+            if not staged.exists() and not dest.exists():
+                raise ResumeError(
+                    f"{staged} is missing and {dest} was not written; rerun with --restart"
+                )
+        checkpoint.check_built(sink, total, state.dim)
+        manifest = manifest_for(run.spec.output)
+        if manifest.exists():
+            manifest.unlink()  # it describes the output about to be replaced
+        for staged, dest in pairs:
+            if staged.exists():
+                refuse_link(dest)
+                staged.replace(dest)
+        write_atomic(manifest, _manifest(run, state))
+        checkpoint.remove()
+    except OSError as err:
+        raise OutputError(f"cannot write {sink.output}: {err.strerror or err}") from None
+
+
+def _manifest(run: _Run, state: State) -> bytes:
+    """What the output holds and how it was made, for a reader to check their query side against."""
+    from .. import __version__
+
+    client = run.client
+    return orjson.dumps(
+        {
+            "manifest_version": MANIFEST_VERSION,
+            "package_version": __version__,
+            "rows": state.done,
+            "dimension": state.dim,
+            "model": client.model,
+            "base_url": client.base_url,
+            "long_text": client.long_text,
+            "long_text_applied": effective_long_text(client.model, client.long_text),
+            "document_instruction": None,
+            "query_instruction": client.query_instruction,
+            "output_format": run.output_format,
+            "dtype": run.identity.get("dtype"),
+            "identity": run.identity,
+            "usage": asdict(state.usage),
+            "runs": state.runs,
+        },
+        option=orjson.OPT_INDENT_2,
+    )
