@@ -428,11 +428,18 @@ def _plain_number_check() -> None:
     _switch_off(_wire, "_vectors_hold_only_numbers", lambda content, doc, data: False)
 
 
+def _no_range_check() -> None:
+    from aiml_bge_integrations import _wire
+
+    _switch_off(_wire, "_check_range", lambda vec, idx: None)
+
+
 WITHOUT: dict[str, Callable[[], None]] = {
     "number-check": _plain_number_check,
+    "range-check": _no_range_check,
 }
-"""Reaches into other libraries (and clever shortcuts), each switched off for an A/B row:
-``--only core-async,core-async/without-number-check`` (docs/internals.md)."""
+"""Clever shortcuts (and the vectors' range check, to weigh its cost), each switched off for an
+A/B row: ``--only core-async,core-async/without-number-check`` (docs/internals.md)."""
 
 
 def _split_key(key: str) -> tuple[Contestant, list[str]]:

@@ -283,11 +283,16 @@ class _BaseClient(Generic[_Http]):
         self, cancelled: threading.Event | None = None, tally: Tally | None = None
     ) -> Call:
         self._this_process()
-        self._closed = False
+        if self._closed:  # a closed client opens what it needs again, as on first use
+            self._closed = False
+            self._reopen()
         call = self._engine.new_call(self.deadline, cancelled, tally)
         # close() stops every call still running, so no worker sends or sleeps on after it.
         self._live_calls.add(call.cancelled)
         return call
+
+    def _reopen(self) -> None:
+        """Open again what ``close()`` closed (the async client opens a pool per loop anyway)."""
 
     def _stop_calls(self) -> None:
         self._this_process()  # a forked child closes what is its own, never its parent's
@@ -429,6 +434,11 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
         self._slots = SyncGate(self._limiter)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+
+    def _reopen(self) -> None:
+        with self._pool_lock:
+            if self._injected_http is None and self._http.is_closed:
+                self._http = own_pool(httpx.Client, self.max_concurrency, self.base_url)
 
     # -- lifecycle ------------------------------------------------------------------------
 

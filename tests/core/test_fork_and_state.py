@@ -117,6 +117,10 @@ def test_is_closed_says_whether_close_was_called(local_server: Any) -> None:
     assert not client.is_closed
     client.close()
     assert client.is_closed
+    # Used again, it opens a pool again (the old client raised httpx's RuntimeError).
+    assert client.embed_documents(TEXTS[:2]) == server_vectors(TEXTS[:2])
+    assert not client.is_closed
+    client.close()
 
     async def run() -> None:
         aclient = async_client(local_server)
