@@ -111,3 +111,36 @@ def test_a_feed_that_cannot_be_read_leaves_the_error_as_it_was(
     ):
         client.embed_documents(["a"])
     assert "replacement" not in str(info.value)
+
+
+# -- the local server's recorded feed and free-tier quota -------------------------------------
+
+
+def test_the_local_servers_feed_names_the_replacement_of_a_retired_model() -> None:
+    from aiml_bge_integrations.server import LocalServer
+    from aiml_bge_integrations.server.deprecations import feed_entries
+
+    with LocalServer() as local:
+        retired = local.config.retired_models[0]
+        (entry,) = [
+            e for e in feed_entries(local.config.served_models, [retired]) if e["id"] == retired
+        ]
+        with EmbeddingsClient(
+            api_key=local.api_key, base_url=local.base_url, model=retired
+        ) as client, pytest.raises(ModelNotFoundError) as info:
+            client.embed_documents(["a"])
+    if entry.get("replaced_by"):
+        assert f"Its replacement is {entry['replaced_by']!r}" in str(info.value)
+    assert "withdrawn" in str(info.value)
+
+
+def test_the_local_servers_free_tier_quota_is_a_quota_error() -> None:
+    from aiml_bge_integrations.server import LocalServer
+
+    with LocalServer(free_tier_requests_per_hour=1) as local, EmbeddingsClient(
+        api_key=local.api_key, base_url=local.base_url, max_concurrency=1
+    ) as client:
+        client.embed_documents(["within the quota"])
+        with pytest.raises(QuotaExceededError):
+            client.embed_documents(["past it"])
+        assert client.usage.retries == 0 and client.usage.requests == 2
