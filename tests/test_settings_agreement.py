@@ -518,24 +518,10 @@ def test_a_good_value_reaches_the_client_from_the_command_line(setting: Setting)
     assert resolve_settings({**others, **given})[setting.name] == value
 
 
-_RAY_SPLITS_FIRST = {("requests_per_minute", repr(v)) for v in BAD["requests_per_minute"]} | {
-    ("tokens_per_minute", repr(v)) for v in BAD["tokens_per_minute"]
-}
-"""Ray's own split of the cluster-wide paces (``split_limits``) judges these before the
-settings' check does, with its own message, or none (``True``)."""
-
-
 @pytest.mark.parametrize(
     ("setting", "value"),
     [
-        pytest.param(
-            s,
-            v,
-            marks=pytest.mark.xfail(reason="split_limits checks the paces first")
-            if (s.name, repr(v)) in _RAY_SPLITS_FIRST
-            else (),
-            id=f"{s.name}={v!r}",
-        )
+        pytest.param(s, v, id=f"{s.name}={v!r}")
         for s in SETTINGS
         if "client" in s.surfaces and s.name != "api_key"  # Ray refuses a key argument
         for v in BAD[s.name]

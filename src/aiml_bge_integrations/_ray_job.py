@@ -37,9 +37,9 @@ from ._batching import effective_long_text
 from ._job import InputSource, JobSpec, JsonlSource, open_source, scan
 from ._job.checkpoint import Checkpoint, State, check_rows, work_dir_for
 from ._job.files import open_file, refuse_link, remove_dir, remove_files, write_atomic
-from ._job.plan import long_text_verdict, run_identity
+from ._job.plan import difference, long_text_verdict, run_identity
 from ._job.run import manifest_for, read_manifest
-from ._settings import API_KEY_ENV, CLIENT_SETTINGS, check_settings
+from ._settings import API_KEY_ENV, resolve_settings
 from .errors import AimlBgeError, InputFileError, OutputError
 
 __all__ = ["RayJobResult", "RayJobSpec", "local_node_environment", "run_ray_job"]
@@ -274,10 +274,7 @@ def run_ray_job(
     refuse_link(manifest_for(output))
     # Every setting resolved as the actors' clients resolve it (model and long_text from the
     # environment where the user set them there), checked once, here.
-    unknown = sorted(set(spec.settings) - set(CLIENT_SETTINGS))
-    if unknown:
-        raise ValueError(f"unknown client setting(s) for --ray: {', '.join(unknown)}")
-    resolved = check_settings({k: v for k, v in spec.settings.items() if k != "api_key"})
+    resolved = resolve_settings({k: v for k, v in spec.settings.items() if k != "api_key"})
     resolved.pop("api_key", None)  # the key stays in this process's environment
     checkpoint = Checkpoint(work_dir_for(output), output, [_STAGED])
     try:
@@ -334,7 +331,12 @@ def _run_locked(
                     output, scanned.total, False, time.monotonic() - started, 0, True
                 )
             if not spec.overwrite:
-                raise OutputError(f"{output} exists; pass --overwrite to replace it")
+                before = manifest.get("identity") if manifest is not None else None
+                changed = (
+                    difference(before, identity, "the output's") if isinstance(before, dict) else []
+                )
+                how = f" and was made otherwise ({'; '.join(changed)})" if changed else ""
+                raise OutputError(f"{output} exists{how}; pass --overwrite to replace it")
             _clear_output(output)
         checkpoint.clear()
         _stage(source, work / _STAGED, "text")

@@ -1,6 +1,6 @@
 """The ``aiml-bge`` command: ``embed`` (the embedding job), ``demo`` and ``serve``.
 
-Exit codes (also in the README, "Exit codes")::
+Exit codes (also in docs/cli.md, "Exit codes")::
 
     0    success
     1    the API failed (after retries), or an unexpected error

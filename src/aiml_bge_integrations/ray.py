@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import os
 import uuid
 from collections.abc import Mapping
@@ -57,11 +58,10 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
 
 from ._settings import (
     API_KEY_ENV,
-    CLIENT_SETTINGS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_CONCURRENCY,
-    check_settings,
     expected_dimension,
+    resolve_settings,
 )
 from .client import AsyncEmbeddingsClient, EmbeddingsClient
 from .errors import ConfigurationError, InvalidInputError, MissingAPIKeyError
@@ -261,13 +261,7 @@ def _checked_client_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     # Every check of the core, once, on the driver, before an actor starts: the settings the
     # actors' clients get are these checked values (the model, long_text and the rest from
     # the driver's environment where the user set them there). The key is never among them.
-    unknown = sorted(set(settings) - set(CLIENT_SETTINGS))
-    if unknown:
-        raise ConfigurationError(
-            f"unknown setting(s) {', '.join(unknown)}; the client's settings are "
-            f"{', '.join(name for name in CLIENT_SETTINGS if name != 'api_key')}"
-        )
-    checked = check_settings(settings)
+    checked = resolve_settings(settings)
     checked.pop("api_key", None)
     return checked
 
@@ -297,20 +291,31 @@ def _plan(
     **settings: Any,
 ) -> _Plan:
     _check_settings(settings)
-    share = split_limits(actors, max_concurrency, requests_per_minute, tokens_per_minute)
+    # Checked once, as the clients check them (the cluster-wide limits too), then split.
+    checked = _checked_client_settings(
+        {
+            **settings,
+            "batch_size": batch_size,
+            "max_concurrency": max_concurrency,
+            "requests_per_minute": requests_per_minute,
+            "tokens_per_minute": tokens_per_minute,
+        }
+    )
+    share = split_limits(
+        actors,
+        checked["max_concurrency"],
+        checked["requests_per_minute"],
+        checked["tokens_per_minute"],
+    )
     client_settings: dict[str, Any] = {
-        **settings,
-        "batch_size": batch_size,
+        **checked,
         "max_concurrency": share.max_concurrency,
+        "requests_per_minute": share.requests_per_minute,
+        "tokens_per_minute": share.tokens_per_minute,
     }
-    if share.requests_per_minute is not None:
-        client_settings["requests_per_minute"] = share.requests_per_minute
-    if share.tokens_per_minute is not None:
-        client_settings["tokens_per_minute"] = share.tokens_per_minute
-    client_settings = _checked_client_settings(client_settings)
     if not num_cpus > 0:
         raise ConfigurationError(f"num_cpus must be positive, not {num_cpus!r}")
-    rows = rows_per_block or 2 * batch_size * share.max_concurrency
+    rows = rows_per_block or 2 * checked["batch_size"] * share.max_concurrency
     if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
         raise ConfigurationError(f"rows_per_block must be an integer >= 1, not {rows!r}")
     constructor = {
@@ -329,19 +334,32 @@ def _map(
     *,
     extra: Mapping[str, Any] | None = None,
     tasks_per_actor: int | None = None,
+    calls_per_actor: int | None = None,
 ) -> ray.data.Dataset:
     # Blocks cut (streaming, no shuffle) to the plan's size, on a pool of the plan's actors.
-    # ``tasks_per_actor`` None is Ray Data's default of blocks handed to an actor at once.
+    # ``tasks_per_actor`` None is Ray Data's default of blocks handed to an actor at once;
+    # ``calls_per_actor`` is how many of those run at once (Ray Data's default: one task at
+    # a time, its async batches run together), where this Ray Data can be told.
+    strategy: dict[str, Any] = {
+        "size": plan.actors,
+        "max_tasks_in_flight_per_actor": tasks_per_actor,
+    }
+    if calls_per_actor is not None and _ACTOR_CALLS_SETTABLE:
+        strategy["max_concurrent_calls_per_actor"] = calls_per_actor
     return ds.repartition(target_num_rows_per_block=plan.rows_per_block).map_batches(
         map_class,
         fn_constructor_kwargs={**plan.constructor, **(extra or {})},
         batch_size=None,
         batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(
-            size=plan.actors, max_tasks_in_flight_per_actor=tasks_per_actor
-        ),
+        compute=ray.data.ActorPoolStrategy(**strategy),
         num_cpus=plan.num_cpus,
     )
+
+
+_ACTOR_CALLS_SETTABLE = (
+    "max_concurrent_calls_per_actor" in inspect.signature(ray.data.ActorPoolStrategy).parameters
+)
+"""Whether this Ray Data lets a pool run several tasks of one actor at once (Ray 2.5x on)."""
 
 
 def embed_dataset(
@@ -589,9 +607,10 @@ def _embed_parquet(
             batch_size=None,
             batch_format="pyarrow",
         )
-    # Blocks of a fraction of rows_per_block, that many handed to each actor at once: the
-    # next block's requests fill the slots a block's last requests and its write leave idle,
-    # and a failure still loses at most rows_per_block rows per actor (the blocks it held).
+    # Blocks of a fraction of rows_per_block, that many handed to each actor and run at once
+    # on its event loop: the next block's requests fill the slots a block's last requests
+    # and its write leave idle, and a failure still loses at most rows_per_block rows per
+    # actor (the blocks it held).
     in_flight = _BLOCKS_IN_FLIGHT
     plan = replace(plan, rows_per_block=max(1, -(-plan.rows_per_block // in_flight)))
     done = _map(
@@ -600,6 +619,7 @@ def _embed_parquet(
         _BlockWriter,
         extra={"output_path": output_path, "id_column": id_column},
         tasks_per_actor=in_flight,
+        calls_per_actor=in_flight,
     )
     embedded = sum(
         int(pc.sum(batch.column("rows")).as_py() or 0)

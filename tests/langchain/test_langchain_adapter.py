@@ -373,9 +373,8 @@ def test_no_progress_bar_unless_asked(make_embeddings: Factory, bars: _Recording
 def test_context_manager_closes_the_sync_pool(local_server: Any) -> None:
     with AimlBgeEmbeddings(api_key=local_server.api_key, base_url=local_server.base_url) as emb:
         emb.embed_query("hello")
-        http = emb.client._http
-        assert not http.is_closed
-    assert http.is_closed
+        assert not emb.client.is_closed
+    assert emb.client.is_closed
 
 
 async def test_async_context_manager_closes_both(local_server: Any) -> None:
@@ -383,10 +382,9 @@ async def test_async_context_manager_closes_both(local_server: Any) -> None:
     async with emb:
         await emb.aembed_query("hello")
         emb.embed_query("hello")
-        states = list(emb.async_client._states.values())
-        assert len(states) == 1 and not states[0].http.is_closed
-    assert states[0].http.is_closed
-    assert emb.client._http.is_closed
+        assert not emb.async_client.is_closed and not emb.client.is_closed
+    assert emb.async_client.is_closed
+    assert emb.client.is_closed
 
 
 # -- the class docstring's examples run ------------------------------------------------

@@ -332,7 +332,7 @@ async def test_close_and_aclose(embed: AimlBgeEmbedding) -> None:
     embed.get_text_embedding("a")
     await embed.aget_text_embedding("b")
     await embed.aclose()  # closes this loop's pool and the sync client
-    assert embed.client._http.is_closed
+    assert embed.client.is_closed and embed.async_client.is_closed
 
 
 def test_a_core_rate_limiter_paces_requests_and_is_shared(

@@ -103,3 +103,21 @@ def test_the_model_and_long_text_come_from_the_environment(
     monkeypatch.setenv("AIMLAPI_BASE_URL", "not a url")
     code, _, err = _cli(capsys, *args)
     assert code == cli.EXIT_USAGE and "base_url" in err, err
+
+
+def test_embed_parquet_takes_the_same_lock_before_it_reads_or_removes_anything(
+    tmp_path: Path,
+) -> None:
+    from aiml_bge_integrations.errors import OutputBusyError
+    from aiml_bge_integrations.ray import embed_parquet
+
+    out = tmp_path / "vectors"
+    out.mkdir()
+    (out / ".writing-0123-part-4567.parquet").write_bytes(b"a writer's temporary file")
+    held = checkpoint.Checkpoint(checkpoint.work_dir_for(out), out, [])
+    try:
+        with pytest.raises(OutputBusyError):
+            embed_parquet(str(tmp_path / "in.parquet"), str(out))
+        assert (out / ".writing-0123-part-4567.parquet").exists()  # not cleaned up under it
+    finally:
+        held.release()

@@ -253,6 +253,7 @@ def test_cli_ray_writes_parquet_and_resumes_after_a_failure(
     other = _write_jsonl(tmp_path / "other.jsonl", rows=5)
     code, _, err = _cli(capsys, "embed", other, *args[2:])
     assert code == 6 and "--overwrite" in err
+    assert f"the input has 5 passages, the output's had {ROWS}" in err
 
 
 def test_cli_dry_run_is_the_same_with_ray(

@@ -112,3 +112,19 @@ def test_servers_without_a_request_cap_take_the_whole_batch(
 
     assert_vectors(client.embed_documents(texts), texts)
     assert server.stats["by_status"] == {"200": 1}
+
+
+@pytest.mark.parametrize("dialect", ["aiml", "tei"])
+def test_a_batch_over_the_servers_default_body_limit_is_split_to_fit(
+    serve: Any, sync_client: Any, dialect: str
+) -> None:
+    # 300 passages of about 8 KB, sent whole (long_text="none"): one request of them is about
+    # 2.4 MB, past the server's default 2,000,000-byte body limit (TEI's --payload-limit).
+    server = serve(dialect, max_items_per_request=300)
+    client = sync_client(server, batch_size=300, max_concurrency=1, long_text="none")
+    texts = [f"{i} " + "lorem ipsum dolor sit amet " * 300 for i in range(300)]
+
+    assert_vectors(client.embed_documents(texts), texts)
+    by_status = server.stats["by_status"]
+    assert by_status["413"] >= 1  # the whole batch was refused by size, then split
+    assert by_status["200"] >= 2

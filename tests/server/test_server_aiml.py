@@ -229,7 +229,7 @@ def test_open_mode_takes_any_bearer_but_not_none(server_factory: Factory) -> Non
     assert server.api_key is None
     with server.client(key="anything-at-all") as client:
         assert client.post("/embeddings", json=embed_body("hi")).status_code == 200
-        info = client.get(server.root_url + "/info").json()
+        info = client.get(server.root_url + "/_info").json()
     assert info["auth"] == "open"
     with server.client(key=None) as client:
         assert client.post("/embeddings", json=embed_body("hi")).status_code == 401
@@ -273,7 +273,7 @@ def test_models_list(aiml_server: LocalServer) -> None:
 
 def test_info_health_and_unknown_route(aiml_server: LocalServer) -> None:
     with aiml_server.client() as client:
-        info = client.get(aiml_server.root_url + "/info").json()
+        info = client.get(aiml_server.root_url + "/_info").json()
         health = client.get(aiml_server.root_url + "/health")
         missing = client.post("/nothing-here", json={})
     assert info["model_id"] == MODEL

@@ -237,7 +237,7 @@ def test_every_limit_is_a_flag_of_serve() -> None:
         assert proc.stdout is not None
         base_url = proc.stdout.readline().split(" at ", 1)[1].split(";", 1)[0]
         with httpx.Client(timeout=10, verify=False) as client:
-            info = client.get(base_url.removesuffix("/v1") + "/info").json()
+            info = client.get(base_url.removesuffix("/v1") + "/_info").json()
             auth = {"Authorization": "Bearer any"}
             long = client.post(
                 base_url + "/embeddings",
@@ -253,3 +253,18 @@ def test_every_limit_is_a_flag_of_serve() -> None:
     assert info["max_connections"] == 7
     assert info["workers"] == 1
     assert long.status_code == 400
+
+
+def test_each_server_answers_too_many_inputs_its_own_way(server_factory: Factory) -> None:
+    infinity = server_factory(dialect="infinity")
+    tei = server_factory(dialect="tei")
+    with infinity.client() as client:
+        over = client.post("/embeddings", json={"input": ["t"] * 2049})
+    assert over.status_code == 422  # FastAPI's validation, as recorded from infinity
+    assert over.json()["detail"][0]["msg"] == (
+        "List should have at most 2048 items after validation, not 2049"
+    )
+    with tei.client() as client:
+        over = client.post("/embeddings", json={"input": ["t"] * 33})
+    assert over.status_code == 413
+    assert over.json()["message"] == "batch size 33 > maximum allowed batch size 32"

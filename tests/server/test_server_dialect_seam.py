@@ -59,7 +59,7 @@ def test_a_dialect_object_plugs_in_without_registration() -> None:
     with LocalServer(dialect=teapot) as server, server.client() as client:
         ok = client.post("/embeddings", json={"model": DEFAULT_MODEL, "input": "x"})
         refused = client.post("/embeddings", json={"model": "nope", "input": "x"})
-        info = client.get(server.root_url + "/info").json()
+        info = client.get(server.root_url + "/_info").json()
     assert ok.status_code == 200 and "meta" in ok.json()  # everything else is inherited
     assert (refused.status_code, refused.text) == (418, "no nope here")
     assert info["dialect"] == "teapot-test-only"

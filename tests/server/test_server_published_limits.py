@@ -83,4 +83,15 @@ def test_without_a_budget_tei_publishes_its_default_and_refuses_nothing(
     assert many.status_code == 200
     assert many.json()["usage"]["prompt_tokens"] == 32 * 602 > 16384
     with aiml.client() as client:
-        assert client.get(aiml.root_url + "/info").json()["max_batch_tokens"] is None
+        assert client.get(aiml.root_url + "/_info").json()["max_batch_tokens"] is None
+        assert client.get(aiml.root_url + "/info").status_code == 404
+
+
+def test_info_answers_only_where_the_real_server_has_it(server_factory: Factory) -> None:
+    # A client that asks GET /info of vLLM or infinity gets a 404 there, not TEI's facts.
+    for dialect, status in [("tei", 200), ("vllm", 404), ("infinity", 404), ("openai", 404)]:
+        server = server_factory(dialect=dialect)
+        with server.client() as client:
+            assert client.get(server.root_url + "/info").status_code == status, dialect
+            facts = client.get(server.root_url + "/_info").json()
+        assert facts["dialect"] == dialect  # the stand-in's own facts, everywhere

@@ -139,7 +139,7 @@ def test_python_dash_m_serves_with_the_key_from_the_environment() -> None:
             ok = client.post("/embeddings", json=embed_body("x"), headers=auth)
             assert ok.status_code == 200 and ok.json()["model"] == MODEL
             assert (
-                client.get(base_url.removesuffix("/v1") + "/info").json()["max_client_batch_size"]
+                client.get(base_url.removesuffix("/v1") + "/_info").json()["max_client_batch_size"]
                 == 5
             )
     finally:

@@ -225,6 +225,7 @@ class TeiDialect(Dialect):
     name = "tei"
     model_required = False
     owned_by = "text-embeddings-inference"
+    publishes_info = True
     input_type_field = "prompt_name"
     input_types: ClassVar[Mapping[str, str]] = {"query": "query: ", "passage": "passage: "}
     default_max_items = 32
@@ -539,6 +540,16 @@ class InfinityDialect(Dialect):
         return Reply(
             401, _dumps({"detail": "Unauthorized"}), headers={"www-authenticate": "Bearer"}
         )
+
+    def too_many_items(self, n: int, limit: int, ctx: Context) -> Reply:
+        # As recorded from infinity 0.0.78 (tests/fixtures/infinity/too_many_items.json),
+        # without echoing the inputs back.
+        entry = {
+            "type": "too_long",
+            "loc": ["body", "text", "input", "list[constrained-str]"],
+            "msg": f"List should have at most {limit} items after validation, not {n}",
+        }
+        return Reply(422, _dumps({"detail": [entry]}))
 
     def resolve_model(
         self, requested: str | None, config: ModelSettings, ctx: Context

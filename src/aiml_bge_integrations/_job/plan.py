@@ -36,7 +36,7 @@ __all__ = [
 _EXAMPLES = 20
 _SCAN_CHUNK = 1024
 DISTINCT_REMEMBERED = 1_000_000
-"""Distinct texts a run (and its dry run) remembers, to send each once (about 100 bytes each)."""
+"""Distinct texts a run (and its dry run) remembers, to send each once (about 125 bytes each)."""
 
 
 def text_key(text: str) -> bytes:

@@ -6,7 +6,9 @@ Routes::
     GET  /v1/models       the served models (auth as the dialect's real server asks)
     GET  /v1/models/deprecations   the AI/ML API's deprecation feed (AI/ML dialect; public;
                           also /models/..., /api/v1/models/..., and .../deprecated)
-    GET  /info            TEI-style facts: model_id, max_client_batch_size, max_input_length
+    GET  /info            TEI's facts (model_id, max_client_batch_size, max_input_length, ...),
+                          where the dialect's server publishes them (``publishes_info``)
+    GET  /_info           the same facts and the stand-in's own, in every dialect
     GET  /health          200 while serving
     GET  /_stats          the counters (``stats.ServerStats``) as JSON
     POST /_stats/reset    zero them (needs the key when one is set)
@@ -578,6 +580,13 @@ async def _deprecations(request: Request) -> Response:
 
 async def _info(request: Request) -> Response:
     state: _State = request.app.state.aiml
+    if not get_dialect(state.config.dialect).publishes_info:
+        raise HTTPException(404)  # the server imitated has no such route
+    return await _facts(request)
+
+
+async def _facts(request: Request) -> Response:
+    state: _State = request.app.state.aiml
     config = state.config
     dialect = get_dialect(config.dialect)
     return _json(
@@ -675,6 +684,7 @@ def create_app(config: ServerConfig) -> Starlette:
             for word in ("deprecations", "deprecated")
         ),
         Route("/info", _info, methods=["GET"]),
+        Route("/_info", _facts, methods=["GET"]),
         Route("/health", _health, methods=["GET"]),
         Route("/_stats", _stats, methods=["GET"]),
         Route("/_stats/reset", _stats_reset, methods=["POST"]),

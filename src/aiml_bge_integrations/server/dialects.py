@@ -302,6 +302,9 @@ class Dialect:
     """Whether a valid ``X-Client-Request-Id`` comes back as ``x-client-request-id``."""
     owned_by: ClassVar[str] = "system"
     """``owned_by`` of each model in ``GET /v1/models``."""
+    publishes_info: ClassVar[bool] = False
+    """Whether ``GET /info`` answers (TEI's route) or is a 404, as on servers without it (the
+    facts are always at ``GET /_info``)."""
     serves_deprecation_feed: ClassVar[bool] = False
     """Whether ``GET /v1/models/deprecations`` answers (the AI/ML API's feed) or is a 404."""
     input_type_field: ClassVar[str] = "input_type"
