@@ -9,10 +9,14 @@ from ``wait4``), the output size and the server's counters, and checks the outpu
 per passage, ids 1..N in order, and a sample of vectors equal to the server's vectors for
 their texts. Then it times ``--dry-run`` (exact token counts) over the largest corpus.
 
+With ``--rerun N`` it measures the embedding cache instead: a first run over N passages
+fills a cache (``--cache``), 5% of the passages are changed, and the changed corpus is run
+again with the cache and without it (requests and seconds of each).
+
 Not part of the test suite. Usage::
 
     python benchmarks/bench_cli.py [--sizes 10000,100000] [--format jsonl|npy|parquet]
-                                   [--batch-size 128] [--max-concurrency 4]
+                                   [--batch-size 128] [--max-concurrency 4] [--rerun N]
 """
 
 from __future__ import annotations
@@ -141,6 +145,42 @@ def check_output(path: Path, fmt: str, corpus: Path, n: int) -> str:
     return f"{n:,} rows, ids 1..N in order, {exact}/{len(sample)} sampled vectors exact"
 
 
+def rerun_with_cache(
+    server: ServerProcess, env: dict[str, str], tmp: Path, n: int, common: list[str]
+) -> int:
+    """A re-run over a corpus with 5% of its passages changed: with the cache, and without."""
+    corpus, cache = tmp / "rerun.txt", tmp / "cache.sqlite"
+    write_corpus(corpus, n)
+    runs: dict[str, tuple[RunResult, int]] = {}
+
+    def embed(label: str, *extra: str) -> bool:
+        server.reset_stats()
+        out = tmp / f"rerun-{label}.jsonl"
+        run = run_cli(["embed", str(corpus), "-o", str(out), *common, *extra], env)
+        if run.code != 0:
+            print(f"{label}: aiml-bge exited {run.code}\n{run.stderr[-2000:]}")
+            return False
+        runs[label] = (run, int(server.stats()["requests"]))
+        return True
+
+    if not embed("first run, filling the cache", "--cache", str(cache)):
+        return 1
+    lines = corpus.read_text(encoding="utf-8").splitlines()
+    for i in range(0, n, 20):  # every 20th passage: 5%
+        lines[i] = lines[i] + " (revised)"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if not embed("5% changed, with the cache", "--cache", str(cache)):
+        return 1
+    if not embed("5% changed, without the cache"):
+        return 1
+    print(f"re-run over {n:,} passages with 5% changed (--cache PATH):")
+    for label, (run, requests) in runs.items():
+        print(
+            f"  {label:<32} {requests:>6,} requests {run.seconds:7.1f} s  CPU {run.cpu_seconds:.1f} s"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -148,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=("jsonl", "npy", "parquet"), default="jsonl")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--max-concurrency", type=int, default=4)
+    parser.add_argument(
+        "--rerun", type=int, default=0, help="measure the cache: a re-run over N passages"
+    )
+    parser.add_argument("--latency", type=float, default=0.0, help="server latency, seconds")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
 
@@ -159,16 +203,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average at start: {os.getloadavg()[0]:.1f}")
     print(
         f"aiml-bge embed -> .{args.format}, batch size {args.batch_size}, "
-        f"max concurrency {args.max_concurrency}; local server in its own process, no latency\n"
+        f"max concurrency {args.max_concurrency}; local server in its own process, "
+        f"latency {args.latency:g} s\n"
     )
     rows = []
     with (
         tempfile.TemporaryDirectory(prefix="bench-cli-") as tmp,
-        ServerProcess(latency=0.0, max_concurrent_requests=None) as server,
+        ServerProcess(latency=args.latency, max_concurrent_requests=None) as server,
     ):
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIMLAPI_")}
         env.update(AIMLAPI_API_KEY=API_KEY, AIMLAPI_BASE_URL=server.base_url)
         corpus = Path(tmp) / "corpus.txt"
+        if args.rerun:
+            common = ["--batch-size", str(args.batch_size)]
+            common += ["--max-concurrency", str(args.max_concurrency)]
+            return rerun_with_cache(server, env, Path(tmp), args.rerun, common)
         for n in sizes:
             write_corpus(corpus, n)
             out = Path(tmp) / f"vectors-{n}.{args.format}"

@@ -105,6 +105,50 @@ def _core_sync(encoding: str | None) -> Callable[[list[str], str, int], list[lis
     return run
 
 
+def _install_otel_sdk() -> None:
+    """The OpenTelemetry SDK as a user sets it up: batched span export (to an exporter that
+    drops the spans) and a metric reader; in the contestant's own process."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class Drop(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Drop()))
+    trace.set_tracer_provider(provider)
+    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+
+
+def _core_sync_traced(attempts: bool) -> Callable[[list[str], str, int], list[list[float]]]:
+    def run(texts: list[str], base_url: str, batch: int) -> list[list[float]]:
+        from aiml_bge_integrations import EmbeddingsClient
+
+        _install_otel_sdk()
+        with EmbeddingsClient(**_ours(base_url, batch, None), trace_requests=attempts) as c:
+            # One call per batch, as a pipeline that embeds as it reads makes its calls.
+            return [
+                v
+                for i in range(0, len(texts), batch)
+                for v in c.embed_documents(texts[i : i + batch])
+            ]
+
+    return run
+
+
+def _core_sync_batched(texts: list[str], base_url: str, batch: int) -> list[list[float]]:
+    from aiml_bge_integrations import EmbeddingsClient
+
+    with EmbeddingsClient(**_ours(base_url, batch, None)) as c:
+        return [
+            v for i in range(0, len(texts), batch) for v in c.embed_documents(texts[i : i + batch])
+        ]
+
+
 def _core_async(encoding: str | None) -> Callable[[list[str], str, int], list[list[float]]]:
     def run(texts: list[str], base_url: str, batch: int) -> list[list[float]]:
         from aiml_bge_integrations import AsyncEmbeddingsClient
@@ -221,6 +265,30 @@ def _openai_loop(texts: list[str], base_url: str, batch: int) -> list[list[float
 
 CONTESTANTS: list[Contestant] = [
     Contestant("core-sync", "core EmbeddingsClient", True, "sync", False, _core_sync(None)),
+    Contestant(
+        "core-sync-calls",
+        "core EmbeddingsClient, a call per batch, OpenTelemetry API without SDK",
+        True,
+        "sync",
+        False,
+        _core_sync_batched,
+    ),
+    Contestant(
+        "core-sync-traced",
+        "core EmbeddingsClient, a call per batch, OpenTelemetry SDK (span per call, metrics)",
+        True,
+        "sync",
+        False,
+        _core_sync_traced(False),
+    ),
+    Contestant(
+        "core-sync-traced-attempts",
+        "core EmbeddingsClient, a call per batch, OpenTelemetry SDK, trace_requests=True",
+        True,
+        "sync",
+        False,
+        _core_sync_traced(True),
+    ),
     Contestant("core-async", "core AsyncEmbeddingsClient", True, "async", False, _core_async(None)),
     Contestant(
         "core-async-b64",

@@ -70,6 +70,8 @@ BAD: dict[str, list[Any]] = {
     "requests_per_minute": [0, -5.0, "60", True],
     "tokens_per_minute": [0, "1000", False],
     "max_response_bytes": [0, -1, "1000", True, 1.5],
+    "cache": ["", "  ", 5, b"cache.sqlite"],
+    "trace_requests": ["yes", 1, None],
     "show_progress": ["yes", 1, None],
 }
 """Bad values for every setting (a new setting must add its own here)."""
@@ -95,6 +97,8 @@ GOOD: dict[str, Any] = {
     "requests_per_minute": 120,
     "tokens_per_minute": 5000.5,
     "max_response_bytes": 50_000_000,
+    "cache": "embeddings-cache.sqlite",
+    "trace_requests": True,
     "show_progress": False,
 }
 """One good non-default value for every setting but the key."""

@@ -32,6 +32,8 @@ from .errors import QuotaExceededError
 
 __all__ = [
     "BILLING_URL",
+    "FEED_BYTES_LIMIT",
+    "FEED_TIMEOUT",
     "DeprecationEntry",
     "deprecation_feed_url",
     "find_deprecation",
@@ -44,6 +46,10 @@ __all__ = [
 
 BILLING_URL = "https://aimlapi.com/app/billing/"
 """Where an AI/ML API account gets a paid subscription."""
+FEED_TIMEOUT = 3.0
+"""Seconds the client gives the deprecation feed after a 404 (it only adds to an error)."""
+FEED_BYTES_LIMIT = 1 << 20
+"""The most bytes of the feed the client reads; a longer one is ignored."""
 
 # "Free-tier limit: You've reached your free limit for the hour" and close rewordings.
 _FREE_TIER_RE = re.compile(r"\bfree[\s-]*(?:tier[\s-]*)?limit\b", re.I)

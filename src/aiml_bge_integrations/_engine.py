@@ -13,7 +13,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Generator, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from . import _retry
 from ._batching import (
@@ -60,6 +62,8 @@ class Send:
     """The most bytes a 200 reply may have (an error reply is cut at ``error_body_limit``)."""
     after: int | None = None
     """Take a slot only once the gate has seen more successes than this (see ``Tries.after``)."""
+    attempt: AbstractContextManager[Any] | None = None
+    """The attempt's span, when telemetry is on (entered by the driver around the send)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,28 @@ class Call:
     deadline: _retry.Deadline
     deadline_seconds: float | None
     cancelled: threading.Event = field(default_factory=threading.Event)
+    tally: CallTally | None = None
+    """The call's telemetry, when it is on."""
+
+    def attempt(
+        self, texts: int, wait: float | None, cause: str | None
+    ) -> AbstractContextManager[Any] | None:
+        """The span of the next attempt (None without telemetry)."""
+        return None if self.tally is None else self.tally.attempt(texts, wait, cause)
+
+
+class CallTally(Protocol):
+    """What the loop tells a call's telemetry (``_tally.Tally``)."""
+
+    usage: UsageCounter
+
+    def attempt(
+        self, texts: int, wait: float | None, cause: str | None
+    ) -> AbstractContextManager[Any]: ...
+
+    def retry(self, cause: str) -> None: ...
+
+    def reply(self, model: str | None, vectors: list[list[float]]) -> None: ...
 
 
 class Engine:
@@ -138,6 +164,8 @@ class Engine:
         """The most inputs per request a server has said it takes."""
         self._model_checked = False
         self._model_lock = threading.Lock()
+        self.served_model: str | None = None
+        """The model the last reply named (None before any reply that names one)."""
 
     # -- texts and batches ----------------------------------------------------------------------
     # The long-text policy warns at the caller's call (its stacklevel counts on these methods
@@ -187,10 +215,13 @@ class Engine:
                 yield first, texts[first:stop]
                 first = stop
 
-    def stream_batches(self, texts: object) -> Iterator[tuple[int, list[str]]]:
-        """Batches read lazily from ``texts``, each checked just before it is sent."""
+    def stream_batches(
+        self, texts: object, size: int | None = None
+    ) -> Iterator[tuple[int, list[str]]]:
+        """Batches (of ``size`` texts, else the batch size) read lazily from ``texts``, each
+        checked just before it is sent."""
         for offset, chunk in iter_checked_chunks(
-            texts, self.batch_size(), allow_blank=self.allow_blank
+            texts, size or self.batch_size(), allow_blank=self.allow_blank
         ):
             yield offset, self._as_documents(chunk, offset)
 
@@ -221,6 +252,8 @@ class Engine:
         body = build_request_body(self.ctx.model, texts, self.encoding_format, input_type)
         limit = self.reply_limit(len(texts))
         tries = _retry.Tries()
+        waited: float | None = None
+        cause: str | None = None
         while True:
             if self.rate_limiter is not None:
                 pace = self.rate_limiter.reserve(self._tokens_for_limiter(texts))
@@ -228,14 +261,15 @@ class Engine:
                     yield Wait(pace)
             self.check_call(call)
             timeout = self.request_timeout(call)
-            answer = yield Send(body, timeout, limit, tries.after)
+            attempt = call.attempt(len(texts), waited, cause)
+            answer = yield Send(body, timeout, limit, tries.after, attempt)
             tries.after = None
-            self.usage.count(requests=1)
+            self._count(call, requests=1)
             outcome = self._outcome(answer, timeout, len(texts), offset)
             if outcome.parsed is not None:
-                return self._accept(outcome.parsed)
+                return self._accept(outcome.parsed, call)
             if outcome.split:
-                self.usage.count(splits=1)
+                self._count(call, splits=1)
                 if outcome.batch_limit is not None:
                     self._learn_batch_limit(outcome.batch_limit)
                 return None
@@ -246,6 +280,9 @@ class Engine:
             if call.cancelled.is_set():
                 raise outcome.error
             self.usage.count_retry(outcome.cause)
+            if call.tally is not None:
+                call.tally.retry(outcome.cause)
+            waited, cause = delay, outcome.cause
             logger.debug("retrying after %s in %.2fs", outcome.cause, delay)
             if delay > 0:  # none for a refusal the limit explains: that waits for a slot
                 yield Wait(delay)
@@ -267,10 +304,15 @@ class Engine:
 
     # -- what the loop asks --------------------------------------------------------------------
 
-    def new_call(self, deadline: float | None, cancelled: threading.Event | None = None) -> Call:
+    def new_call(
+        self,
+        deadline: float | None,
+        cancelled: threading.Event | None = None,
+        tally: CallTally | None = None,
+    ) -> Call:
         """A call with ``deadline`` seconds (None: none), stopped by ``cancelled`` if given."""
         self.ctx.key.get()  # an unpickled copy whose key was not found here says so, sending nothing
-        return Call(_retry.Deadline(deadline), deadline, cancelled or threading.Event())
+        return Call(_retry.Deadline(deadline), deadline, cancelled or threading.Event(), tally)
 
     def check_call(self, call: Call) -> None:
         """Raise instead of sending when the call has been given up or its deadline has passed."""
@@ -313,11 +355,21 @@ class Engine:
             )
             self.learned_batch_limit = limit
 
-    def _accept(self, parsed: ParsedEmbeddings) -> list[list[float]]:
-        if parsed.model and not self._model_checked:
-            self._check_reply_model(parsed.model)
+    def _count(self, call: Call, **deltas: int | float) -> None:
+        self.usage.count(**deltas)
+        if call.tally is not None:
+            call.tally.usage.count(**deltas)
+
+    def _accept(self, parsed: ParsedEmbeddings, call: Call) -> list[list[float]]:
+        if parsed.model:
+            self.served_model = parsed.model
+            if not self._model_checked:
+                self._check_reply_model(parsed.model)
+        if call.tally is not None:
+            call.tally.reply(parsed.model, parsed.vectors)
         u = parsed.usage
-        self.usage.count(
+        self._count(
+            call,
             texts=len(parsed.vectors),
             prompt_tokens=u.prompt_tokens,
             total_tokens=u.total_tokens,

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from . import _retry
+from ._deprecations import free_tier_quota_error, is_free_tier_quota
 from ._secrets import SecretKey
 from ._settings import API_KEY_ENV, BASE_URL_ENV, MODEL_ENV, same_model
 from ._wire import (
@@ -150,6 +151,12 @@ def interpret(
                 learned = limit if limit and 0 < limit < count else None
                 return Outcome(split=True, cause=str(status), batch_limit=learned)
             return Outcome(error=_item_error(status, message, info, offset, body))
+    if is_free_tier_quota(status, message):
+        # The hourly quota is used up: waiting minutes between retries cannot clear it.
+        quota = free_tier_quota_error(
+            message, headers=headers, request_id=info.request_id, body=body
+        )
+        return Outcome(error=quota, cause=str(status))
     return Outcome(
         error=status_error(ctx, status, message, info, body),
         retry=_retry.is_retryable_status(status),

@@ -210,6 +210,18 @@ def _headers(name: str, value: Any) -> dict[str, str] | None:
     return dict(value)
 
 
+def _cache_path(name: str, value: Any) -> str | None:
+    # Only the value's shape: the file is opened (and refused if it is not a cache) at the
+    # first call, so that building a client or an adapter writes nothing.
+    if value is None:
+        return None
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(f"{name} must be a file path or None, not {value!r}")
+    return value
+
+
 def _key(name: str, value: Any) -> Any:
     # Never shows the value: it may be a key of the wrong type.
     from ._secrets import SecretKey  # the core's own holder, which the adapters pass on
@@ -444,6 +456,24 @@ SETTINGS: tuple[Setting, ...] = (
         "the model's dimension and the encoding; a larger reply is a ResponseTooLargeError).",
         _optional(int_at_least(1)),
         cli_type=int,
+    ),
+    Setting(
+        "cache",
+        str | None,
+        None,
+        "Path of an embedding cache file (SQLite, shared by processes): texts embedded before "
+        "with the same model, prompt, long-text policy and server are not sent again (None: "
+        "no cache).",
+        _cache_path,
+    ),
+    Setting(
+        "trace_requests",
+        bool,
+        False,
+        "With OpenTelemetry: a child span per HTTP attempt (status, wait, retry cause) under "
+        "each call's span.",
+        _flag,
+        flag=False,
     ),
     Setting(
         "show_progress",

@@ -230,7 +230,7 @@ class Telemetry:
         model: str,
         base_url: str,
         encoding_format: str | None,
-        inputs: int,
+        inputs: int | None,
         side: str | None = None,
     ) -> CallSpan:
         """Open the span of one logical call (``encoding_format`` as sent, ``None`` if not sent)."""
@@ -320,7 +320,7 @@ class _OtelTelemetry(Telemetry):
         model: str,
         base_url: str,
         encoding_format: str | None,
-        inputs: int,
+        inputs: int | None,
         side: str | None = None,
     ) -> CallSpan:
         return _OtelCall(
@@ -391,7 +391,7 @@ class _OtelCall(CallSpan):
         model: str,
         base_url: str,
         encoding_format: str | None,
-        inputs: int,
+        inputs: int | None,
         side: str | None,
     ) -> None:
         host, port = server_address(base_url)
@@ -409,7 +409,8 @@ class _OtelCall(CallSpan):
         span_attrs = dict(attrs)
         if encoding_format is not None:
             span_attrs["gen_ai.request.encoding_formats"] = (encoding_format,)
-        span_attrs["aiml_bge.inputs"] = inputs
+        if inputs is not None:  # a stream's count is not known when it starts
+            span_attrs["aiml_bge.inputs"] = inputs
         if side is not None:
             span_attrs["aiml_bge.side"] = side
         self._ins = ins

@@ -41,6 +41,10 @@ class Usage:
     """Requests the client allows in flight now: the level it found the server sustains."""
     peak_concurrency: int = 0
     """The highest ``concurrency`` since the client was made."""
+    cache_hits: int = 0
+    """Texts answered from the embedding cache (``cache`` setting): no request, no credit."""
+    cache_misses: int = 0
+    """Texts the cache did not hold (sent, once per distinct text in a call)."""
 
     def __add__(self, other: Usage) -> Usage:
         causes = dict(self.retries_by_cause)
@@ -58,6 +62,8 @@ class Usage:
             usd=self.usd + other.usd,
             concurrency=max(self.concurrency, other.concurrency),
             peak_concurrency=max(self.peak_concurrency, other.peak_concurrency),
+            cache_hits=self.cache_hits + other.cache_hits,
+            cache_misses=self.cache_misses + other.cache_misses,
         )
 
 

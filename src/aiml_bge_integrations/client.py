@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 import weakref
+from collections import deque
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -26,8 +27,9 @@ from collections.abc import (
     Mapping,
 )
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from types import EllipsisType, TracebackType
-from typing import Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import httpx
 
@@ -39,6 +41,7 @@ from ._models import token_policy_notice
 from ._outcome import Context
 from ._secrets import resolve_key
 from ._settings import (
+    BGE_MAX_TOKENS,
     CLIENT_SETTINGS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_CONCURRENCY,
@@ -47,7 +50,11 @@ from ._settings import (
     SecretValue,
     check_settings,
     expected_dimension,
+    is_bge_model,
+    same_model,
 )
+from ._tally import NO_ATTEMPT, Tally, collecting
+from ._telemetry import AttemptSpan, CallSpan, Telemetry, make_telemetry
 from ._transport import (
     FAILURES,
     AsyncGate,
@@ -66,6 +73,10 @@ from ._transport import (
 )
 from ._usage import RateLimiter, Usage, UsageCounter
 from ._warnings import warn_user
+from .errors import ItemRejectedError, ModelNotFoundError
+
+if TYPE_CHECKING:
+    from ._cache import CachedBatch, EmbeddingCache
 
 __all__ = ["AsyncEmbeddingsClient", "EmbeddingsClient", "RateLimiter", "Usage"]
 
@@ -73,6 +84,7 @@ _T = TypeVar("_T")
 _Http = TypeVar("_Http", httpx.Client, httpx.AsyncClient)
 _Answer = Reply | Failure | None
 _Steps = Generator[Step, _Answer, None]
+_NO_TALLY: contextlib.nullcontext[None] = contextlib.nullcontext()
 
 
 class _BaseClient(Generic[_Http]):
@@ -102,6 +114,8 @@ class _BaseClient(Generic[_Http]):
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
         max_response_bytes: int | None = None,
+        cache: str | None = None,
+        trace_requests: bool = False,
         rate_limiter: RateLimiter | None = None,
         http_client: _Http | None = None,
     ) -> None:
@@ -143,6 +157,10 @@ class _BaseClient(Generic[_Http]):
         self.max_response_bytes: int | None = values["max_response_bytes"]
         """The most bytes read of one reply (None: derived from each request)."""
         self.default_headers: dict[str, str] = values["default_headers"] or {}
+        self.cache: str | None = values["cache"]
+        """Path of the embedding cache (None: none); opened at the first call."""
+        self.trace_requests: bool = values["trace_requests"]
+        """Whether each HTTP attempt gets its own OpenTelemetry span."""
         check_transport_security(self.base_url, self.allow_insecure_http)
         _notice_token_policy(self.model, self.long_text)
         rpm, tpm = values["requests_per_minute"], values["tokens_per_minute"]
@@ -154,6 +172,9 @@ class _BaseClient(Generic[_Http]):
         self._injected_limiter = rate_limiter
         self._closed = False
         self._usage = UsageCounter()
+        self.telemetry: Telemetry = make_telemetry(trace_requests=self.trace_requests)
+        """Where calls are reported: OpenTelemetry's global providers when its API is
+        installed, else a no-op (see docs/observability.md)."""
         ctx = Context(self.model, self.base_url, self._key, expected_dimension(self.model))
         self._engine = Engine(
             ctx,
@@ -183,6 +204,10 @@ class _BaseClient(Generic[_Http]):
             **{name: values[name] for name in CLIENT_SETTINGS},
             "api_key": self._key,
         }
+        self._cache_file: EmbeddingCache | None = None
+        self._cache_lock = threading.Lock()
+        self._feed: bytes | EllipsisType | None = ...  # the deprecation feed: not read yet
+        self._feed_lock = threading.Lock()
         self._pid = os.getpid()
         self._start_process()
 
@@ -252,12 +277,34 @@ class _BaseClient(Generic[_Http]):
 
     # -- preparing texts ------------------------------------------------------------------
 
-    def _new_call(self, cancelled: threading.Event | None = None) -> Call:
+    def _tally(self, inputs: int | None, side: str, current: bool = True) -> Tally | None:
+        """The telemetry of one logical call (None when telemetry is off and nobody collects)."""
+        sink = collecting()
+        if self.telemetry.enabled:
+            span = self.telemetry.start_call(
+                model=self.model,
+                base_url=self.base_url,
+                encoding_format=self.encoding_format,
+                inputs=inputs,
+                side=side,
+            )
+        elif sink is None:
+            return None
+        else:
+            span = CallSpan()  # the no-op: figures only
+        tally = Tally(span, lambda: self._limiter.limit, current)
+        if sink is not None:
+            sink.append(tally)
+        return tally
+
+    def _new_call(
+        self, cancelled: threading.Event | None = None, tally: Tally | None = None
+    ) -> Call:
         self._this_process()
         if self._closed:  # a closed client opens what it needs again, as on first use
             self._closed = False
             self._reopen()
-        call = self._engine.new_call(self.deadline, cancelled)
+        call = self._engine.new_call(self.deadline, cancelled, tally)
         # close() stops every call still running, so no worker sends or sleeps on after it.
         self._live_calls.add(call.cancelled)
         return call
@@ -272,7 +319,97 @@ class _BaseClient(Generic[_Http]):
             stop.set()
 
     def _steps(self, texts: list[str], offset: int, call: Call, query: bool = False) -> _Steps:
-        return self._engine.batch(texts, offset, call, query=query)
+        # An empty batch (a cached stream's window with nothing to send) sends nothing.
+        return self._engine.batch(texts, offset, call, query=query) if texts else _no_steps()
+
+    # -- the embedding cache ----------------------------------------------------------------
+    # With ``cache`` set, a call looks its texts up first (after the prompt and the long-text
+    # policy: the texts as they would be sent), sends each text the cache does not hold once,
+    # and stores what came back. A key is made of everything that changes a vector: the text,
+    # the model, the side and its prompt, the long-text policy and limit, the encoding and the
+    # server's root (see _cache.cache_key). The model is the one asked for, unless a reply to
+    # this client has named another one: then the model the server says it serves.
+
+    def _store(self) -> EmbeddingCache:
+        """The cache file, opened at the first call (a file that is no cache is refused then)."""
+        from ._cache import EmbeddingCache
+
+        with self._cache_lock:
+            if self._cache_file is None:
+                assert self.cache is not None
+                self._cache_file = EmbeddingCache(self.cache)
+            return self._cache_file
+
+    def _key_model(self) -> str:
+        served = self._engine.served_model
+        return self.model if served is None or same_model(served, self.model) else served
+
+    def _cache_keys(self, texts: list[str], side: str, model: str) -> list[str]:
+        from ._cache import cache_key
+
+        prompt = self.query_instruction if side == "query" else None
+        limit = BGE_MAX_TOKENS if is_bge_model(self.model) else None
+        return [
+            cache_key(
+                text=text,
+                model_served=model,
+                side=side,
+                prompt=prompt,
+                input_type=None,
+                long_text=self.long_text,
+                token_limit=limit,
+                dimension=None,
+                server_root=self.base_url,
+                encoding=self.encoding_format,
+            )
+            for text in texts
+        ]
+
+    def _to_send(self, plan: CachedBatch, texts: list[str], tally: Tally | None) -> list[str]:
+        """The texts ``plan`` says to send; counts its hits and misses."""
+        todo = [texts[i] for i in plan.to_send]
+        self._usage.count(
+            cache_hits=plan.hits, cache_misses=plan.misses, texts=len(texts) - len(todo)
+        )
+        if tally is not None:
+            tally.usage.count(texts=len(texts) - len(todo))
+            tally.cache_hits = (tally.cache_hits or 0) + plan.hits
+            tally.cache_misses = (tally.cache_misses or 0) + plan.misses
+        return todo
+
+    def _new_items(
+        self, plan: CachedBatch, todo: list[str], sent: list[list[float]], side: str, model: str
+    ) -> list[tuple[str, list[float]]]:
+        """What to store: under the model the replies named, if not the one looked up."""
+        now = self._key_model()
+        if now == model:
+            return plan.new_items(sent)
+        return list(zip(self._cache_keys(todo, side, now), sent, strict=True))
+
+    # -- the deprecation feed -----------------------------------------------------------------
+    # After a 404 for the model the feed (GET {base_url}/models/deprecations, public) is read
+    # once per client, without the key and with a short timeout; what it says of the model is
+    # added to the ModelNotFoundError. Any failure to read it leaves the error as it was.
+
+    def _feed_request(self, http: _Http) -> httpx.Request:
+        from ._deprecations import FEED_TIMEOUT, deprecation_feed_url
+
+        request = http.build_request(
+            "GET",
+            deprecation_feed_url(self.base_url),
+            headers={"Accept": "application/json", "User-Agent": USER_AGENT},
+            timeout=FEED_TIMEOUT,
+        )
+        request.headers.pop("Authorization", None)  # an injected client's own defaults
+        return request
+
+    def _name_replacement(self, err: ModelNotFoundError, feed: bytes | None) -> None:
+        from ._deprecations import parse_deprecation_feed, replacement_message
+
+        note = replacement_message(self.model, parse_deprecation_feed(feed)) if feed else None
+        if note and note not in err.message:
+            err.message = f"{err.message} {note}"
+            err.args = (err.message,)
 
     def _build_request(self, http: _Http, step: Send) -> httpx.Request:
         headers = {
@@ -358,9 +495,17 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
         completes (in order).
         """
         prepared = self._engine.documents(texts)
+        if self.cache is not None:
+            with _within(tally := self._tally(len(prepared), "document")):
+                return self._embed_cached(prepared, "document", tally, progress)
         out: list[list[float]] = []
         # Closed on the way out, even when ``progress`` raises: batches not yet sent are dropped.
-        with contextlib.closing(self._run(self._engine.batches(prepared), prepared)) as results:
+        with (
+            _within(tally := self._tally(len(prepared), "document")),
+            contextlib.closing(
+                self._run(self._engine.batches(prepared), prepared, tally)
+            ) as results,
+        ):
             for vectors in results:
                 out.extend(vectors)
                 _report(progress, vectors)
@@ -369,8 +514,11 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
     def embed_query(self, text: str) -> list[float]:
         """The vector of one search query: ``query_instruction`` in front, ``query_input_type`` sent."""
         query = self._engine.query(text)
-        call = self._new_call()
-        return self._drive(self._steps([query], 0, call, query=True), call)[0]
+        with _within(tally := self._tally(1, "query")):
+            if self.cache is not None:
+                return self._embed_cached([query], "query", tally)[0]
+            call = self._new_call(tally=tally)
+            return self._drive(self._steps([query], 0, call, query=True), call)[0]
 
     def iter_embeddings(self, texts: Iterable[str]) -> Iterator[list[float]]:
         """Stream vectors in input order, reading ``texts`` lazily with a bounded number of batches in flight.
@@ -380,7 +528,15 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
         its batch is reached, after the vectors before it were yielded. The deadline, if set,
         applies to each batch.
         """
-        with contextlib.closing(self._run(self._engine.stream_batches(texts), None)) as results:
+        if self.cache is not None:
+            yield from self._cached_stream(texts)
+            return
+        with (
+            _within(tally := self._tally(None, "document", current=False)),
+            contextlib.closing(
+                self._run(self._engine.stream_batches(texts), None, tally)
+            ) as results,
+        ):
             for vectors in results:
                 yield from vectors
 
@@ -397,19 +553,97 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
         stops the requests not yet sent.
         """
         prepared = self._engine.chunks(texts, chunk_size)
+        tally = self._tally(len(prepared), "document", current=False)
+        if self.cache is not None:
+            return self._cached_chunks(prepared, chunk_size, tally)
         return _chunked(
-            self._run(self._engine.chunk_batches(prepared, chunk_size), None), prepared, chunk_size
+            self._run(self._engine.chunk_batches(prepared, chunk_size), None, tally),
+            prepared,
+            chunk_size,
+            tally,
         )
 
     # -- machinery ------------------------------------------------------------------------
 
+    def _embed_cached(
+        self,
+        texts: list[str],
+        side: str,
+        tally: Tally | None,
+        progress: Callable[[int], None] | None = None,
+        offset: int = 0,
+    ) -> list[list[float]]:
+        """``texts`` (at ``offset`` in the call) through the cache: only what it lacks is sent."""
+        from ._cache import lookup_batch
+
+        store, model = self._store(), self._key_model()
+        plan = lookup_batch(store, self._cache_keys(texts, side, model))
+        todo = self._to_send(plan, texts, tally)
+        if progress is not None and len(todo) < len(texts):
+            progress(len(texts) - len(todo))
+        sent: list[list[float]] = []
+        with (
+            _renumbered(plan.to_send, offset),
+            contextlib.closing(self._run(self._engine.batches(todo), todo, tally)) as results,
+        ):
+            for vectors in results:
+                sent.extend(vectors)
+                _report(progress, vectors)
+        store.put_many(self._new_items(plan, todo, sent, side, model))
+        return plan.complete(sent)
+
+    def _cached_stream(self, texts: Iterable[str]) -> Iterator[list[float]]:
+        tally = self._tally(None, "document", current=False)
+        windows = _Windows(self, texts, tally)
+        with (
+            _within(tally),
+            windows.renumbered(),
+            contextlib.closing(self._run(windows.batches(), None, tally)) as results,
+        ):
+            for vectors in results:
+                done = windows.add(vectors)
+                if done is not None:
+                    self._store().put_many(done.items)
+                    yield from done.vectors
+
+    def _cached_chunks(
+        self, texts: list[str], chunk_size: int, tally: Tally | None
+    ) -> Generator[list[list[float]], None, None]:
+        with _within(tally):
+            for start in range(0, len(texts), chunk_size):
+                chunk = texts[start : start + chunk_size]
+                yield self._embed_cached(chunk, "document", tally, None, start)
+
     def _drive(self, steps: _Steps, call: Call) -> list[list[float]]:
-        step = next(steps)
-        while not isinstance(step, Done):
-            step = steps.send(
-                self._send(step, call) if isinstance(step, Send) else self._wait(step.seconds, call)
-            )
+        try:
+            step = next(steps)
+            while not isinstance(step, Done):
+                answer: _Answer
+                if isinstance(step, Send):
+                    with step.attempt or NO_ATTEMPT as attempt:
+                        answer = _traced(attempt, self._send(step, call))
+                else:
+                    answer = self._wait(step.seconds, call)
+                step = steps.send(answer)
+        except ModelNotFoundError as err:
+            self._name_replacement(err, self._deprecation_feed())
+            raise
         return step.vectors
+
+    def _deprecation_feed(self) -> bytes | None:
+        from ._deprecations import FEED_BYTES_LIMIT
+
+        with self._feed_lock:
+            if self._feed is ...:
+                self._feed = None
+                with contextlib.suppress(Exception):
+                    response = self._http.send(self._feed_request(self._http), stream=True)
+                    try:
+                        if response.status_code == 200:
+                            self._feed = _upto(response.iter_bytes(), FEED_BYTES_LIMIT)
+                    finally:
+                        response.close()
+            return self._feed
 
     def _wait(self, seconds: float, call: Call) -> _Answer:
         """Wait ``seconds`` (the answer to a ``Wait`` is None)."""
@@ -459,7 +693,10 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
             return self._pool
 
     def _run(
-        self, batches: Iterator[tuple[int, list[str]]], whole: list[str] | None
+        self,
+        batches: Iterator[tuple[int, list[str]]],
+        whole: list[str] | None,
+        tally: Tally | None = None,
     ) -> Generator[list[list[float]], None, None]:
         """Embed batches concurrently, yielding each batch's vectors in order.
 
@@ -468,10 +705,10 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
         """
         if whole is not None and not whole:
             return
-        shared = self._new_call()
+        shared = self._new_call(tally=tally)
 
         def embed(batch: list[str], offset: int) -> list[list[float]]:
-            call = shared if whole is not None else self._new_call(shared.cancelled)
+            call = shared if whole is not None else self._new_call(shared.cancelled, tally)
             return self._drive(self._steps(batch, offset, call), call)
 
         if self.max_concurrency == 1:
@@ -572,21 +809,29 @@ class AsyncEmbeddingsClient(_BaseClient[httpx.AsyncClient]):
     ) -> list[list[float]]:
         """One vector per text, in the order given. Every text is checked before anything is sent."""
         prepared = self._engine.documents(texts)
+        if self.cache is not None:
+            with _within(tally := self._tally(len(prepared), "document")):
+                return await self._embed_cached(prepared, "document", tally, progress)
         out: list[list[float]] = []
         # ``async for`` does not close the generator when its body raises (or the caller
         # closes ``iter_embeddings``): aclosing cancels the batches in flight before returning.
-        async with contextlib.aclosing(
-            self._run(self._engine.batches(prepared), prepared)
-        ) as results:
-            async for vectors in results:
-                out.extend(vectors)
-                _report(progress, vectors)
+        with _within(tally := self._tally(len(prepared), "document")):
+            async with contextlib.aclosing(
+                self._run(self._engine.batches(prepared), prepared, tally)
+            ) as results:
+                async for vectors in results:
+                    out.extend(vectors)
+                    _report(progress, vectors)
         return out
 
     async def embed_query(self, text: str) -> list[float]:
         """The vector of one search query: ``query_instruction`` in front, ``query_input_type`` sent."""
         query = self._engine.query(text)
-        return (await self._drive(self._steps([query], 0, self._new_call(), query=True)))[0]
+        with _within(tally := self._tally(1, "query")):
+            if self.cache is not None:
+                return (await self._embed_cached([query], "query", tally))[0]
+            call = self._new_call(tally=tally)
+            return (await self._drive(self._steps([query], 0, call, query=True)))[0]
 
     async def iter_embeddings(self, texts: Iterable[str]) -> AsyncIterator[list[float]]:
         """Stream vectors in input order with at most ``2 * max_concurrency`` batches in flight.
@@ -594,31 +839,121 @@ class AsyncEmbeddingsClient(_BaseClient[httpx.AsyncClient]):
         See ``EmbeddingsClient.iter_embeddings``. Use ``async for``; closing the iterator
         early cancels the batches in flight.
         """
-        async with contextlib.aclosing(
-            self._run(self._engine.stream_batches(texts), None)
-        ) as results:
-            async for vectors in results:
-                for vector in vectors:
+        if self.cache is not None:
+            async with contextlib.aclosing(self._cached_stream(texts)) as cached:
+                async for vector in cached:
                     yield vector
+            return
+        with _within(tally := self._tally(None, "document", current=False)):
+            async with contextlib.aclosing(
+                self._run(self._engine.stream_batches(texts), None, tally)
+            ) as results:
+                async for vectors in results:
+                    for vector in vectors:
+                        yield vector
 
     def iter_chunks(
         self, texts: Iterable[str], chunk_size: int
     ) -> AsyncGenerator[list[list[float]], None]:
         """Async ``EmbeddingsClient.iter_chunks``: use ``async for``. Texts are checked at the call."""
         prepared = self._engine.chunks(texts, chunk_size)
+        tally = self._tally(len(prepared), "document", current=False)
+        if self.cache is not None:
+            return self._cached_chunks(prepared, chunk_size, tally)
         return _achunked(
-            self._run(self._engine.chunk_batches(prepared, chunk_size), None), prepared, chunk_size
+            self._run(self._engine.chunk_batches(prepared, chunk_size), None, tally),
+            prepared,
+            chunk_size,
+            tally,
         )
 
     # -- machinery ------------------------------------------------------------------------
 
+    async def _embed_cached(
+        self,
+        texts: list[str],
+        side: str,
+        tally: Tally | None,
+        progress: Callable[[int], None] | None = None,
+        offset: int = 0,
+    ) -> list[list[float]]:
+        """``texts`` (at ``offset`` in the call) through the cache: only what it lacks is sent."""
+        from ._cache import alookup_batch
+
+        store, model = self._store(), self._key_model()
+        plan = await alookup_batch(store, self._cache_keys(texts, side, model))
+        todo = self._to_send(plan, texts, tally)
+        if progress is not None and len(todo) < len(texts):
+            progress(len(texts) - len(todo))
+        sent: list[list[float]] = []
+        with _renumbered(plan.to_send, offset):
+            async with contextlib.aclosing(
+                self._run(self._engine.batches(todo), todo, tally)
+            ) as results:
+                async for vectors in results:
+                    sent.extend(vectors)
+                    _report(progress, vectors)
+        await store.aput_many(self._new_items(plan, todo, sent, side, model))
+        return plan.complete(sent)
+
+    async def _cached_stream(self, texts: Iterable[str]) -> AsyncGenerator[list[float], None]:
+        # The lookups run as the stream reads its texts, on the event loop (as the reading does).
+        tally = self._tally(None, "document", current=False)
+        windows = _Windows(self, texts, tally)
+        with _within(tally), windows.renumbered():
+            async with contextlib.aclosing(self._run(windows.batches(), None, tally)) as results:
+                async for vectors in results:
+                    done = windows.add(vectors)
+                    if done is not None:
+                        await self._store().aput_many(done.items)
+                        for vector in done.vectors:
+                            yield vector
+
+    async def _cached_chunks(
+        self, texts: list[str], chunk_size: int, tally: Tally | None
+    ) -> AsyncGenerator[list[list[float]], None]:
+        with _within(tally):
+            for start in range(0, len(texts), chunk_size):
+                chunk = texts[start : start + chunk_size]
+                yield await self._embed_cached(chunk, "document", tally, None, start)
+
     async def _drive(self, steps: _Steps) -> list[list[float]]:
-        step = next(steps)
-        while not isinstance(step, Done):
-            step = steps.send(
-                await self._send(step) if isinstance(step, Send) else await self._wait(step.seconds)
-            )
+        try:
+            step = next(steps)
+            while not isinstance(step, Done):
+                answer: _Answer
+                if isinstance(step, Send):
+                    with step.attempt or NO_ATTEMPT as attempt:
+                        answer = _traced(attempt, await self._send(step))
+                else:
+                    answer = await self._wait(step.seconds)
+                step = steps.send(answer)
+        except ModelNotFoundError as err:
+            self._name_replacement(err, await self._deprecation_feed())
+            raise
         return step.vectors
+
+    async def _deprecation_feed(self) -> bytes | None:
+        from ._deprecations import FEED_BYTES_LIMIT
+
+        if self._feed is ...:
+            feed = None
+            with contextlib.suppress(Exception):
+                http = (await self._loop_state()).http
+                response = await http.send(self._feed_request(http), stream=True)
+                try:
+                    parts: list[bytes] = []
+                    async for chunk in response.aiter_bytes():
+                        parts.append(chunk)
+                        if sum(map(len, parts)) > FEED_BYTES_LIMIT:
+                            break
+                    else:
+                        if response.status_code == 200:
+                            feed = b"".join(parts)
+                finally:
+                    await response.aclose()
+            self._feed = feed
+        return self._feed
 
     async def _wait(self, seconds: float) -> _Answer:
         """Wait ``seconds`` (the answer to a ``Wait`` is None)."""
@@ -639,16 +974,19 @@ class AsyncEmbeddingsClient(_BaseClient[httpx.AsyncClient]):
         return reply
 
     async def _run(
-        self, batches: Iterator[tuple[int, list[str]]], whole: list[str] | None
+        self,
+        batches: Iterator[tuple[int, list[str]]],
+        whole: list[str] | None,
+        tally: Tally | None = None,
     ) -> AsyncGenerator[list[list[float]], None]:
         if whole is not None and not whole:
             return
-        shared = self._new_call()
+        shared = self._new_call(tally=tally)
         window = InOrder[asyncio.Future[Vectors]](asyncio.get_running_loop().create_future())
         try:
             for item in with_end(batches):
                 if item is not None:
-                    call = shared if whole is not None else self._new_call(shared.cancelled)
+                    call = shared if whole is not None else self._new_call(shared.cancelled, tally)
                     window.add(
                         asyncio.ensure_future(self._drive(self._steps(item[1], item[0], call)))
                     )
@@ -677,15 +1015,144 @@ def _notice_token_policy(model: str, long_text: str) -> None:
     warn_user(notice, UserWarning)
 
 
+@contextlib.contextmanager
+def _renumbered(positions: tuple[int, ...], offset: int) -> Iterator[None]:
+    """An input the server refused, named by its index in the caller's texts, not in those sent."""
+    try:
+        yield
+    except ItemRejectedError as err:
+        _renumber(err, positions, offset, 0)
+        raise
+
+
+def _renumber(err: ItemRejectedError, positions: tuple[int, ...], offset: int, base: int) -> None:
+    """``err.index`` was ``base`` + a position in ``positions``: make it ``offset`` + the text's."""
+    sent = err.index - base
+    if 0 <= sent < len(positions):
+        index = offset + positions[sent]
+        err.message = err.message.replace(f"index {err.index}", f"index {index}", 1)
+        err.args = (err.message,)
+        err.index = index
+
+
+@dataclass
+class _Window:
+    """One window of a cached stream: its lookup, and its misses' batches in flight."""
+
+    plan: CachedBatch
+    todo: list[str]
+    batches: int
+    offset: int
+    """Where the window starts in the caller's texts."""
+    base: int
+    """Where its misses start among all the texts the stream sends (the batches' offsets)."""
+    model: str
+    sent: list[list[float]] = field(default_factory=list)
+    got: int = 0
+
+
+@dataclass
+class _Finished:
+    vectors: list[list[float]]
+    items: list[tuple[str, list[float]]]
+
+
+class _Windows:
+    """A stream through the cache, without a pause between windows.
+
+    The stream is read in windows that keep every request slot busy (``batch_size`` x
+    ``2 * max_concurrency`` texts); each is looked up as it is read, and its misses go into
+    the one request pipeline of the stream, so the next windows' requests are in flight while
+    one is finished. A window with nothing to send puts an empty batch in the pipeline (no
+    request), so that results and windows stay in step.
+    """
+
+    def __init__(self, client: _BaseClient[Any], texts: Iterable[str], tally: Tally | None) -> None:
+        self._client, self._texts, self._tally = client, texts, tally
+        self._pending: deque[_Window] = deque()
+
+    def batches(self) -> Iterator[tuple[int, list[str]]]:
+        from ._cache import lookup_batch
+
+        c = self._client
+        size = c.batch_size * batches_in_flight(c.max_concurrency)
+        base = 0
+        for offset, chunk in c._engine.stream_batches(self._texts, size):
+            model = c._key_model()
+            plan = lookup_batch(c._store(), c._cache_keys(chunk, "document", model))
+            todo = c._to_send(plan, chunk, self._tally)
+            cuts = [(base + o, b) for o, b in c._engine.batches(todo)] or [(base, [])]
+            self._pending.append(_Window(plan, todo, len(cuts), offset, base, model))
+            base += len(todo)
+            yield from cuts
+
+    def add(self, vectors: list[list[float]]) -> _Finished | None:
+        """One batch's vectors, in order; the first window's result once all of its are in."""
+        window = self._pending[0]
+        window.sent.extend(vectors)
+        window.got += 1
+        if window.got < window.batches:
+            return None
+        self._pending.popleft()
+        items = self._client._new_items(
+            window.plan, window.todo, window.sent, "document", window.model
+        )
+        return _Finished(window.plan.complete(window.sent), items)
+
+    @contextlib.contextmanager
+    def renumbered(self) -> Iterator[None]:
+        try:
+            yield
+        except ItemRejectedError as err:
+            for w in self._pending:
+                if w.base <= err.index < w.base + len(w.todo):
+                    _renumber(err, w.plan.to_send, w.offset, w.base)
+                    break
+            raise
+
+
+def _upto(chunks: Iterable[bytes], limit: int) -> bytes | None:
+    """The bytes of ``chunks``, or None past ``limit`` bytes (read no further)."""
+    parts: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _no_steps() -> _Steps:
+    yield Done([])
+
+
+def _within(tally: Tally | None) -> contextlib.AbstractContextManager[Any]:
+    """The call's telemetry as a context manager (a no-op without it)."""
+    return _NO_TALLY if tally is None else tally
+
+
+def _traced(attempt: AttemptSpan, answer: Reply | Failure) -> Reply | Failure:
+    """``answer``, recorded on its attempt's span."""
+    if isinstance(answer, Reply):
+        attempt.set_status(answer.status)
+    else:
+        attempt.set_status(None, error=answer.error)
+    return answer
+
+
 def _report(progress: Callable[[int], None] | None, vectors: list[list[float]]) -> None:
     if progress is not None:
         progress(len(vectors))
 
 
 def _chunked(
-    results: Generator[list[list[float]], None, None], texts: list[str], chunk_size: int
+    results: Generator[list[list[float]], None, None],
+    texts: list[str],
+    chunk_size: int,
+    tally: Tally | None = None,
 ) -> Generator[list[list[float]], None, None]:
-    with contextlib.closing(results):
+    with _within(tally), contextlib.closing(results):
         for start in range(0, len(texts), chunk_size):
             want = min(chunk_size, len(texts) - start)
             chunk: list[list[float]] = []
@@ -695,15 +1162,19 @@ def _chunked(
 
 
 async def _achunked(
-    results: AsyncGenerator[list[list[float]], None], texts: list[str], chunk_size: int
+    results: AsyncGenerator[list[list[float]], None],
+    texts: list[str],
+    chunk_size: int,
+    tally: Tally | None = None,
 ) -> AsyncGenerator[list[list[float]], None]:
-    async with contextlib.aclosing(results):
-        for start in range(0, len(texts), chunk_size):
-            want = min(chunk_size, len(texts) - start)
-            chunk: list[list[float]] = []
-            while len(chunk) < want:
-                chunk.extend(await results.__anext__())
-            yield chunk
+    with _within(tally):
+        async with contextlib.aclosing(results):
+            for start in range(0, len(texts), chunk_size):
+                want = min(chunk_size, len(texts) - start)
+                chunk: list[list[float]] = []
+                while len(chunk) < want:
+                    chunk.extend(await results.__anext__())
+                yield chunk
 
 
 def _rebuild(cls: type[_T], kwargs: dict[str, Any]) -> _T:

@@ -182,6 +182,8 @@ class AimlBgeEmbeddings(AdapterMixin, Serializable, Embeddings):
     requests_per_minute: float | None = setting_field("requests_per_minute")
     tokens_per_minute: float | None = setting_field("tokens_per_minute")
     max_response_bytes: int | None = setting_field("max_response_bytes")
+    cache: str | None = setting_field("cache")
+    trace_requests: bool = setting_field("trace_requests")
     show_progress: bool = setting_field("show_progress")
     http_client: SkipJsonSchema[httpx.Client | None] = Field(default=None, exclude=True, repr=False)
     """Your own ``httpx.Client`` for the sync methods (never serialised or pickled)."""

@@ -21,8 +21,9 @@ Install with ``pip install "aiml-bge-integrations[llama-index]"``.
 
 from __future__ import annotations
 
+import contextlib
 import pickle
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 import httpx
@@ -34,6 +35,10 @@ from llama_index.core.bridge.pydantic import (
     SecretStr,
     model_validator,
 )
+
+# Both re-exported without __all__ (from llama-index-instrumentation in recent versions).
+from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
+from llama_index.core.instrumentation.events.base import BaseEvent  # type: ignore[attr-defined]
 from pydantic.json_schema import SkipJsonSchema
 from typing_extensions import Self
 
@@ -45,10 +50,12 @@ from ._adapter import (
     validate_settings,
 )
 from ._settings import DEFAULT_MODEL, aliases_for
+from ._tally import Tally, collect_calls
+from ._usage import Usage
 from .client import RateLimiter
 from .errors import ConfigurationError
 
-__all__ = ["AimlBgeEmbedding"]
+__all__ = ["AimlBgeEmbedding", "EmbeddingUsageEvent"]
 
 _MAX_EMBED_BATCH_SIZE = 2048
 """LlamaIndex's own upper bound on ``embed_batch_size``."""
@@ -58,6 +65,38 @@ _CHUNK_ROUNDS = 4
 
 _UNSET_MODEL_NAME = "unknown"
 """``BaseEmbedding.model_name``'s placeholder default."""
+
+
+dispatcher = get_dispatcher(__name__)
+
+
+class EmbeddingUsageEvent(BaseEvent):
+    """What one of the adapter's embedding calls cost, with its token counts.
+
+    LlamaIndex's ``EmbeddingEndEvent`` has no field for them, so the adapter fires this
+    event of its own (LlamaIndex's instrumentation takes any ``BaseEvent``) at the end of
+    each hook call, just before LlamaIndex fires the ``EmbeddingEndEvent`` of the same call:
+    in the same thread or task, in the call's span or in the span of the hook inside it.
+    """
+
+    model_name: str
+    """The model asked for."""
+    texts: int
+    """Vectors returned."""
+    prompt_tokens: int
+    """Tokens the server billed (``usage.prompt_tokens``)."""
+    total_tokens: int
+    requests: int
+    """HTTP requests sent, retries included."""
+    credits: float
+    """AI/ML API credits, when the server said."""
+    cache_hits: int
+    """Texts answered from the embedding cache (no request, no tokens)."""
+
+    @classmethod
+    def class_name(cls) -> str:
+        """The event's name in LlamaIndex's instrumentation."""
+        return "EmbeddingUsageEvent"
 
 
 def _frozen(name: str, **extra: Any) -> Any:
@@ -160,6 +199,8 @@ class AimlBgeEmbedding(AdapterMixin, BaseEmbedding):
     requests_per_minute: float | None = _frozen("requests_per_minute")
     tokens_per_minute: float | None = _frozen("tokens_per_minute")
     max_response_bytes: int | None = _frozen("max_response_bytes")
+    cache: str | None = _frozen("cache")
+    trace_requests: bool = _frozen("trace_requests")
     http_client: SkipJsonSchema[httpx.Client | None] = Field(
         default=None,
         exclude=True,
@@ -241,28 +282,42 @@ class AimlBgeEmbedding(AdapterMixin, BaseEmbedding):
 
     def _get_query_embedding(self, query: str) -> Embedding:
         """The query's vector, with ``query_instruction`` in front of it."""
-        return self.client.embed_query(query)
+        with self._reporting():
+            return self.client.embed_query(query)
 
     async def _aget_query_embedding(self, query: str) -> Embedding:
         """Async ``_get_query_embedding``, on the core's async client."""
-        return await self.async_client.embed_query(query)
+        with self._reporting():
+            return await self.async_client.embed_query(query)
 
     def _get_text_embedding(self, text: str) -> Embedding:
         """One text's vector: the document side (never the query instruction)."""
-        return self.client.embed_documents([text])[0]
+        with self._reporting():
+            return self.client.embed_documents([text])[0]
 
     async def _aget_text_embedding(self, text: str) -> Embedding:
         """Async ``_get_text_embedding``, on the core's async client."""
-        return (await self.async_client.embed_documents([text]))[0]
+        with self._reporting():
+            return (await self.async_client.embed_documents([text]))[0]
 
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         """One chunk of LlamaIndex's batch: the core sends it in requests of ``batch_size``."""
-        return self.client.embed_documents(texts)
+        with self._reporting():
+            return self.client.embed_documents(texts)
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         """Async ``_get_text_embeddings``; requests in flight stay within ``max_concurrency``
         however many chunks LlamaIndex gathers at once."""
-        return await self.async_client.embed_documents(texts)
+        with self._reporting():
+            return await self.async_client.embed_documents(texts)
+
+    @contextlib.contextmanager
+    def _reporting(self) -> Iterator[None]:
+        # Fires EmbeddingUsageEvent with the figures of the core calls made inside (this
+        # context's own, whatever else runs on the same clients).
+        with collect_calls() as calls:
+            yield
+        dispatcher.event(_usage_event(self.model, calls))
 
     # -- observability, usage and lifecycle ------------------------------------------------
 
@@ -295,3 +350,16 @@ class AimlBgeEmbedding(AdapterMixin, BaseEmbedding):
                 value = info.get_default(call_default_factory=True) if info else None
             fields[name] = value
         return fields
+
+
+def _usage_event(model: str, calls: list[Tally]) -> EmbeddingUsageEvent:
+    u = sum((call.usage.snapshot(0, 0) for call in calls), Usage())
+    return EmbeddingUsageEvent(
+        model_name=model,
+        texts=u.texts,
+        prompt_tokens=u.prompt_tokens,
+        total_tokens=u.total_tokens,
+        requests=u.requests,
+        credits=u.credits,
+        cache_hits=sum(call.cache_hits or 0 for call in calls),
+    )

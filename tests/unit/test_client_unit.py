@@ -158,7 +158,10 @@ def test_retired_model_404_says_what_to_do() -> None:
     with make(recorder, model=model) as client, pytest.raises(ModelNotFoundError) as info:
         client.embed_documents(["a"])
     text = str(info.value)
-    assert len(recorder.requests) == 1
+    # One embeddings request, not retried; then the deprecation feed, read without the key.
+    assert [r.method for r in recorder.requests] == ["POST", "GET"]
+    assert recorder.requests[1].url.path == "/v1/models/deprecations"
+    assert "authorization" not in recorder.requests[1].headers
     assert "deprecated" in text  # the server's own words
     assert "model=" in text and "base_url" in text  # and how to get out of it
     assert isinstance(info.value, NotFoundError)
