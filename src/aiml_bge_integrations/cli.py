@@ -422,7 +422,8 @@ def _dry_run(args: argparse.Namespace) -> int:
         lines.append(f"output     {args.output} (not written)")
     print("\n".join(lines))
     if args.output is not None:
-        _check_output_needs(Path(args.output), args.output_format)
+        # --ray writes a directory of Parquet parts, whatever its name.
+        _check_output_needs(Path(args.output), "parquet" if args.ray else args.output_format)
     return EXIT_OK if not (report.over_limit and report.long_text == "error") else EXIT_INPUT
 
 

@@ -125,9 +125,12 @@ def test_the_local_servers_feed_names_the_replacement_of_a_retired_model() -> No
         (entry,) = [
             e for e in feed_entries(local.config.served_models, [retired]) if e["id"] == retired
         ]
-        with EmbeddingsClient(
-            api_key=local.api_key, base_url=local.base_url, model=retired
-        ) as client, pytest.raises(ModelNotFoundError) as info:
+        with (
+            EmbeddingsClient(
+                api_key=local.api_key, base_url=local.base_url, model=retired
+            ) as client,
+            pytest.raises(ModelNotFoundError) as info,
+        ):
             client.embed_documents(["a"])
     if entry.get("replaced_by"):
         assert f"Its replacement is {entry['replaced_by']!r}" in str(info.value)
@@ -137,9 +140,12 @@ def test_the_local_servers_feed_names_the_replacement_of_a_retired_model() -> No
 def test_the_local_servers_free_tier_quota_is_a_quota_error() -> None:
     from aiml_bge_integrations.server import LocalServer
 
-    with LocalServer(free_tier_requests_per_hour=1) as local, EmbeddingsClient(
-        api_key=local.api_key, base_url=local.base_url, max_concurrency=1
-    ) as client:
+    with (
+        LocalServer(free_tier_requests_per_hour=1) as local,
+        EmbeddingsClient(
+            api_key=local.api_key, base_url=local.base_url, max_concurrency=1
+        ) as client,
+    ):
         client.embed_documents(["within the quota"])
         with pytest.raises(QuotaExceededError):
             client.embed_documents(["past it"])

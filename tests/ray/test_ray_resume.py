@@ -260,8 +260,11 @@ def test_cli_dry_run_is_the_same_with_ray(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     source = _write_jsonl(tmp_path / "in.jsonl", rows=50)
-    plain = _cli(capsys, "embed", source, "-o", tmp_path / "out", "--dry-run")
-    on_ray = _cli(capsys, "embed", source, "-o", tmp_path / "out", "--dry-run", "--ray")
+    # A name the plain run can write (it tells the format from the suffix); --ray writes a
+    # directory of Parquet parts under it.
+    out = tmp_path / "out.parquet"
+    plain = _cli(capsys, "embed", source, "-o", out, "--dry-run")
+    on_ray = _cli(capsys, "embed", source, "-o", out, "--dry-run", "--ray")
     assert plain[0] == 0 and "nothing was sent" in plain[1]
     assert on_ray == plain
-    assert not (tmp_path / "out").exists()
+    assert not out.exists()
