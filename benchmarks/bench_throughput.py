@@ -995,6 +995,9 @@ ADAPTIVE_SERVERS: list[AdaptiveServer] = [
     AdaptiveServer("limit-2", "429 above 2 in flight", 2, {"max_concurrent_requests": 2}),
     AdaptiveServer("workers-8", "8 workers, the rest queued (TEI, infinity)", 8, {"workers": 8}),
     AdaptiveServer(
+        "workers-1", "1 worker, the rest queued (one inference at a time)", 1, {"workers": 1}
+    ),
+    AdaptiveServer(
         "drop-12-4-12",
         "429 above 12, then 4 (another tenant), then 12",
         12,

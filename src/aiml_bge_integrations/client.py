@@ -347,7 +347,11 @@ class _BaseClient(Generic[_Http]):
     def _cache_keys(self, texts: list[str], side: str, model: str) -> list[str]:
         from ._cache import cache_key
 
-        prompt = self.query_instruction if side == "query" else None
+        # The side's prompt and input type change its vectors (a query's prompt is also in
+        # its text by now; a document's is put in front as its batch is sent).
+        query = side == "query"
+        prompt = self.query_instruction if query else self.document_instruction
+        input_type = self.query_input_type if query else self.document_input_type
         limit = BGE_MAX_TOKENS if is_bge_model(self.model) else None
         return [
             cache_key(
@@ -355,7 +359,7 @@ class _BaseClient(Generic[_Http]):
                 model_served=model,
                 side=side,
                 prompt=prompt,
-                input_type=None,
+                input_type=input_type,
                 long_text=self.long_text,
                 token_limit=limit,
                 dimension=None,

@@ -79,10 +79,22 @@ def _changed(name: str, server: ScriptedServer, other: ScriptedServer) -> dict[s
         "long_text": {"long_text": "none"},
         "encoding_format": {"encoding_format": "float"},
         "server_root": {"base_url": other.base_url},
+        "document_instruction": {"document_instruction": "passage: "},
+        "document_input_type": {"document_input_type": "passage"},
     }[name]
 
 
-@pytest.mark.parametrize("part", ["model", "long_text", "encoding_format", "server_root"])
+@pytest.mark.parametrize(
+    "part",
+    [
+        "model",
+        "long_text",
+        "encoding_format",
+        "server_root",
+        "document_instruction",
+        "document_input_type",
+    ],
+)
 def test_each_key_part_changed_alone_is_a_miss(
     part: str, server: ScriptedServer, tmp_path: Path
 ) -> None:
