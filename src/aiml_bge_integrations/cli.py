@@ -722,7 +722,7 @@ def _n(count: float, one: str, many: str | None = None) -> str:
 
 def _in_flight(u: Usage, limit: int) -> str:
     """What the concurrency figures mean, without implying a limit the server never showed."""
-    said = f"requests in flight: up to {u.peak_concurrency}"
+    said = f"the client allowed up to {u.peak_concurrency} requests in flight"
     refused = u.retries_by_cause.get("429", 0)
     if not refused:
         return f"{said} (the client's limit is {limit}; the server refused none)"

@@ -279,6 +279,6 @@ def test_cli_summary_tells_the_requests_in_flight(
     summary = next(line for line in out.splitlines() if line.startswith("usage:"))
     # Slow start reached 4 before the server's two 429s; the summary names the refusals and
     # the client's own limit apart, so no limit the server never showed is implied.
-    assert "; requests in flight: up to 4; " in summary, summary
+    assert "; the client allowed up to 4 requests in flight; " in summary, summary
     assert re.search(r"the server refused \d+ requests? with 429", summary), summary
     assert re.search(r"settled at [12] in flight \(its limit is 16\)$", summary), summary
