@@ -37,10 +37,11 @@ class Usage:
     """AI/ML API credits, from ``meta.usage.credits_used`` or the ``x-aimlapi-credits-used`` header."""
     usd: float = 0.0
     """US dollars, from the ``x-aimlapi-usd-spent`` header when the server sends it."""
-    concurrency: int = 0
-    """Requests the client allows in flight now: the level it found the server sustains."""
-    peak_concurrency: int = 0
-    """The highest ``concurrency`` since the client was made."""
+    concurrency_limit: int = 0
+    """The client's limit of requests in flight now (the level it found the server sustains),
+    not a count of requests seen in flight."""
+    peak_concurrency_limit: int = 0
+    """The highest ``concurrency_limit`` since the client was made."""
     cache_hits: int = 0
     """Texts answered from the embedding cache (``cache`` setting): no request, no credit."""
     cache_misses: int = 0
@@ -60,11 +61,21 @@ class Usage:
             total_tokens=self.total_tokens + other.total_tokens,
             credits=self.credits + other.credits,
             usd=self.usd + other.usd,
-            concurrency=max(self.concurrency, other.concurrency),
-            peak_concurrency=max(self.peak_concurrency, other.peak_concurrency),
+            concurrency_limit=max(self.concurrency_limit, other.concurrency_limit),
+            peak_concurrency_limit=max(self.peak_concurrency_limit, other.peak_concurrency_limit),
             cache_hits=self.cache_hits + other.cache_hits,
             cache_misses=self.cache_misses + other.cache_misses,
         )
+
+    @property
+    def concurrency(self) -> int:
+        """``concurrency_limit`` under its earlier name."""
+        return self.concurrency_limit
+
+    @property
+    def peak_concurrency(self) -> int:
+        """``peak_concurrency_limit`` under its earlier name."""
+        return self.peak_concurrency_limit
 
 
 class RateLimiter:
@@ -152,6 +163,6 @@ class UsageCounter:
             return replace(
                 usage,
                 retries_by_cause=dict(usage.retries_by_cause),
-                concurrency=concurrency,
-                peak_concurrency=peak,
+                concurrency_limit=concurrency,
+                peak_concurrency_limit=peak,
             )
