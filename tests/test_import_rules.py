@@ -37,6 +37,7 @@ PURE = {
 IO = {
     "__init__",
     "_cache",
+    "_probe",
     "_tally",
     "_telemetry",
     "_transport",

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._models import same_model
+from ._models import profile_for, same_model
 
 __all__ = [
     "DISCOVERY_TIMEOUT",
@@ -33,6 +33,7 @@ __all__ = [
     "discover",
     "discovery_urls",
     "parse_replies",
+    "planning_note",
 ]
 
 DISCOVERY_TIMEOUT = 2.0
@@ -190,6 +191,31 @@ def parse_replies(replies: Mapping[str, Reply], model: str | None = None) -> Ser
                 continue
             merged[name] = value
     return ServerLimits(**merged, sources=tuple(sources))
+
+
+def planning_note(
+    limits: ServerLimits, batch_size: int, model: str, window: int | None
+) -> str | None:
+    """What the published ``limits`` change in the plan of a client, one line (None: nothing).
+
+    ``batch_size`` is the client's setting, ``window`` the tokens per input it counts with
+    (the model's profile's, else the server's ``max_input_tokens``).
+    """
+    changes: list[str] = []
+    if limits.max_batch_size is not None and limits.max_batch_size < batch_size:
+        changes.append(
+            f"at most {limits.max_batch_size} inputs per request (batch_size {batch_size})"
+        )
+    if limits.max_batch_tokens is not None:
+        profile = profile_for(model)
+        tokenizer = profile.tokenizer if profile else None
+        counted = (
+            f"counted exactly ({tokenizer})" if tokenizer else "estimated (UTF-8 bytes / 3 + 2)"
+        )
+        changes.append(f"batches packed to {limits.max_batch_tokens} tokens, {counted}")
+        if window is not None:
+            changes.append(f"each input counted as at most {window} tokens")
+    return "planning " + "; ".join(changes) if changes else None
 
 
 def discover(

@@ -24,6 +24,8 @@ from ._batching import (
     check_texts,
     collect_texts,
     iter_checked_chunks,
+    pack_batches,
+    token_counts,
 )
 from ._constants import (
     DEFAULT_VECTOR_DIMENSION,
@@ -31,7 +33,8 @@ from ._constants import (
     REPLY_MARGIN,
     reply_bytes_per_number,
 )
-from ._models import model_mismatch_message, same_model
+from ._discovery import ServerLimits, planning_note
+from ._models import model_mismatch_message, profile_for, same_model
 from ._outcome import Context, Outcome, interpret, transport_outcome
 from ._settings import int_at_least, is_bge_model
 from ._usage import RateLimiter, UsageCounter
@@ -166,6 +169,8 @@ class Engine:
         self._model_lock = threading.Lock()
         self.served_model: str | None = None
         """The model the last reply named (None before any reply that names one)."""
+        self.server_limits = ServerLimits()
+        """What the server published about itself (``learn_server_limits``; empty until then)."""
 
     # -- texts and batches ----------------------------------------------------------------------
     # The long-text policy warns at the caller's call (its stacklevel counts on these methods
@@ -195,9 +200,40 @@ class Engine:
         return self._as_documents(collect_texts(texts, allow_blank=self.allow_blank))
 
     def batch_size(self) -> int:
-        """``batch_size``, or the smaller limit a server has stated."""
-        limit = self.learned_batch_limit
-        return min(self._batch_size, limit) if limit else self._batch_size
+        """``batch_size``, or the smaller limit a server has stated or published."""
+        limits = (self.learned_batch_limit, self.server_limits.max_batch_size)
+        return min([self._batch_size, *(n for n in limits if n)])
+
+    def token_budget(self) -> int | None:
+        """Tokens per request when the server published one (TEI's ``max_batch_tokens``)."""
+        return self.server_limits.max_batch_tokens
+
+    def input_window(self) -> int | None:
+        """Tokens one input may take: the model's profile's window, else the server's."""
+        profile = profile_for(self.ctx.model)
+        if profile is not None and profile.max_tokens is not None:
+            return profile.max_tokens
+        return self.server_limits.max_input_tokens
+
+    def learn_server_limits(self, limits: ServerLimits) -> None:
+        """Plan the batches not yet cut within what the server published (see ``_discovery``)."""
+        self.server_limits = limits
+        logger.debug("%s: %s", self.ctx.base_url, limits.describe())
+        note = planning_note(limits, self._batch_size, self.ctx.model, self.input_window())
+        if note:
+            logger.debug("%s: %s", self.ctx.base_url, note)
+
+    def _packed(self, texts: list[str], offset: int) -> Iterator[tuple[int, list[str]]]:
+        # Within the published token budget: every text counted (exactly where the package
+        # ships the model's tokenizer), at most its window, since the server cuts or refuses
+        # what is over it.
+        budget = self.token_budget()
+        assert budget is not None
+        window = self.input_window()
+        cap = min(budget, window) if window else budget
+        counts, _ = token_counts(texts, self.ctx.model, cap)
+        for start, stop in pack_batches([min(n, cap) for n in counts], self.batch_size(), budget):
+            yield offset + start, texts[start:stop]
 
     def batches(self, texts: list[str]) -> Iterator[tuple[int, list[str]]]:
         """``(offset, texts)`` of each request of one call over ``texts``."""
@@ -209,6 +245,9 @@ class Engine:
         # stated meanwhile.
         for start in range(0, len(texts), chunk_size):
             end = min(start + chunk_size, len(texts))
+            if self.token_budget() is not None:
+                yield from self._packed(texts[start:end], start)
+                continue
             first = start
             while first < end:
                 stop = min(first + self.batch_size(), end)
@@ -223,7 +262,11 @@ class Engine:
         for offset, chunk in iter_checked_chunks(
             texts, size or self.batch_size(), allow_blank=self.allow_blank
         ):
-            yield offset, self._as_documents(chunk, offset)
+            documents = self._as_documents(chunk, offset)
+            if size is None and self.token_budget() is not None:
+                yield from self._packed(documents, offset)
+            else:
+                yield offset, documents
 
     # -- the loop ---------------------------------------------------------------------------
 

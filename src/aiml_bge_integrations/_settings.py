@@ -330,6 +330,15 @@ SETTINGS: tuple[Setting, ...] = (
         _flag,
     ),
     Setting(
+        "discover_limits",
+        bool,
+        True,
+        "Ask a self-hosted server once what it accepts (TEI's GET /info, GET {base_url}/models) "
+        "and plan batches within its published batch and token limits; never asked of the "
+        "AI/ML API or OpenAI. False sends no such request.",
+        _flag,
+    ),
+    Setting(
         "max_retries",
         int,
         DEFAULT_MAX_RETRIES,

@@ -39,6 +39,7 @@ from ._constants import USER_AGENT, batches_in_flight
 from ._engine import Call, Done, Engine, Failure, Reply, Send, Step, stopped_error
 from ._models import token_policy_notice
 from ._outcome import Context
+from ._probe import LimitsProbe
 from ._secrets import resolve_key
 from ._settings import (
     BGE_MAX_TOKENS,
@@ -99,6 +100,7 @@ class _BaseClient(Generic[_Http]):
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         adaptive_concurrency: bool = True,
+        discover_limits: bool = True,
         max_retries: int = DEFAULT_MAX_RETRIES,
         timeout: float = DEFAULT_TIMEOUT,
         deadline: float | None = None,
@@ -136,6 +138,8 @@ class _BaseClient(Generic[_Http]):
         self.adaptive_concurrency: bool = values["adaptive_concurrency"]
         """True: keep in flight what the server sustains, found from its refusals and round
         trips, up to ``max_concurrency``; False: always ``max_concurrency``."""
+        self.discover_limits: bool = values["discover_limits"]
+        """Whether the server is asked once what it accepts (see ``_probe``)."""
         self.max_retries: int = values["max_retries"]
         self.timeout: float = values["timeout"]
         """Seconds for one HTTP request, from sending it to the last byte of its reply."""
@@ -198,6 +202,7 @@ class _BaseClient(Generic[_Http]):
             "User-Agent": USER_AGENT,
             **self.default_headers,
         }
+        self._probe = LimitsProbe(self.discover_limits, self._engine, self._headers)
         # What a copy is built from: the settings as resolved here, with the key object itself
         # (a pickle writes only its fingerprint, see _secrets).
         self._init_kwargs: dict[str, Any] = {
@@ -710,6 +715,7 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
         if whole is not None and not whole:
             return
         shared = self._new_call(tally=tally)
+        self._probe.run(self._http)
 
         def embed(batch: list[str], offset: int) -> list[list[float]]:
             call = shared if whole is not None else self._new_call(shared.cancelled, tally)
@@ -986,6 +992,7 @@ class AsyncEmbeddingsClient(_BaseClient[httpx.AsyncClient]):
         if whole is not None and not whole:
             return
         shared = self._new_call(tally=tally)
+        await self._probe.arun((await self._loop_state()).http)
         window = InOrder[asyncio.Future[Vectors]](asyncio.get_running_loop().create_future())
         try:
             for item in with_end(batches):

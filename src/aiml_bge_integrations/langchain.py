@@ -167,6 +167,7 @@ class AimlBgeEmbeddings(AdapterMixin, Serializable, Embeddings):
     batch_size: int = setting_field("batch_size")
     max_concurrency: int = setting_field("max_concurrency")
     adaptive_concurrency: bool = setting_field("adaptive_concurrency")
+    discover_limits: bool = setting_field("discover_limits")
     max_retries: int = setting_field("max_retries")
     timeout: float = setting_field("timeout")
     deadline: float | None = setting_field("deadline")

@@ -184,6 +184,7 @@ class AimlBgeEmbedding(AdapterMixin, BaseEmbedding):
     batch_size: int = _frozen("batch_size")
     max_concurrency: int = _frozen("max_concurrency")
     adaptive_concurrency: bool = _frozen("adaptive_concurrency")
+    discover_limits: bool = _frozen("discover_limits")
     max_retries: int = _frozen("max_retries")
     timeout: float = _frozen("timeout")
     deadline: float | None = _frozen("deadline")

@@ -1,7 +1,8 @@
 """A small hostile HTTP server on 127.0.0.1: raw sockets, one thread per connection, bounded in time.
 
-``HostileServer(reply)`` calls ``reply(conn)`` for each request once its head and body have
-been read; ``reply`` writes whatever it likes to the socket (a trickle, a bomb, a lie).
+``HostileServer(reply)`` calls ``reply(conn)`` for each POST once its head and body have
+been read; ``reply`` writes whatever it likes to the socket (a trickle, a bomb, a lie). A GET
+(what a client asks to learn the server's limits) gets a 404, or ``on_get(conn)`` if given.
 Every socket has a timeout, every loop a count, and ``close()`` (or leaving the ``with``)
 stops the server and waits for its threads at most a few seconds.
 """
@@ -19,14 +20,21 @@ STOP_AFTER = 30.0
 
 
 class HostileServer:
-    """Serves ``reply(conn, server)`` to every request; counts requests in ``requests``."""
+    """Serves ``reply(conn, server)`` to every POST; counts them in ``requests``, GETs in ``gets``."""
 
     api_key = "sk-hostile-test-key"
     """The key clients are given (the server checks none)."""
 
-    def __init__(self, reply: Callable[[socket.socket, HostileServer], None]) -> None:
+    def __init__(
+        self,
+        reply: Callable[[socket.socket, HostileServer], None],
+        on_get: Callable[[socket.socket, HostileServer], None] | None = None,
+    ) -> None:
         self.reply = reply
+        self.on_get = on_get or _not_found
         self.requests = 0
+        self.gets: list[str] = []
+        """The paths of the GETs received."""
         self.stopped = threading.Event()
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.bind(("127.0.0.1", 0))
@@ -57,7 +65,13 @@ class HostileServer:
         conn.settimeout(5.0)
         with conn:
             try:
-                if not _read_request(conn):
+                request = _read_request(conn)
+                if request is None:
+                    return
+                method, path = request
+                if method == "GET":
+                    self.gets.append(path)
+                    self.on_get(conn, self)
                     return
                 self.requests += 1
                 self.reply(conn, self)
@@ -82,14 +96,19 @@ class HostileServer:
         self.close()
 
 
-def _read_request(conn: socket.socket) -> bool:
+def _not_found(conn: socket.socket, server: HostileServer) -> None:
+    conn.sendall(head(404, content_length=0))
+
+
+def _read_request(conn: socket.socket) -> tuple[str, str] | None:
+    """The method and path of a request, once its head and body are read (None: hung up)."""
     data = b""
     for _ in range(10_000):
         if b"\r\n\r\n" in data:
             break
         chunk = conn.recv(65536)
         if not chunk:
-            return False
+            return None
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     length = 0
@@ -102,9 +121,10 @@ def _read_request(conn: socket.socket) -> bool:
             break
         chunk = conn.recv(65536)
         if not chunk:
-            return False
+            return None
         body += chunk
-    return True
+    method, path, *_ = [*head.split(b"\r\n", 1)[0].decode("latin-1").split(" "), "", ""]
+    return method, path
 
 
 def head(status: int = 200, **headers: str | int) -> bytes:

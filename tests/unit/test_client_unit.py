@@ -79,6 +79,8 @@ def make(recorder: Recorder, **settings: Any) -> EmbeddingsClient:
     settings.setdefault("api_key", KEY)
     settings.setdefault("base_url", BASE)
     settings.setdefault("model", "test-model")
+    # The recorder answers every request: these tests count the embeddings requests only.
+    settings.setdefault("discover_limits", False)
     client = EmbeddingsClient(
         http_client=httpx.Client(transport=httpx.MockTransport(recorder)), **settings
     )
@@ -447,6 +449,7 @@ def test_plain_http_to_a_remote_host_is_refused_before_any_request() -> None:
         base_url="http://api.example.test/v1",
         model="m",
         allow_insecure_http=True,
+        discover_limits=False,
         http_client=httpx.Client(transport=transport),
     ) as client:
         client.embed_documents(["a"])

@@ -1,0 +1,184 @@
+"""Asking a server once what it publishes about its limits: the I/O of ``_discovery``.
+
+``LimitsProbe`` belongs to one client. Before the client plans its first batch, ``run``
+(sync) or ``arun`` (async) sends the GETs ``_discovery.discovery_urls`` names, with the
+client's own connection pool and headers (its key included: the same server), never
+following a redirect, reading at most ``MAX_REPLY_BYTES`` of each reply and all of them
+within about ``DISCOVERY_TIMEOUT`` seconds in all. What the replies publish goes to the
+client's engine (``Engine.learn_server_limits``). It is asked once per client: concurrent calls wait for the
+one attempt, later calls skip it, and whatever goes wrong (no reply, a refusal, a hang,
+garbage) leaves the plan as it was: discovery never fails a call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Mapping
+
+import httpx
+
+from ._discovery import (
+    DISCOVERY_TIMEOUT,
+    MAX_REPLY_BYTES,
+    Reply,
+    ServerLimits,
+    adiscover,
+    discover,
+    discovery_urls,
+)
+from ._engine import Engine
+
+__all__ = ["LimitsProbe"]
+
+logger = logging.getLogger("aiml_bge_integrations")
+
+
+class LimitsProbe:
+    """One client's discovery: asked at most once, before its first batch is planned."""
+
+    def __init__(self, enabled: bool, engine: Engine, headers: Mapping[str, str]) -> None:
+        """``headers``: the client's own (without the key, which comes from ``engine``)."""
+        self._engine, self._base_url, self._model = engine, engine.ctx.base_url, engine.ctx.model
+        self._base_headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+        self.done = not (enabled and discovery_urls(self._base_url))
+        """True once asked (or when nothing is to be asked: turned off, or a hosted API)."""
+        self._start_process()
+
+    def _start_process(self) -> None:
+        # A forked child gets fresh locks: another thread of the parent may have held one.
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._tasks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _headers(self) -> dict[str, str]:
+        return {**self._base_headers, "Authorization": f"Bearer {self._engine.ctx.key.get()}"}
+
+    def _this_process(self) -> None:
+        if os.getpid() != self._pid:
+            self._start_process()
+
+    def run(self, http: httpx.Client) -> None:
+        """Ask the server with ``http`` unless this client has asked already."""
+        if self.done:
+            return
+        self._this_process()
+        with self._lock:
+            if self.done:
+                return
+            try:
+                deadline = time.monotonic() + DISCOVERY_TIMEOUT
+                headers = self._headers()
+                limits = discover(
+                    self._base_url, lambda url: _get(http, url, headers, deadline), self._model
+                )
+                self._engine.learn_server_limits(limits)
+            except Exception as err:  # discovery never fails a call
+                logger.debug("%s: discovery failed (%s)", self._base_url, type(err).__name__)
+            finally:
+                self.done = True
+
+    async def arun(self, http: httpx.AsyncClient) -> None:
+        """Ask the server with ``http`` unless this client has asked already (one attempt
+        however many calls wait for it; a caller cancelled meanwhile leaves it running)."""
+        if self.done:
+            return
+        self._this_process()
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self.done:
+                return
+            task = self._tasks.get(loop)
+            if task is None:
+                task = loop.create_task(self._aprobe(http))
+                self._tasks[loop] = task
+        await asyncio.shield(task)
+
+    async def _aprobe(self, http: httpx.AsyncClient) -> None:
+        import anyio  # httpx's own dependency: its cancel scopes go around httpcore's shields
+
+        try:
+            headers = self._headers()
+            limits = ServerLimits()
+            with anyio.move_on_after(DISCOVERY_TIMEOUT):
+                deadline = time.monotonic() + DISCOVERY_TIMEOUT
+                limits = await adiscover(
+                    self._base_url, lambda url: _aget(http, url, headers, deadline), self._model
+                )
+            self._engine.learn_server_limits(limits)
+        except Exception as err:  # discovery never fails a call
+            logger.debug("%s: discovery failed (%s)", self._base_url, type(err).__name__)
+        finally:
+            self.done = True
+
+
+def _request(
+    http: httpx.Client | httpx.AsyncClient, url: str, headers: Mapping[str, str], deadline: float
+) -> httpx.Request | None:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return None
+    return http.build_request("GET", url, headers=dict(headers), timeout=left)
+
+
+def _too_large(response: httpx.Response) -> bool:
+    length = response.headers.get("Content-Length", "")
+    return length.isdigit() and int(length) > MAX_REPLY_BYTES
+
+
+def _get(http: httpx.Client, url: str, headers: Mapping[str, str], deadline: float) -> Reply:
+    """One GET within the deadline and ``MAX_REPLY_BYTES``: ``(status, body)``, or None."""
+    try:
+        request = _request(http, url, headers, deadline)
+        if request is None:
+            return None
+        response = http.send(request, stream=True, follow_redirects=False)
+        try:
+            if response.status_code != 200 or _too_large(response):
+                return response.status_code, b""
+            parts: list[bytes] = []
+            size = 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > MAX_REPLY_BYTES or time.monotonic() > deadline:
+                    return None
+                parts.append(chunk)
+            return 200, b"".join(parts)
+        finally:
+            response.close()
+    except Exception as err:
+        logger.debug("%s: no reply (%s)", url, type(err).__name__)
+        return None
+
+
+async def _aget(
+    http: httpx.AsyncClient, url: str, headers: Mapping[str, str], deadline: float
+) -> Reply:
+    """``_get`` for the async client (the caller's cancel scope bounds it in time)."""
+    try:
+        request = _request(http, url, headers, deadline)
+        if request is None:
+            return None
+        response = await http.send(request, stream=True, follow_redirects=False)
+        try:
+            if response.status_code != 200 or _too_large(response):
+                return response.status_code, b""
+            parts: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > MAX_REPLY_BYTES:
+                    return None
+                parts.append(chunk)
+            return 200, b"".join(parts)
+        finally:
+            await response.aclose()
+    except Exception as err:
+        logger.debug("%s: no reply (%s)", url, type(err).__name__)
+        return None
