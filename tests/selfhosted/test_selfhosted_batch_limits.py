@@ -2,7 +2,10 @@
 
 TEI refuses a batch over ``--max-client-batch-size`` (32 by default) with 413 "batch size N >
 maximum allowed batch size 32". The user configures nothing: the client splits the refused
-batch, remembers the limit, and sends no oversized request again.
+batch, remembers the limit, and sends no oversized request again. TEI also publishes the
+limit (``GET /info``), which the client reads before its first batch; the tests of the
+refusal path turn that off (``discover_limits=False``), so that the refusal is what teaches
+the client (test_selfhosted_discovery.py has the published path).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ def assert_vectors(got: list[list[float]], texts: list[str]) -> None:
 
 def test_tei_default_limit_is_learned_once_and_kept(serve: Any, sync_client: Any) -> None:
     server = serve("tei")  # --max-client-batch-size 32, like TEI's default
-    client = sync_client(server)  # batch_size left at its default
+    client = sync_client(server, discover_limits=False)  # batch_size left at its default
     assert client.effective_batch_size == DEFAULT_BATCH_SIZE > 32
     texts = corpus(100)
 
@@ -50,7 +53,7 @@ def test_tei_default_limit_is_learned_once_and_kept(serve: Any, sync_client: Any
 
 def test_a_smaller_configured_limit_is_learned_too(serve: Any, sync_client: Any) -> None:
     server = serve("tei", max_items_per_request=5)
-    client = sync_client(server, max_concurrency=1)
+    client = sync_client(server, max_concurrency=1, discover_limits=False)
     texts = corpus(23)
 
     assert_vectors(client.embed_documents(texts), texts)
@@ -74,7 +77,7 @@ def test_a_limit_above_the_batch_size_is_never_hit(serve: Any, sync_client: Any)
 
 async def test_async_concurrent_batches_learn_the_limit(serve: Any, async_client: Any) -> None:
     server = serve("tei")
-    client = async_client(server, max_concurrency=4)
+    client = async_client(server, max_concurrency=4, discover_limits=False)
     texts = corpus(300)  # three default batches, all in flight before the first refusal
 
     assert_vectors(await client.embed_documents(texts), texts)
@@ -90,7 +93,7 @@ async def test_async_concurrent_batches_learn_the_limit(serve: Any, async_client
 
 def test_streaming_respects_the_learned_limit(serve: Any, sync_client: Any) -> None:
     server = serve("tei", max_items_per_request=10)
-    client = sync_client(server)
+    client = sync_client(server, discover_limits=False)
     texts = corpus(45)
 
     assert_vectors(list(client.iter_embeddings(iter(texts))), texts)
@@ -121,7 +124,10 @@ def test_a_batch_over_the_servers_default_body_limit_is_split_to_fit(
     # 300 passages of about 8 KB, sent whole (long_text="none"): one request of them is about
     # 2.4 MB, past the server's default 2,000,000-byte body limit (TEI's --payload-limit).
     server = serve(dialect, max_items_per_request=300)
-    client = sync_client(server, batch_size=300, max_concurrency=1, long_text="none")
+    # What TEI publishes would pack these batches within its token budget: not read here.
+    client = sync_client(
+        server, batch_size=300, max_concurrency=1, long_text="none", discover_limits=False
+    )
     texts = [f"{i} " + "lorem ipsum dolor sit amet " * 300 for i in range(300)]
 
     assert_vectors(client.embed_documents(texts), texts)
