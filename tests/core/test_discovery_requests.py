@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import select
+import signal
 import socket
 import threading
 import time
@@ -214,3 +217,40 @@ def test_a_bad_answer_to_the_gets_neither_fails_nor_holds_up_the_call(mode: str,
     # A redirect is not followed; a server that did not answer in time is asked no more.
     assert "/v1/redirected" not in gets
     assert gets == (["/info"] if kind in ("hang", "trickle") else ["/info", "/v1/models"])
+
+
+# -- a forked child ----------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_while_the_parent_asks_does_not_wait_for_the_parents_attempt() -> None:
+    # The parent's discovery hangs (its lock held by a thread the child will not have); the
+    # child asks for itself and embeds within the short timeout instead of waiting forever.
+    with HostileServer(_vectors, on_get=_hang) as server:
+        client = EmbeddingsClient(api_key=KEY, model=MODEL, base_url=server.base_url)
+        parent = threading.Thread(target=lambda: client.embed_documents(["hello"]), daemon=True)
+        parent.start()
+        time.sleep(0.3)  # the parent's thread is waiting for its /info
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                os.close(read_end)
+                os.write(write_end, orjson.dumps(client.embed_documents(["hello"])))
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        try:
+            ready, _, _ = select.select([read_end], [], [], DISCOVERY_TIMEOUT + 5.0)
+            got = os.read(read_end, 1 << 16) if ready else b""
+        finally:
+            os.close(read_end)
+            if os.waitpid(pid, os.WNOHANG) == (0, 0):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        parent.join(DISCOVERY_TIMEOUT + 5.0)
+        client.close()
+    assert got and orjson.loads(got) == [[0.5, 0.25]]

@@ -17,6 +17,7 @@ from aiml_bge_integrations._discovery import (
     discover,
     discovery_urls,
     parse_replies,
+    planning_note,
 )
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -165,3 +166,17 @@ def test_the_async_driver_asks_the_same_and_parses_the_same() -> None:
     limits = asyncio.run(adiscover("http://127.0.0.1:8080/", get))
     assert asked == discovery_urls("http://127.0.0.1:8080")
     assert limits.max_batch_size == 32 and limits.server == "tei"
+
+
+def test_the_planning_note_says_what_the_limits_change() -> None:
+    tei = ServerLimits(
+        server="tei", max_batch_size=32, max_batch_tokens=16384, max_input_tokens=512
+    )
+    note = planning_note(tei, 128, "BAAI/bge-base-en-v1.5", 512)
+    assert note == (
+        "planning at most 32 inputs per request (batch_size 128); batches packed to 16384 "
+        "tokens, counted exactly (bert-base-uncased); each input counted as at most 512 tokens"
+    )
+    estimated = planning_note(tei, 16, "acme/house-embedder", None)
+    assert estimated == "planning batches packed to 16384 tokens, estimated (UTF-8 bytes / 3 + 2)"
+    assert planning_note(ServerLimits(max_batch_size=256, models=("m",)), 128, "m", None) is None

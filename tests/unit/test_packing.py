@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import tracemalloc
+from collections.abc import Iterator
 
 import pytest
 
@@ -13,6 +14,12 @@ from aiml_bge_integrations._batching import (
     pack_batches,
     token_counts,
 )
+from aiml_bge_integrations._discovery import ServerLimits
+from aiml_bge_integrations._engine import Engine
+from aiml_bge_integrations._outcome import Context
+from aiml_bge_integrations._retry import RetryPolicy
+from aiml_bge_integrations._secrets import SecretKey
+from aiml_bge_integrations._usage import UsageCounter
 from aiml_bge_integrations.tokens import count_tokens, count_tokens_batch
 
 
@@ -112,3 +119,60 @@ def test_checking_and_estimating_a_huge_text_copies_none_of_it() -> None:
     assert peak < 1_000_000, f"peak {peak:,} bytes"
     assert n == 32769 and not exact
     assert estimate == 10_000_002  # 30,000,000 bytes / 3, plus 2
+
+
+# -- the engine plans with what a server published ---------------------------------------------
+
+
+def _engine(model: str, batch_size: int = 128) -> Engine:
+    ctx = Context(model, "http://127.0.0.1:9/v1", SecretKey("sk-packing-unit"))
+    return Engine(
+        ctx,
+        batch_size=batch_size,
+        long_text="none",
+        encoding_format=None,
+        query_instruction=None,
+        timeout=5.0,
+        max_response_bytes=None,
+        policy=RetryPolicy(),
+        rate_limiter=None,
+        usage=UsageCounter(),
+    )
+
+
+def _sizes(batches: Iterator[tuple[int, list[str]]]) -> list[tuple[int, int]]:
+    return [(offset, len(texts)) for offset, texts in batches]
+
+
+def test_a_published_batch_limit_lowers_the_batch_size() -> None:
+    engine = _engine("BAAI/bge-small-en-v1.5", batch_size=8)
+    engine.learn_server_limits(ServerLimits(max_batch_size=3))
+    assert engine.batch_size() == 3
+    assert _sizes(engine.batches([f"t{i}" for i in range(7)])) == [(0, 3), (3, 3), (6, 1)]
+    engine.learn_server_limits(ServerLimits(max_batch_size=50))  # above the setting: no change
+    assert engine.batch_size() == 8
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_published_token_budget_packs_by_exact_counts(streamed: bool) -> None:
+    engine = _engine("BAAI/bge-small-en-v1.5")
+    engine.learn_server_limits(ServerLimits(max_batch_tokens=16))
+    texts = ["one two three", "four five six seven eight nine ten eleven", "a", "b c"]
+    assert count_tokens_batch(texts) == [5, 10, 3, 4]
+    batches = engine.stream_batches(iter(texts)) if streamed else engine.batches(texts)
+    assert _sizes(batches) == [(0, 2), (2, 2)]  # 15 tokens (18 with the third), then 7
+
+
+def test_a_text_counts_no_more_than_the_servers_window_for_an_unknown_model() -> None:
+    engine = _engine("acme/house-embedder")
+    engine.learn_server_limits(ServerLimits(max_batch_tokens=250, max_input_tokens=100))
+    assert engine.input_window() == 100
+    long = "x" * 3000  # estimated at 1,002 tokens; the server reads at most 100 of them
+    assert _sizes(engine.batches([long] * 5)) == [(0, 2), (2, 2), (4, 1)]
+
+
+def test_chunks_are_packed_each_on_its_own() -> None:
+    engine = _engine("BAAI/bge-small-en-v1.5")
+    engine.learn_server_limits(ServerLimits(max_batch_tokens=1000))
+    texts = [f"t{i}" for i in range(5)]
+    assert _sizes(engine.chunk_batches(texts, 2)) == [(0, 2), (2, 2), (4, 1)]
