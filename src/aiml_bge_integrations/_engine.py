@@ -224,16 +224,24 @@ class Engine:
             logger.debug("%s: %s", self.ctx.base_url, note)
 
     def _packed(self, texts: list[str], offset: int) -> Iterator[tuple[int, list[str]]]:
-        # Within the published token budget: every text counted (exactly where the package
-        # ships the model's tokenizer), at most its window, since the server cuts or refuses
-        # what is over it.
+        # Within the published token budget: every text counted once (exactly where the
+        # package ships the model's tokenizer), one batch ahead of what is sent, as at most
+        # its window, since the server cuts or refuses what is over it.
         budget = self.token_budget()
         assert budget is not None
         window = self.input_window()
         cap = min(budget, window) if window else budget
-        counts, _ = token_counts(texts, self.ctx.model, cap)
-        for start, stop in pack_batches([min(n, cap) for n in counts], self.batch_size(), budget):
-            yield offset + start, texts[start:stop]
+        counts: list[int] = []  # of texts[start : start + len(counts)]
+        start = 0
+        while start < len(texts):
+            size = self.batch_size()
+            if len(counts) < size:
+                more = texts[start + len(counts) : start + size]
+                counts.extend(min(n, cap) for n in token_counts(more, self.ctx.model, cap)[0])
+            stop = pack_batches(counts[:size], size, budget)[0][1]
+            yield offset + start, texts[start : start + stop]
+            del counts[:stop]
+            start += stop
 
     def batches(self, texts: list[str]) -> Iterator[tuple[int, list[str]]]:
         """``(offset, texts)`` of each request of one call over ``texts``."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import tracemalloc
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -176,3 +177,12 @@ def test_chunks_are_packed_each_on_its_own() -> None:
     engine.learn_server_limits(ServerLimits(max_batch_tokens=1000))
     texts = [f"t{i}" for i in range(5)]
     assert _sizes(engine.chunk_batches(texts, 2)) == [(0, 2), (2, 2), (4, 1)]
+
+
+def test_texts_are_counted_one_batch_ahead_of_what_is_sent() -> None:
+    # The first request goes out before the rest of a large call is counted: here, counting
+    # anything past the first batch would raise.
+    engine = _engine("acme/house-embedder", batch_size=4)
+    engine.learn_server_limits(ServerLimits(max_batch_tokens=1000))
+    texts: list[Any] = ["a"] * 4 + [None] * 1000
+    assert next(engine.batches(texts)) == (0, ["a"] * 4)
