@@ -8,6 +8,7 @@ runs this file and stops it. Only loopback servers are accepted (the suite allow
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import warnings
@@ -140,3 +141,15 @@ def test_wrong_root_is_not_found(served_model: str) -> None:
         wrong.embed_documents(TEXTS[:2])
     assert caught.value.status_code == 404
     assert f"{URL}/v1/embeddings" in str(caught.value)
+
+
+def test_its_published_models_are_read_before_the_first_batch(
+    served_model: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        caplog.at_level(logging.DEBUG, logger="aiml_bge_integrations"),
+        EmbeddingsClient(base_url=URL, api_key=KEY, model=served_model, timeout=120) as c,
+    ):
+        assert len(c.embed_documents(TEXTS[:2])) == 2
+    assert f"server='infinity', models=['{served_model}']" in caplog.text
+    assert f"{URL}/models" in caplog.text

@@ -8,7 +8,9 @@ handler counts requests, so a test sees whether the client bisected a batch or r
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import math
 import warnings
 from collections.abc import Callable
@@ -69,13 +71,17 @@ class Replayer:
     """A MockTransport handler: answers each request with ``answer(inputs)``, counts requests.
 
     ``answer`` returns None for a request the test did not expect; that request gets a 418
-    (never retried) so the client fails loudly instead of receiving a made-up reply.
+    (never retried) so the client fails loudly instead of receiving a made-up reply. The GETs
+    a client sends to learn the server's limits get infinity's recorded ``GET /models``, and
+    for any other path infinity's recorded 404 (``wrong_path_v1``, a route it does not have);
+    they are kept in ``gets``, apart from the embeddings requests.
     """
 
     def __init__(self, answer: Callable[[list[Any]], httpx.Response | None]) -> None:
         self.answer = answer
         self.bodies: list[dict[str, Any]] = []
         self.paths: list[str] = []
+        self.gets: list[str] = []
 
     @property
     def inputs(self) -> list[list[Any]]:
@@ -86,6 +92,9 @@ class Replayer:
         return len(self.bodies)
 
     def _reply(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            self.gets.append(request.url.path)
+            return replay("models" if request.url.path == "/models" else "wrong_path_v1")
         self.paths.append(request.url.path)
         body = json.loads(request.content)
         self.bodies.append(body)
@@ -167,6 +176,7 @@ def test_normal_reply_vectors_in_index_order() -> None:
     assert vectors == [expected[i] for i in range(4)]
     assert handler.requests == 1
     assert handler.paths == ["/embeddings"]
+    assert handler.gets == ["/info", "/models"]  # what it publishes, asked before the batch
     # infinity's usage counts characters (143 for these four texts), and the client reports
     # what the server said.
     assert usage.prompt_tokens == usage.total_tokens == 143
@@ -423,3 +433,24 @@ def test_a_768_dimension_model_answered_with_384_says_which_model_answered() -> 
     assert "384 dimensions, expected 768" in text
     assert f"model={SERVED_MODEL!r}" in text and "'BAAI/bge-base-en-v1.5'" in text
     assert handler.requests == 1
+
+
+# -- what it publishes -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_its_models_reply_is_read_and_changes_no_batch(
+    mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # infinity has no /info (its recorded 404) and publishes no request cap at /models: its
+    # stats.batch_size (32) is the engine's batch, a hint, so the client's batches stay whole.
+    texts = [f"passage {i}" for i in range(40)]
+    handler = Replayer(lambda inputs: shaped_like_infinity(len(inputs)))
+    with caplog.at_level(logging.DEBUG, logger="aiml_bge_integrations"):
+        if mode == "sync":
+            vectors = embed_sync(handler, texts, batch_size=64)
+        else:
+            vectors = asyncio.run(embed_async(handler, texts, batch_size=64))
+    assert len(vectors) == 40 and handler.inputs == [texts]
+    assert handler.gets == ["/info", "/models"]
+    assert f"server='infinity', models=['{SERVED_MODEL}'], engine_batch_size=32" in caplog.text
