@@ -4,8 +4,9 @@
 (sync) or ``arun`` (async) sends the GETs ``_discovery.discovery_urls`` names, with the
 client's own connection pool and headers (its key included: the same server), never
 following a redirect, reading at most ``MAX_REPLY_BYTES`` of each reply and all of them
-within about ``DISCOVERY_TIMEOUT`` seconds in all. What the replies publish goes to the
-client's engine (``Engine.learn_server_limits``). It is asked once per client: concurrent calls wait for the
+within about ``DISCOVERY_TIMEOUT`` seconds in all, and within half of what is left of the
+call's deadline if it has one. What the replies publish goes to the client's engine
+(``Engine.learn_server_limits``). It is asked once per client: concurrent calls wait for the
 one attempt, later calls skip it, and whatever goes wrong (no reply, a refusal, a hang,
 garbage) leaves the plan as it was: discovery never fails a call.
 """
@@ -13,6 +14,7 @@ garbage) leaves the plan as it was: discovery never fails a call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -64,16 +66,23 @@ class LimitsProbe:
         if os.getpid() != self._pid:
             self._start_process()
 
-    def run(self, http: httpx.Client) -> None:
-        """Ask the server with ``http`` unless this client has asked already."""
+    def run(self, http: httpx.Client, left: float | None = None) -> None:
+        """Ask the server with ``http`` unless this client has asked already.
+
+        ``left``: the seconds left of the call's deadline (None: it has none). A call waiting
+        for another call's attempt goes on without it once its own time for it is up.
+        """
         if self.done:
             return
         self._this_process()
-        with self._lock:
+        wait = _budget(left)
+        if not self._lock.acquire(timeout=wait):
+            return
+        try:
             if self.done:
                 return
             try:
-                deadline = time.monotonic() + DISCOVERY_TIMEOUT
+                deadline = time.monotonic() + wait
                 headers = self._headers()
                 limits = discover(
                     self._base_url, lambda url: _get(http, url, headers, deadline), self._model
@@ -83,31 +92,36 @@ class LimitsProbe:
                 logger.debug("%s: discovery failed (%s)", self._base_url, type(err).__name__)
             finally:
                 self.done = True
+        finally:
+            self._lock.release()
 
-    async def arun(self, http: httpx.AsyncClient) -> None:
+    async def arun(self, http: httpx.AsyncClient, left: float | None = None) -> None:
         """Ask the server with ``http`` unless this client has asked already (one attempt
-        however many calls wait for it; a caller cancelled meanwhile leaves it running)."""
+        however many calls wait for it; a caller cancelled meanwhile leaves it running, and
+        one whose time for it is up goes on without it)."""
         if self.done:
             return
         self._this_process()
         loop = asyncio.get_running_loop()
+        wait = _budget(left)
         with self._lock:
             if self.done:
                 return
             task = self._tasks.get(loop)
             if task is None:
-                task = loop.create_task(self._aprobe(http))
+                task = loop.create_task(self._aprobe(http, wait))
                 self._tasks[loop] = task
-        await asyncio.shield(task)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), wait)
 
-    async def _aprobe(self, http: httpx.AsyncClient) -> None:
+    async def _aprobe(self, http: httpx.AsyncClient, wait: float) -> None:
         import anyio  # httpx's own dependency: its cancel scopes go around httpcore's shields
 
         try:
             headers = self._headers()
             limits = ServerLimits()
-            with anyio.move_on_after(DISCOVERY_TIMEOUT):
-                deadline = time.monotonic() + DISCOVERY_TIMEOUT
+            with anyio.move_on_after(wait):
+                deadline = time.monotonic() + wait
                 limits = await adiscover(
                     self._base_url, lambda url: _aget(http, url, headers, deadline), self._model
                 )
@@ -116,6 +130,11 @@ class LimitsProbe:
             logger.debug("%s: discovery failed (%s)", self._base_url, type(err).__name__)
         finally:
             self.done = True
+
+
+def _budget(left: float | None) -> float:
+    """Seconds for discovery: ``DISCOVERY_TIMEOUT``, or half of what is left of a deadline."""
+    return DISCOVERY_TIMEOUT if left is None else max(0.0, min(DISCOVERY_TIMEOUT, left / 2))
 
 
 def _request(

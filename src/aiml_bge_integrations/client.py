@@ -715,7 +715,7 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
         if whole is not None and not whole:
             return
         shared = self._new_call(tally=tally)
-        self._probe.run(self._http)
+        self._probe.run(self._http, shared.deadline.remaining())
 
         def embed(batch: list[str], offset: int) -> list[list[float]]:
             call = shared if whole is not None else self._new_call(shared.cancelled, tally)
@@ -992,7 +992,7 @@ class AsyncEmbeddingsClient(_BaseClient[httpx.AsyncClient]):
         if whole is not None and not whole:
             return
         shared = self._new_call(tally=tally)
-        await self._probe.arun((await self._loop_state()).http)
+        await self._probe.arun((await self._loop_state()).http, shared.deadline.remaining())
         window = InOrder[asyncio.Future[Vectors]](asyncio.get_running_loop().create_future())
         try:
             for item in with_end(batches):

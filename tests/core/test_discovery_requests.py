@@ -188,8 +188,9 @@ GETS = {
 }
 
 
-def _timed_embed(mode: str, server: HostileServer) -> tuple[list[list[float]], float]:
+def _timed_embed(mode: str, server: HostileServer, **more: Any) -> tuple[list[list[float]], float]:
     settings: dict[str, Any] = {"api_key": KEY, "model": MODEL, "base_url": server.base_url}
+    settings.update(more)
     started = time.monotonic()
     if mode == "sync":
         with EmbeddingsClient(**settings) as client:
@@ -217,6 +218,14 @@ def test_a_bad_answer_to_the_gets_neither_fails_nor_holds_up_the_call(mode: str,
     # A redirect is not followed; a server that did not answer in time is asked no more.
     assert "/v1/redirected" not in gets
     assert gets == (["/info"] if kind in ("hang", "trickle") else ["/info", "/v1/models"])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_discovery_takes_at_most_half_of_what_is_left_of_a_calls_deadline(mode: str) -> None:
+    with HostileServer(_vectors, on_get=_hang) as server:
+        vectors, elapsed = _timed_embed(mode, server, deadline=1.0)
+    assert vectors == [[0.5, 0.25]]  # the hang cost half the deadline, not the call
+    assert 0.4 < elapsed < 1.0, elapsed
 
 
 # -- a forked child ----------------------------------------------------------------------------
