@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 import orjson
 
-from ._batching import effective_long_text
+from ._batching import effective_long_text, policy_window
 from ._job import InputSource, JobSpec, JsonlSource, open_source, scan
 from ._job.checkpoint import Checkpoint, State, check_rows, work_dir_for
 from ._job.files import open_file, refuse_link, remove_dir, remove_files, write_atomic
@@ -301,7 +301,7 @@ def _run_locked(
     model, long_text = resolved["model"], resolved["long_text"]
     source = open_source(spec.input, spec.input_format, spec.field, spec.id_field)
     applied = effective_long_text(model, long_text)
-    scanned = scan(source, check_long=applied != "none")
+    scanned = scan(source, window=policy_window(model) if applied != "none" else None)
     if scanned.total == 0:
         raise InputFileError(f"{spec.input}: no passages to embed", path=spec.input)
     told = long_text_verdict(scanned, source=source, model=model, long_text=applied)

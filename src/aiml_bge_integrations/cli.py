@@ -43,7 +43,6 @@ from ._settings import (
     Setting,
     env_default,
     int_at_least,
-    is_bge_model,
 )
 from .client import EmbeddingsClient, Usage
 from .errors import (
@@ -269,8 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument(
         "--dry-run",
         action="store_true",
-        help="count BGE tokens exactly, report passages over 512 tokens, and estimate "
-        "requests and credits; sends nothing and needs no key",
+        help="count tokens (exactly for models whose tokenizer the package ships), report "
+        "passages over the model's window, and estimate requests and credits; sends nothing "
+        "and needs no key",
     )
     embed.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
     _add_client_settings(embed)
@@ -374,35 +374,36 @@ def _dry_run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise _Failure(EXIT_USAGE, str(err)) from None
     label = source.id_label
-    counts = "BGE WordPiece tokens"
-    if not is_bge_model(model):
-        counts += ", an estimate for this model"
+    window = report.window
+    counts = "bert-base-uncased WordPiece tokens" + (
+        "" if window else ", an estimate for this model"
+    )
     lines = [
         "dry run: nothing was sent",
         f"input      {args.input} ({source.kind}, {report.total:,} passages)",
         f"model      {model} (counts are {counts}, [CLS] and [SEP] included)",
         f"tokens     {report.tokens:,} (longest passage {report.max_tokens:,})",
     ]
-    if report.over_limit:
+    if window is None:
+        why = "" if long_text == "none" else f"--long-text {long_text} does not apply; "
+        lines.append(
+            f"window     not known exactly for {model}: {why}texts are sent as they are and "
+            "its server applies its own limit"
+        )
+    elif report.over_limit:
         named = ", ".join(f"{label} {i} ({n} tokens)" for i, n in report.over_examples)
         more = report.over_limit - len(report.over_examples)
         action = {
-            "truncate": "they will be cut to 512 tokens (--long-text truncate)",
+            "truncate": f"they will be cut to {window} tokens (--long-text truncate)",
             "error": "the run will refuse them (--long-text error)",
             "none": "they will be sent as they are (--long-text none)",
         }[report.long_text]
-        if report.long_text != long_text:
-            action = (
-                f"they will be sent as they are: the 512-token policy (--long-text {long_text}) "
-                f"applies to BGE models only, and {model} is not one; its server decides "
-                "whether to accept them"
-            )
         lines.append(
-            f"over 512   {report.over_limit:,} passage(s): {named}"
+            f"{f'over {window}':<10} {report.over_limit:,} passage(s): {named}"
             f"{f' and {more:,} more' if more > 0 else ''}; {action}"
         )
     else:
-        lines.append("over 512   none")
+        lines.append(f"{f'over {window}':<10} none")
     if report.repeated:
         lines.append(
             f"repeated   {report.repeated:,} passage(s) repeat an earlier one's text; the run "

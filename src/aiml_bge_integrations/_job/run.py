@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from .._batching import LongTextWarning, effective_long_text
+from .._batching import LongTextWarning, effective_long_text, policy_window
 from ..client import EmbeddingsClient, Usage
 from ..errors import InputFileError, OutputError, ResumeError
 from .checkpoint import Checkpoint, State, saved_progress, work_dir_for
@@ -231,7 +231,8 @@ def run_job(
 def _run_checked(run: _Run) -> JobResult:
     spec, source, client = run.spec, run.source, run.client
     long_text = effective_long_text(client.model, client.long_text)
-    run.scanned = scanned = scan(source, check_long=long_text != "none")
+    window = policy_window(client.model) if long_text != "none" else None
+    run.scanned = scanned = scan(source, window=window)
     if scanned.total == 0:
         raise InputFileError(
             f"{spec.input}: no passages to embed (every line is blank)", path=spec.input
