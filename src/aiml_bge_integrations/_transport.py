@@ -15,6 +15,7 @@ import ipaddress
 import ssl
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import AsyncGenerator, Iterable, Iterator
 from concurrent.futures import Future
@@ -31,11 +32,13 @@ from ._outcome import ReplyTooLarge, WallTimeout
 from .errors import ConfigurationError
 
 __all__ = [
+    "ACCEPT_ENCODING",
     "FAILURES",
     "AsyncGate",
     "BoundedBody",
     "Exchange",
     "InOrder",
+    "Inflate",
     "LoopState",
     "SyncGate",
     "Vectors",
@@ -164,11 +167,57 @@ class AsyncGate:
         return mark
 
 
+ACCEPT_ENCODING = "gzip, deflate"
+"""The content codings a request accepts: those ``Inflate`` undoes within a bound."""
+
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+class Inflate:
+    """A reply's ``Content-Encoding`` undone, never more bytes at a time than asked for.
+
+    httpx inflates each chunk as it arrives, whole: one 64 KiB chunk of a gzip bomb becomes
+    64 MiB before anyone can look at its size. So the clients read the raw body and inflate
+    it here, with ``max_length`` set to what is left of the bound. Only the codings of
+    ``ACCEPT_ENCODING`` are undone; any other (``br``, ``zstd``, a stack of two) was not
+    asked for and is refused as a body that does not decode, before a byte of it is read.
+    """
+
+    def __init__(self, encoding: str) -> None:
+        codings = [c.strip().lower() for c in encoding.split(",")]
+        codings = [c for c in codings if c not in ("", "identity")]
+        if len(codings) > 1 or (codings and codings[0] not in _WBITS):
+            raise httpx.DecodingError(
+                f"the reply's Content-Encoding {encoding!r} is not one the client asked for "
+                f"({ACCEPT_ENCODING})"
+            )
+        self._coding = codings[0] if codings else None
+        self._zlib = zlib.decompressobj(_WBITS[self._coding]) if self._coding else None
+        self._first = True
+
+    def take(self, data: bytes, at_most: int) -> bytes:
+        """``data`` decoded, cut at ``at_most`` bytes (at least 1): a reply that reaches
+        ``at_most`` has at least that many, and what is left of ``data`` is dropped."""
+        if self._zlib is None:
+            return data
+        first, self._first = self._first, False
+        try:
+            return self._zlib.decompress(data, max(1, at_most))
+        except zlib.error as err:
+            if first and self._coding == "deflate":  # raw deflate, without zlib's header (as httpx)
+                self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+                return self.take(data, at_most)
+            raise httpx.DecodingError(
+                f"the reply does not decode as {self._coding}: {err}"
+            ) from err
+
+
 class BoundedBody:
     """A reply's body, read within its request's bounds of size and time.
 
+    ``add`` takes the body's raw chunks (``iter_raw``) and inflates them with ``Inflate``.
     A 200 reply past ``Send.limit`` bytes (as received or as decoded) raises ``ReplyTooLarge``
-    and is read no further; an error reply is cut at ``error_body_limit`` of the request (its
+    and is read no further, with no more than the bound ever held decoded; an error reply is cut at ``error_body_limit`` of the request (its
     message is at the start, and what it echoes of the request fits). A request past ``Send.timeout`` since it was sent raises ``WallTimeout``: the
     time is checked between chunks, and each read of the socket is given no more than the
     time left (httpcore reads its timeouts from the request before every read), so a server
@@ -184,6 +233,7 @@ class BoundedBody:
         self._end = started + step.timeout
         self._parts: list[bytes] = []
         self._size = 0
+        self._inflate = Inflate(response.headers.get("content-encoding", ""))
         declared = response.headers.get("content-length", "")
         if (
             not self._cut
@@ -194,9 +244,10 @@ class BoundedBody:
             raise self._too_large()
         self._check_time()
 
-    def add(self, chunk: bytes) -> bool:
-        """Keep ``chunk``; False once an error reply's bound is reached (read no more)."""
+    def add(self, raw: bytes) -> bool:
+        """Keep ``raw``, decoded; False once an error reply's bound is reached (read no more)."""
         room = self._limit - self._size
+        chunk = self._inflate.take(raw, room + 1)
         if len(chunk) > room or self._response.num_bytes_downloaded > self._limit:
             if not self._cut:
                 raise self._too_large()
@@ -314,7 +365,7 @@ class Exchange:
             # and the next one goes out while this body is still arriving.
             try:
                 body = BoundedBody(self._request, response, self._step, started)
-                async for chunk in response.aiter_bytes():
+                async for chunk in response.aiter_raw():
                     if not body.add(chunk):
                         break
             finally:

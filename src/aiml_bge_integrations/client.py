@@ -56,6 +56,7 @@ from ._settings import (
 from ._tally import NO_ATTEMPT, Tally, collecting
 from ._telemetry import AttemptSpan, CallSpan, Telemetry, make_telemetry
 from ._transport import (
+    ACCEPT_ENCODING,
     FAILURES,
     AsyncGate,
     BoundedBody,
@@ -195,6 +196,7 @@ class _BaseClient(Generic[_Http]):
         self._headers = {
             "Content-Type": "application/json",
             "Accept": "application/json",
+            "Accept-Encoding": ACCEPT_ENCODING,
             "User-Agent": USER_AGENT,
             **self.default_headers,
         }
@@ -675,7 +677,7 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
             # and another worker sends the next one while this body is still arriving.
             try:
                 body = BoundedBody(request, response, step, started)
-                for chunk in response.iter_bytes():
+                for chunk in response.iter_raw():
                     if call.cancelled.is_set():
                         raise stopped_error()
                     if not body.add(chunk):

@@ -13,6 +13,8 @@ import gzip
 import socket
 import struct
 import threading
+import tracemalloc
+import zlib
 from base64 import b64encode
 from collections.abc import Callable
 from typing import Any
@@ -107,6 +109,65 @@ def test_a_gzip_bomb_stops_at_the_bound_of_the_inflated_size(mode: str, sleeps: 
         out = _embed(mode, server)
     assert isinstance(out.error, ResponseTooLargeError), out.error
     assert server.requests == 1
+
+
+def _inflating(encoding: str, size: int) -> bytes:
+    """A reply of ``size`` spaces compressed with ``encoding`` (a bomb: ~1/1000 of its size)."""
+    data = b" " * size
+    if encoding == "gzip":
+        body = gzip.compress(data, compresslevel=9)
+    elif encoding == "deflate":
+        body = zlib.compress(data, 9)
+    else:
+        body = pytest.importorskip("zstandard").ZstdCompressor(level=19).compress(data)
+    del data
+    return (
+        head(
+            200,
+            content_type="application/json",
+            content_encoding=encoding,
+            content_length=len(body),
+        )
+        + body
+    )
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+@pytest.mark.parametrize("mode", MODES)
+def test_a_compressed_reply_is_bounded_by_its_decoded_bytes_exactly(
+    mode: str, encoding: str, sleeps: Sleeps
+) -> None:
+    # 200 MiB in about 200 KiB: each 64 KiB chunk of it inflates to some 64 MiB, which the
+    # client once decoded whole before it compared the size with its bound (~280 KB here).
+    reply = _inflating(encoding, 200 * 2**20)
+    with HostileServer(_answer(reply)) as server:
+        tracemalloc.start()
+        try:
+            out = _embed(mode, server)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert isinstance(out.error, ResponseTooLargeError), out.error
+    assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MiB while reading the reply"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_encoding_the_client_did_not_ask_for_is_refused_unread(
+    mode: str, sleeps: Sleeps
+) -> None:
+    # The client asks for gzip and deflate only (which it inflates within its bound); httpx
+    # would inflate zstd (or br) replies a chunk at a time, without a bound.
+    reply = _inflating("zstd", 200 * 2**20)
+    with HostileServer(_answer(reply)) as server:
+        tracemalloc.start()
+        try:
+            out = _embed(mode, server, max_retries=0)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert isinstance(out.error, APIConnectionError), out.error
+    assert "zstd" in str(out.error) and out.usage.retries_by_cause == {}
+    assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MiB while reading the reply"
 
 
 @pytest.mark.parametrize("mode", MODES)
