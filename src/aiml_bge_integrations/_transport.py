@@ -29,6 +29,7 @@ from ._concurrency import Flights, Limiter, Ticket
 from ._constants import LOOPBACK_HOSTS, batches_in_flight, error_body_limit
 from ._engine import Failure, Reply, Send
 from ._outcome import ReplyTooLarge, WallTimeout
+from ._sockets import proxied, watched_client
 from .errors import ConfigurationError
 
 __all__ = [
@@ -382,13 +383,17 @@ def own_pool(cls: type[_Http], max_concurrency: int, base_url: str) -> _Http:
 
     ``batches_in_flight(max_concurrency)`` connections, all kept alive: a reply's body is
     still being read after its slot is free and the next request has gone out. TLS is
-    verified. Each request carries its own timeout.
+    verified. Each request carries its own timeout; the sync client's pool holds a request to
+    it from sending to the last byte (see ``_sockets``).
     """
     connections = batches_in_flight(max_concurrency)
-    return cls(
-        verify=no_tls_context() if base_url[:5].lower() == "http:" else ssl_context(),
-        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-    )
+    verify = no_tls_context() if base_url[:5].lower() == "http:" else ssl_context()
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    if cls is httpx.Client and not proxied():
+        # One time budget per request, and close() that ends requests in flight (_sockets);
+        # behind a proxy the environment names, httpx's own pool, which honours it.
+        return watched_client(verify, limits)  # type: ignore[return-value]
+    return cls(verify=verify, limits=limits)
 
 
 def release(response: httpx.Response) -> None:

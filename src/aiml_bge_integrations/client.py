@@ -53,6 +53,7 @@ from ._settings import (
     is_bge_model,
     same_model,
 )
+from ._sockets import end_requests
 from ._tally import NO_ATTEMPT, Tally, collecting
 from ._telemetry import AttemptSpan, CallSpan, Telemetry, make_telemetry
 from ._transport import (
@@ -473,6 +474,7 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
         backoff at once and stop reading a reply at its next chunk.
         """
         self._stop_calls()
+        end_requests(self._http)  # requests still waiting on a server end now, not at timeout
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None

@@ -13,6 +13,7 @@ import gzip
 import socket
 import struct
 import threading
+import time
 import tracemalloc
 import zlib
 from base64 import b64encode
@@ -22,7 +23,7 @@ from typing import Any
 import orjson
 import pytest
 from core_helpers import MODES, Outcome, Sleeps, run_embed, sync_client
-from hostile import HostileServer, head, trickle
+from hostile import STOP_AFTER, HostileServer, head, trickle
 
 from aiml_bge_integrations.errors import (
     APIConnectionError,
@@ -245,6 +246,77 @@ def test_close_stops_a_call_reading_a_trickling_reply() -> None:
         assert not caller.is_alive(), "the call went on reading after close()"
     assert client.is_closed
     assert len(errors) == 1 and isinstance(errors[0], APIConnectionError), errors
+
+
+def _silent(conn: socket.socket, server: HostileServer) -> None:
+    server.sleep(STOP_AFTER)  # the request was read; not a byte of reply, until the test ends
+
+
+@pytest.mark.parametrize("max_concurrency", [1, 4], ids=["caller-thread", "workers"])
+def test_close_ends_a_request_whose_server_sends_nothing(max_concurrency: int) -> None:
+    # The old close() waited for the request's own timeout (60 s here), as did the call.
+    with HostileServer(_silent) as server:
+        client = sync_client(
+            server,
+            api_key=KEY,
+            model=MODEL,
+            timeout=60,
+            max_retries=3,
+            max_concurrency=max_concurrency,
+        )
+        errors: list[BaseException] = []
+        ended: list[float] = []
+
+        def call() -> None:
+            try:
+                client.embed_documents(["hello"])
+            except BaseException as err:
+                errors.append(err)
+            ended.append(time.monotonic())
+
+        caller = threading.Thread(target=call, daemon=True)
+        caller.start()
+        for _ in range(100):  # until the request is on the wire (10 s at most)
+            if server.requests:
+                break
+            server.sleep(0.1)
+        assert server.requests == 1
+        server.sleep(0.3)  # the request is now waiting for its reply's head
+        closing = time.monotonic()
+        closer = threading.Thread(target=client.close, daemon=True)
+        closer.start()
+        closer.join(2.0)
+        assert not closer.is_alive(), "close() waited on a request whose server sends nothing"
+        caller.join(2.0)
+        assert not caller.is_alive(), "the call went on waiting after close()"
+    assert ended[0] - closing < 2.0
+    assert len(errors) == 1 and isinstance(errors[0], APIConnectionError), errors
+    assert server.requests == 1  # nothing was sent again after close()
+
+
+def _slow_head(conn: socket.socket, server: HostileServer) -> None:
+    # A reply head that keeps coming, a byte each 0.1 s for up to 30 s, then nothing.
+    trickle(conn, server, b"HTTP/1.1 200 OK\r\n" + b"x-padding: " + b"a" * 400, every=0.1)
+    server.sleep(STOP_AFTER)
+
+
+@pytest.mark.parametrize(
+    ("settings", "bound"),
+    [({"timeout": 2}, 2.0), ({"timeout": 30, "deadline": 2}, 2.0)],
+    ids=["timeout", "deadline"],
+)
+@pytest.mark.parametrize("mode", MODES)
+def test_a_reply_head_that_trickles_is_bounded_by_timeout_and_deadline(
+    mode: str, settings: dict[str, float], bound: float
+) -> None:
+    # Each read of the head once had the whole timeout to itself: a byte each 0.1 s held the
+    # call for as long as the server kept sending.
+    with HostileServer(_slow_head) as server:
+        started = time.monotonic()
+        out = _embed(mode, server, max_retries=0, **settings)
+        took = time.monotonic() - started
+    assert isinstance(out.error, APITimeoutError), out.error
+    assert took < bound + 1.0, f"the call took {took:.1f} s"
 
 
 # -- replies the client refuses, errors it types -----------------------------------------------
