@@ -19,7 +19,7 @@ import time
 import urllib.request
 import weakref
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import httpcore
 import httpx
@@ -220,11 +220,10 @@ class _Transport(httpx.BaseTransport):
         )
         with _as_httpx(end):
             reply = self._pool.handle_request(core)
-        assert isinstance(reply.stream, Iterable)
         return httpx.Response(
             status_code=reply.status,
             headers=reply.headers,
-            stream=_Body(reply.stream, end),
+            stream=_Body(cast("Iterable[bytes]", reply.stream), end),  # a sync pool's stream
             extensions=reply.extensions,
         )
 

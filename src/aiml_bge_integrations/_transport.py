@@ -12,9 +12,11 @@ import asyncio
 import contextlib
 import functools
 import ipaddress
+import os
 import ssl
 import threading
 import time
+import weakref
 import zlib
 from collections import deque
 from collections.abc import AsyncGenerator, Iterable, Iterator
@@ -43,6 +45,7 @@ __all__ = [
     "LoopState",
     "SyncGate",
     "Vectors",
+    "check_process",
     "check_transport_security",
     "close_at_loop_shutdown",
     "failure",
@@ -394,6 +397,29 @@ def own_pool(cls: type[_Http], max_concurrency: int, base_url: str) -> _Http:
         # behind a proxy the environment names, httpx's own pool, which honours it.
         return watched_client(verify, limits)  # type: ignore[return-value]
     return cls(verify=verify, limits=limits)
+
+
+_MADE_IN: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
+def check_process(http: httpx.Client | httpx.AsyncClient) -> None:
+    """Refuse a caller's ``http_client`` in a process forked from the one it was given in.
+
+    The first call records the process (the client's constructor makes it). A child of a
+    fork holds copies of its parent's connections, which are the same sockets: a request
+    sent on one would mix with the parent's, and read the parent's replies. The client cannot
+    make the caller's object safe (it does not know how it was built), so the child's first
+    call says why at once instead; the pools the client makes itself are made afresh in a
+    child (``_BaseClient._this_process``).
+    """
+    made_in = _MADE_IN.setdefault(http, os.getpid())
+    if made_in != os.getpid():
+        raise ConfigurationError(
+            f"http_client was given in process {made_in}, and this process ({os.getpid()}) "
+            "was forked from it: its connections are the parent's own sockets, which a "
+            "child must not use. Create the http_client in the child (after the fork), or "
+            "leave http_client unset so that the client makes its own pool in each process"
+        )
 
 
 def release(response: httpx.Response) -> None:

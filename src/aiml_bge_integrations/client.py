@@ -66,6 +66,7 @@ from ._transport import (
     LoopState,
     SyncGate,
     Vectors,
+    check_process,
     check_transport_security,
     close_at_loop_shutdown,
     failure,
@@ -171,6 +172,8 @@ class _BaseClient(Generic[_Http]):
         """How often and how long to wait before retrying; its ``sleep`` and ``asleep`` are the
         waits between attempts (a test seam: record delays instead of sleeping)."""
         self._injected_http: _Http | None = http_client
+        if http_client is not None:
+            check_process(http_client)  # remembers where it was given (see _new_call)
         self._injected_limiter = rate_limiter
         self._closed = False
         self._usage = UsageCounter()
@@ -304,6 +307,8 @@ class _BaseClient(Generic[_Http]):
         self, cancelled: threading.Event | None = None, tally: Tally | None = None
     ) -> Call:
         self._this_process()
+        if self._injected_http is not None:
+            check_process(self._injected_http)  # never the parent's sockets in a fork
         if self._closed:  # a closed client opens what it needs again, as on first use
             self._closed = False
             self._reopen()
@@ -445,7 +450,8 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
     caller shares. A copy (``copy``, ``deepcopy``, pickle) has the same settings and the same
     key. How many requests are in flight is found
     from the server's refusals and round trips (docs/concurrency.md). One client is safe to
-    share between threads, and works in a process forked from the one that made it.
+    share between threads, and works in a process forked from the one that made it (a caller's
+    ``http_client`` is refused there: its connections are the parent's).
     """
 
     def _start_process(self) -> None:
