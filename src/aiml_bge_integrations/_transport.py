@@ -19,7 +19,7 @@ import time
 import weakref
 import zlib
 from collections import deque
-from collections.abc import AsyncGenerator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -45,6 +45,8 @@ __all__ = [
     "LoopState",
     "SyncGate",
     "Vectors",
+    "araw_chunks",
+    "aread_upto",
     "check_process",
     "check_transport_security",
     "close_at_loop_shutdown",
@@ -52,6 +54,8 @@ __all__ = [
     "is_loopback_ip",
     "no_tls_context",
     "own_pool",
+    "raw_chunks",
+    "read_upto",
     "release",
     "ssl_context",
     "with_end",
@@ -216,6 +220,78 @@ class Inflate:
             ) from err
 
 
+def raw_chunks(response: httpx.Response) -> Iterator[bytes]:
+    """The body of a ``stream=True`` response as sent, its coding still on (``iter_raw``).
+
+    A response read whole as it was made (a ``MockTransport`` handler's reply) has only its
+    decoded content left, which is given instead (``_inflate`` then leaves it as it is).
+    """
+    return iter([response.content]) if response.is_stream_consumed else response.iter_raw()
+
+
+def araw_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+    """``raw_chunks`` for an async response."""
+    return _Once(response.content) if response.is_stream_consumed else response.aiter_raw()
+
+
+class _Once:
+    """An async iterator of one item."""
+
+    def __init__(self, item: bytes) -> None:
+        self._item: bytes | None = item
+
+    def __aiter__(self) -> _Once:
+        return self
+
+    async def __anext__(self) -> bytes:
+        item, self._item = self._item, None
+        if item is None:
+            raise StopAsyncIteration
+        return item
+
+
+def _inflate(response: httpx.Response) -> Inflate:
+    encoding = response.headers.get("content-encoding", "")
+    return Inflate("" if response.is_stream_consumed else encoding)
+
+
+class _UpTo:
+    """A small reply read whole: its raw chunks inflated, at most ``limit`` bytes kept."""
+
+    def __init__(self, response: httpx.Response, limit: int) -> None:
+        self._inflate = _inflate(response)
+        self._limit, self._size = limit, 0
+        self._parts: list[bytes] = []
+
+    def add(self, raw: bytes) -> bool:
+        """Keep ``raw``, decoded; False past ``limit`` (read no more)."""
+        piece = self._inflate.take(raw, self._limit - self._size + 1)
+        self._size += len(piece)
+        self._parts.append(piece)
+        return self._size <= self._limit
+
+    def value(self) -> bytes:
+        return b"".join(self._parts)
+
+
+def read_upto(response: httpx.Response, limit: int) -> bytes | None:
+    """The body of a ``stream=True`` response, decoded, or None past ``limit`` bytes."""
+    body = _UpTo(response, limit)
+    for raw in raw_chunks(response):
+        if not body.add(raw):
+            return None
+    return body.value()
+
+
+async def aread_upto(response: httpx.Response, limit: int) -> bytes | None:
+    """``read_upto`` for an async response."""
+    body = _UpTo(response, limit)
+    async for raw in araw_chunks(response):
+        if not body.add(raw):
+            return None
+    return body.value()
+
+
 class BoundedBody:
     """A reply's body, read within its request's bounds of size and time.
 
@@ -237,7 +313,7 @@ class BoundedBody:
         self._end = started + step.timeout
         self._parts: list[bytes] = []
         self._size = 0
-        self._inflate = Inflate(response.headers.get("content-encoding", ""))
+        self._inflate = _inflate(response)
         declared = response.headers.get("content-length", "")
         if (
             not self._cut
@@ -369,7 +445,7 @@ class Exchange:
             # and the next one goes out while this body is still arriving.
             try:
                 body = BoundedBody(self._request, response, self._step, started)
-                async for chunk in response.aiter_raw():
+                async for chunk in araw_chunks(response):
                     if not body.add(chunk):
                         break
             finally:

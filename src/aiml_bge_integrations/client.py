@@ -66,11 +66,14 @@ from ._transport import (
     LoopState,
     SyncGate,
     Vectors,
+    aread_upto,
     check_process,
     check_transport_security,
     close_at_loop_shutdown,
     failure,
     own_pool,
+    raw_chunks,
+    read_upto,
     release,
     with_end,
 )
@@ -409,7 +412,11 @@ class _BaseClient(Generic[_Http]):
         request = http.build_request(
             "GET",
             deprecation_feed_url(self.base_url),
-            headers={"Accept": "application/json", "User-Agent": USER_AGENT},
+            headers={
+                "Accept": "application/json",
+                "Accept-Encoding": ACCEPT_ENCODING,
+                "User-Agent": USER_AGENT,
+            },
             timeout=FEED_TIMEOUT,
         )
         request.headers.pop("Authorization", None)  # an injected client's own defaults
@@ -654,7 +661,7 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
                     response = self._http.send(self._feed_request(self._http), stream=True)
                     try:
                         if response.status_code == 200:
-                            self._feed = _upto(response.iter_bytes(), FEED_BYTES_LIMIT)
+                            self._feed = read_upto(response, FEED_BYTES_LIMIT)
                     finally:
                         response.close()
             return self._feed
@@ -685,7 +692,7 @@ class EmbeddingsClient(_BaseClient[httpx.Client]):
             # and another worker sends the next one while this body is still arriving.
             try:
                 body = BoundedBody(request, response, step, started)
-                for chunk in response.iter_raw():
+                for chunk in raw_chunks(response):
                     if call.cancelled.is_set():
                         raise stopped_error()
                     if not body.add(chunk):
@@ -956,14 +963,8 @@ class AsyncEmbeddingsClient(_BaseClient[httpx.AsyncClient]):
                 http = (await self._loop_state()).http
                 response = await http.send(self._feed_request(http), stream=True)
                 try:
-                    parts: list[bytes] = []
-                    async for chunk in response.aiter_bytes():
-                        parts.append(chunk)
-                        if sum(map(len, parts)) > FEED_BYTES_LIMIT:
-                            break
-                    else:
-                        if response.status_code == 200:
-                            feed = b"".join(parts)
+                    if response.status_code == 200:
+                        feed = await aread_upto(response, FEED_BYTES_LIMIT)
                 finally:
                     await response.aclose()
             self._feed = feed
@@ -1123,18 +1124,6 @@ class _Windows:
                     _renumber(err, w.plan.to_send, w.offset, w.base)
                     break
             raise
-
-
-def _upto(chunks: Iterable[bytes], limit: int) -> bytes | None:
-    """The bytes of ``chunks``, or None past ``limit`` bytes (read no further)."""
-    parts: list[bytes] = []
-    size = 0
-    for chunk in chunks:
-        size += len(chunk)
-        if size > limit:
-            return None
-        parts.append(chunk)
-    return b"".join(parts)
 
 
 def _no_steps() -> _Steps:

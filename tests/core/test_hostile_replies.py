@@ -29,6 +29,7 @@ from aiml_bge_integrations.errors import (
     APIConnectionError,
     APITimeoutError,
     InternalServerError,
+    ModelNotFoundError,
     ResponseTooLargeError,
     ResponseValidationError,
 )
@@ -169,6 +170,35 @@ def test_an_encoding_the_client_did_not_ask_for_is_refused_unread(
     assert isinstance(out.error, APIConnectionError), out.error
     assert "zstd" in str(out.error) and out.usage.retries_by_cause == {}
     assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MiB while reading the reply"
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "zstd"])
+@pytest.mark.parametrize("mode", MODES)
+def test_the_deprecation_feed_after_a_404_is_bounded_by_its_decoded_bytes(
+    mode: str, encoding: str, sleeps: Sleeps
+) -> None:
+    # After a 404 for the model the client reads the server's deprecation feed (64 KiB at
+    # most); it once inflated that reply a chunk at a time, and asked for zstd too.
+    missing = b'{"message": "model not found"}'
+    bomb = _inflating(encoding, 200 * 2**20)
+
+    def reply(conn: socket.socket, server: HostileServer) -> None:
+        if server.requests == 1:
+            conn.sendall(head(404, content_type="application/json", content_length=len(missing)))
+            conn.sendall(missing)
+        else:
+            conn.sendall(bomb)
+
+    with HostileServer(reply) as server:
+        tracemalloc.start()
+        try:
+            out = _embed(mode, server, max_retries=0)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert isinstance(out.error, ModelNotFoundError), out.error
+    assert server.requests == 2  # the feed was asked for, and its bomb left unread
+    assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MiB while reading the feed"
 
 
 @pytest.mark.parametrize("mode", MODES)
