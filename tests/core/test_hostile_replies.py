@@ -153,6 +153,40 @@ def test_a_compressed_reply_is_bounded_by_its_decoded_bytes_exactly(
     assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MiB while reading the reply"
 
 
+def _raw_deflate(data: bytes) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return packer.compress(data) + packer.flush()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "pack"),
+    [
+        ("gzip", gzip.compress),
+        ("x-gzip", gzip.compress),
+        ("deflate", zlib.compress),
+        ("deflate", _raw_deflate),  # deflate without zlib's header, as some servers send it
+        ("identity", lambda data: data),
+    ],
+    ids=["gzip", "x-gzip", "deflate", "raw-deflate", "identity"],
+)
+@pytest.mark.parametrize("mode", MODES)
+def test_a_compressed_reply_within_the_bound_is_read(
+    mode: str, encoding: str, pack: Callable[[bytes], bytes], sleeps: Sleeps
+) -> None:
+    vector = [0.5, -0.25] * 512
+    body = pack(orjson.dumps({"object": "list", "data": [{"index": 0, "embedding": vector}]}))
+    reply = (
+        head(200, content_type="application/json", content_encoding=encoding).replace(
+            b"\r\n\r\n", f"\r\ncontent-length: {len(body)}\r\n\r\n".encode()
+        )
+        + body
+    )
+    with HostileServer(_answer(reply)) as server:
+        out = _embed(mode, server)
+    assert out.error is None, out.error
+    assert out.vectors == [vector]
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_an_encoding_the_client_did_not_ask_for_is_refused_unread(
     mode: str, sleeps: Sleeps
