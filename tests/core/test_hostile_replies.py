@@ -176,8 +176,11 @@ def test_a_compressed_reply_within_the_bound_is_read(
     vector = [0.5, -0.25] * 512
     body = pack(orjson.dumps({"object": "list", "data": [{"index": 0, "embedding": vector}]}))
     reply = (
-        head(200, content_type="application/json", content_encoding=encoding).replace(
-            b"\r\n\r\n", f"\r\ncontent-length: {len(body)}\r\n\r\n".encode()
+        head(
+            200,
+            content_type="application/json",
+            content_encoding=encoding,
+            content_length=len(body),
         )
         + body
     )
