@@ -386,6 +386,23 @@ def test_a_reply_head_that_trickles_is_bounded_by_timeout_and_deadline(
     assert took < bound + 1.0, f"the call took {took:.1f} s"
 
 
+def test_a_proxy_the_environment_names_is_still_honoured(
+    monkeypatch: pytest.MonkeyPatch, sleeps: Sleeps
+) -> None:
+    # The sync client's own pool (one time budget per request) is httpcore's under a
+    # transport of its own; behind a proxy named in the environment it stays httpx's.
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))  # bound, never listening: reached only through the proxy
+        target = f"http://127.0.0.1:{unused.getsockname()[1]}/v1"
+        with HostileServer(_answer(_vectors_reply([0.5, 0.25]))) as proxy:
+            monkeypatch.setenv("HTTP_PROXY", proxy.base_url.removesuffix("/v1"))
+            monkeypatch.delenv("NO_PROXY", raising=False)
+            monkeypatch.delenv("no_proxy", raising=False)
+            with sync_client(proxy, base_url=target, model=MODEL, max_retries=0) as client:
+                assert client.embed_documents(["hello"]) == [[0.5, 0.25]]
+            assert proxy.requests == 1
+
+
 # -- replies the client refuses, errors it types -----------------------------------------------
 
 
