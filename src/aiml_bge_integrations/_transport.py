@@ -46,7 +46,6 @@ __all__ = [
     "SyncGate",
     "Vectors",
     "araw_chunks",
-    "aread_upto",
     "check_process",
     "check_transport_security",
     "close_at_loop_shutdown",
@@ -55,7 +54,6 @@ __all__ = [
     "no_tls_context",
     "own_pool",
     "raw_chunks",
-    "read_upto",
     "release",
     "ssl_context",
     "with_end",
@@ -253,43 +251,6 @@ class _Once:
 def _inflate(response: httpx.Response) -> Inflate:
     encoding = response.headers.get("content-encoding", "")
     return Inflate("" if response.is_stream_consumed else encoding)
-
-
-class _UpTo:
-    """A small reply read whole: its raw chunks inflated, at most ``limit`` bytes kept."""
-
-    def __init__(self, response: httpx.Response, limit: int) -> None:
-        self._inflate = _inflate(response)
-        self._limit, self._size = limit, 0
-        self._parts: list[bytes] = []
-
-    def add(self, raw: bytes) -> bool:
-        """Keep ``raw``, decoded; False past ``limit`` (read no more)."""
-        piece = self._inflate.take(raw, self._limit - self._size + 1)
-        self._size += len(piece)
-        self._parts.append(piece)
-        return self._size <= self._limit
-
-    def value(self) -> bytes:
-        return b"".join(self._parts)
-
-
-def read_upto(response: httpx.Response, limit: int) -> bytes | None:
-    """The body of a ``stream=True`` response, decoded, or None past ``limit`` bytes."""
-    body = _UpTo(response, limit)
-    for raw in raw_chunks(response):
-        if not body.add(raw):
-            return None
-    return body.value()
-
-
-async def aread_upto(response: httpx.Response, limit: int) -> bytes | None:
-    """``read_upto`` for an async response."""
-    body = _UpTo(response, limit)
-    async for raw in araw_chunks(response):
-        if not body.add(raw):
-            return None
-    return body.value()
 
 
 class BoundedBody:
@@ -542,3 +503,61 @@ def no_tls_context() -> ssl.SSLContext:
     # not loaded. The context still verifies: with no trust anchors, an https connection made
     # through this pool would fail, never be trusted.
     return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
+class SmallBody:
+    """The bytes of a short reply (a feed, a server's description), read up to ``limit``.
+
+    ``add`` takes the raw chunks (``raw_chunks``) and inflates them within what is left of
+    the limit, as ``BoundedBody`` does.
+    """
+
+    def __init__(self, response: httpx.Response, limit: int) -> None:
+        self._inflate = _inflate(response)
+        self._parts: list[bytes] = []
+        self._left = limit
+
+    def add(self, raw: bytes) -> bool:
+        """Keep ``raw``, decoded; False once the reply is longer than the limit (read no further)."""
+        chunk = self._inflate.take(raw, self._left + 1)
+        self._left -= len(chunk)
+        self._parts.append(chunk)
+        return self._left >= 0
+
+    def value(self) -> bytes:
+        return b"".join(self._parts)
+
+
+_SMALL_GET_FAILURES = (httpx.HTTPError, *FAILURES)
+
+
+def get_small(http: httpx.Client, request: httpx.Request, limit: int) -> bytes | None:
+    """The body of a 200 reply to ``request``; None for any other status, a reply longer than
+    ``limit`` bytes, or no reply at all (bounded in time by the request's own timeout)."""
+    request.headers["Accept-Encoding"] = ACCEPT_ENCODING
+    with (
+        contextlib.suppress(*_SMALL_GET_FAILURES),
+        contextlib.closing(http.send(request, stream=True)) as response,
+    ):
+        body = SmallBody(response, limit)
+        if response.status_code == 200 and all(map(body.add, raw_chunks(response))):
+            return body.value()
+    return None
+
+
+async def aget_small(http: httpx.AsyncClient, request: httpx.Request, limit: int) -> bytes | None:
+    """``get_small`` on an event loop."""
+    request.headers["Accept-Encoding"] = ACCEPT_ENCODING
+    with contextlib.suppress(*_SMALL_GET_FAILURES):
+        response = await http.send(request, stream=True)
+        try:
+            if response.status_code != 200:
+                return None
+            body = SmallBody(response, limit)
+            async for chunk in araw_chunks(response):
+                if not body.add(chunk):
+                    return None
+            return body.value()
+        finally:
+            await response.aclose()
+    return None
