@@ -106,7 +106,8 @@ class EmbeddingsClient(BaseClient[httpx.Client]):
         """Close the connection pool (if the client made it) and the worker threads.
 
         Calls still running are stopped: their workers send nothing more, wake from any
-        backoff at once and stop reading a reply at its next chunk.
+        backoff at once and stop reading a reply at its next chunk; on the client's own pool
+        a request in flight ends at once, even one whose server sends nothing.
         """
         self._stop_calls()
         end_requests(self._http)  # requests still waiting on a server end now, not at timeout
