@@ -45,6 +45,8 @@ from ._settings import (
 from ._tally import Tally, collecting
 from ._telemetry import AttemptSpan, CallSpan, Telemetry, make_telemetry
 from ._transport import (
+    ACCEPT_ENCODING,
+    check_process,
     check_transport_security,
 )
 from ._usage import RateLimiter, Usage, UsageCounter
@@ -147,6 +149,8 @@ class BaseClient(Generic[Http]):
         """How often and how long to wait before retrying; its ``sleep`` and ``asleep`` are the
         waits between attempts (a test seam: record delays instead of sleeping)."""
         self._injected_http: Http | None = http_client
+        if http_client is not None:
+            check_process(http_client)  # remembers where it was given (see _new_call)
         self._injected_limiter = rate_limiter
         self._closed = False
         self._usage = UsageCounter()
@@ -173,6 +177,7 @@ class BaseClient(Generic[Http]):
         self._headers = {
             "Content-Type": "application/json",
             "Accept": "application/json",
+            "Accept-Encoding": ACCEPT_ENCODING,
             "User-Agent": USER_AGENT,
             **self.default_headers,
         }
@@ -292,6 +297,8 @@ class BaseClient(Generic[Http]):
         self, cancelled: threading.Event | None = None, tally: Tally | None = None
     ) -> Call:
         self._this_process()
+        if self._injected_http is not None:
+            check_process(self._injected_http)  # never the parent's sockets in a fork
         if self._closed:  # a closed client opens what it needs again, as on first use
             self._closed = False
             self._reopen()
