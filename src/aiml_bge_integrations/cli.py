@@ -418,6 +418,14 @@ def _dry_run(args: argparse.Namespace) -> int:
         else f"no credits ({base_url} is not the AI/ML API)"
     )
     lines += [f"requests   {report.requests:,} (batch size {batch_size})", f"credits    {credits}"]
+    cache = args.cache or env_default("cache")
+    if cache is not None:
+        held = _cached_count(args, source)
+        distinct = report.total - report.repeated
+        lines.append(
+            f"cached     {held:,} of the {distinct:,} distinct texts are in the cache {cache} "
+            "(the run sends only the others; requests and credits above count them all)"
+        )
     if args.output is not None:
         lines.append(f"output     {args.output} (not written)")
     print("\n".join(lines))
@@ -425,6 +433,21 @@ def _dry_run(args: argparse.Namespace) -> int:
         # --ray writes a directory of Parquet parts, whatever its name.
         _check_output_needs(Path(args.output), "parquet" if args.ray else args.output_format)
     return EXIT_OK if not (report.over_limit and report.long_text == "error") else EXIT_INPUT
+
+
+def _cached_count(args: argparse.Namespace, source: Any) -> int:
+    """How many of the input's distinct texts the cache holds, looked up read-only, unsent."""
+    try:
+        # The key is never sent (nothing is): a dry run needs none, and the cache keys do not
+        # depend on it.
+        client = EmbeddingsClient(
+            api_key=os.environ.get(API_KEY_ENV, "").strip() or "dry-run",
+            **_client_settings(args),
+        )
+        with client:
+            return client.cached_documents(p.text for p in source.records())
+    except ConfigurationError as err:
+        raise _Failure(EXIT_USAGE, str(err)) from None
 
 
 def _check_output_needs(output: Path, output_format: str) -> None:

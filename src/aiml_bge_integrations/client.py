@@ -15,6 +15,7 @@ import os
 import threading
 import time
 import uuid
+import warnings
 import weakref
 from collections import deque
 from collections.abc import (
@@ -368,6 +369,47 @@ class _BaseClient(Generic[_Http]):
             )
             for text in texts
         ]
+
+    def cached_documents(self, texts: Iterable[str]) -> int:
+        """How many of the distinct ``texts`` the cache holds as documents for these settings.
+
+        The texts are keyed as ``embed_documents`` keys them (``document_instruction`` in front,
+        the long-text policy applied) and looked up read-only: nothing is sent, and the cache
+        file is not written, not even the time an entry was last used. 0 without ``cache`` or
+        before its file exists; texts the long-text policy refuses (``long_text="error"``) are
+        not counted. Keys use the model as requested (a reply naming another model is known
+        only once one has come).
+        """
+        from ._batching import LongTextWarning
+        from ._cache import count_held
+        from .errors import TextTooLongError
+
+        if self.cache is None:
+            return 0
+        keys: set[str] = set()
+        model = self._key_model()
+        chunk: list[str] = []
+
+        def add(texts: list[str]) -> None:
+            while texts:
+                try:
+                    keys.update(
+                        self._cache_keys(self._engine._as_documents(texts), "document", model)
+                    )
+                    return
+                except TextTooLongError as err:
+                    refused = set(err.indices)
+                    texts = [t for i, t in enumerate(texts) if i not in refused]
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", LongTextWarning)
+            for text in texts:
+                chunk.append(text)
+                if len(chunk) == 1024:
+                    add(chunk)
+                    chunk = []
+            add(chunk)
+        return count_held(self.cache, keys)
 
     def _to_send(self, plan: CachedBatch, texts: list[str], tally: Tally | None) -> list[str]:
         """The texts ``plan`` says to send; counts its hits and misses."""
