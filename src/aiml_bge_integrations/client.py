@@ -272,6 +272,11 @@ class _BaseClient(Generic[_Http]):
         return self._usage.snapshot(self._limiter.limit, self._limiter.peak, reset=True)
 
     @property
+    def served_model(self) -> str | None:
+        """The model the server's last reply named (its ``model`` field); None before one has."""
+        return self._engine.served_model
+
+    @property
     def effective_batch_size(self) -> int:
         """``batch_size``, or the smaller limit a server has stated."""
         return self._engine.batch_size()

@@ -86,7 +86,8 @@ class State:
     usage: UsageTotals = field(default_factory=UsageTotals)
     phase: str = "embedding"
     runs: list[dict[str, Any]] = field(default_factory=list)
-    """Every run of the job: its ``model``, ``base_url`` and ``resumed_from`` (passages done)."""
+    """Every run of the job: its ``model``, ``model_served``, ``base_url`` and ``resumed_from``
+    (passages done)."""
 
     def dumps(self) -> bytes:
         """The checkpoint as JSON."""

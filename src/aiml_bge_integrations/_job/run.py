@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from .._batching import LongTextWarning, effective_long_text
+from .._models import same_model
 from ..client import EmbeddingsClient, Usage
 from ..errors import InputFileError, OutputError, ResumeError
 from .checkpoint import Checkpoint, State, saved_progress, work_dir_for
@@ -45,6 +46,7 @@ __all__ = [
     "manifest_for",
     "read_manifest",
     "run_job",
+    "served_model_of",
 ]
 
 MANIFEST_VERSION = 1
@@ -90,7 +92,8 @@ class JobResult:
     over_limit: int
     """Passages over the token window (truncated, with ``long_text="truncate"``)."""
     runs: list[dict[str, Any]] = field(default_factory=list)
-    """Every run of the job, this one last: ``model``, ``base_url`` and ``resumed_from``."""
+    """Every run of the job, this one last: ``model`` (as requested), ``model_served`` (as the
+    server's replies named it; None before a reply), ``base_url`` and ``resumed_from``."""
     already_complete: bool = False
     """The output was already complete for this input and settings; nothing was sent or written."""
     shared: int = 0
@@ -331,7 +334,12 @@ def _record_run(run: _Run, state: State) -> None:
     client = run.client
     earlier = {r["base_url"] for r in state.runs} - {client.base_url}
     state.runs.append(
-        {"model": client.model, "base_url": client.base_url, "resumed_from": state.done}
+        {
+            "model": client.model,
+            "model_served": None,
+            "base_url": client.base_url,
+            "resumed_from": state.done,
+        }
     )
     if state.done:
         at = f" at {', '.join(sorted(earlier))}; this run sends to {client.base_url}"
@@ -433,6 +441,8 @@ def _embed_rest(run: _Run, state: State) -> None:
         if progress is not None:
             progress(mark[0], total, client.usage)
 
+    served: str | None = None
+
     if progress is not None:
         progress(mark[0], total, client.usage)
     try:
@@ -440,6 +450,9 @@ def _embed_rest(run: _Run, state: State) -> None:
             # Over-long passages were counted and announced by the scan, once.
             warnings.simplefilter("ignore", LongTextWarning)
             for vector in client.iter_embeddings(texts()):
+                if served is None and client.served_model is not None:
+                    served = client.served_model
+                    _check_served(state, served)
                 if state.dim is None:
                     state.dim = len(vector)
                 elif len(vector) != state.dim:
@@ -469,6 +482,24 @@ def _embed_rest(run: _Run, state: State) -> None:
             "run; rerun with --restart"
         )
     state.done, state.positions = mark
+
+
+def served_model_of(runs: list[dict[str, Any]]) -> str | None:
+    """The model the server named in its replies, as the job's runs recorded it (the latest)."""
+    named = [r.get("model_served") for r in runs if isinstance(r.get("model_served"), str)]
+    return named[-1] if named else None
+
+
+def _check_served(state: State, served: str) -> None:
+    """Record the model this run's server names; refuse to mix vectors of two models."""
+    before = served_model_of(state.runs[:-1])
+    if before is not None and not same_model(served, before):
+        raise ResumeError(
+            f"the server now serves model {served!r}, but the earlier runs of this output got "
+            f"their vectors from {before!r}; the output would mix two models' vectors: point "
+            "--base-url at the server that serves the earlier model, or rerun with --restart"
+        )
+    state.runs[-1]["model_served"] = served
 
 
 def _finalize(run: _Run, state: State) -> None:
@@ -513,11 +544,14 @@ def _manifest(run: _Run, state: State) -> bytes:
             "rows": state.done,
             "dimension": state.dim,
             "model": client.model,
+            "model_served": served_model_of(state.runs),
             "base_url": client.base_url,
             "long_text": client.long_text,
             "long_text_applied": effective_long_text(client.model, client.long_text),
-            "document_instruction": None,
+            "document_instruction": client.document_instruction,
             "query_instruction": client.query_instruction,
+            "document_input_type": client.document_input_type,
+            "query_input_type": client.query_input_type,
             "output_format": run.output_format,
             "dtype": run.identity.get("dtype"),
             "identity": run.identity,
