@@ -94,7 +94,8 @@ def test_by_default_the_run_stops_at_the_refused_row_and_names_it(
     out = tmp_path / "v.jsonl"
     result = run_cli("embed", src, "-o", out, *FLAGS)
     assert result.code == cli.EXIT_API, result.err
-    assert "line 4: " in result.err and "not accepted" in result.err, result.err
+    assert "line 4: the server refused this passage: this input" in result.err, result.err
+    assert "index" not in result.err
     assert not out.exists()
     assert server.sent_texts()[-2:] == ["three", BAD]  # nothing sent after the refusal
 
@@ -180,3 +181,18 @@ def test_parquet_rows_refused_before_any_vector_wait_for_its_length(
     assert "every passage was refused" in refused.err and ".jsonl" in refused.err
     jsonl = run_cli("embed", only_bad, "-o", tmp_path / "b.jsonl", *FLAGS, "--on-error", "record")
     assert jsonl.code == cli.EXIT_PARTIAL, jsonl.err
+
+
+def test_a_server_that_refuses_every_passage_stops_the_run_anyway(
+    server: ScriptedServer, run_cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiml_bge_integrations._job import run
+
+    monkeypatch.setattr(run, "REFUSED_IN_A_ROW", 3)
+    texts = [f"refused {i}" for i in range(8)]
+    server.refuse.update(texts)
+    src = write_lines(tmp_path / "c.txt", ["fine", *texts])
+    result = run_cli("embed", src, "-o", tmp_path / "v.jsonl", *FLAGS, "--on-error", "record")
+    assert result.code == cli.EXIT_API, result.err
+    assert "3 passages in a row were refused" in result.err and "line 4" in result.err
+    assert len(server.posts()) == 3  # one per refusal, not one per passage to the end

@@ -64,6 +64,9 @@ ON_ERROR = ("stop", "record")
 (naming it), or write it with its error instead of a vector and go on."""
 ERROR_EXAMPLES = 5
 """Refused rows a run's result and manifest name (all are counted)."""
+REFUSED_IN_A_ROW = 100
+"""With ``on_error="record"``, server refusals in a row (no vector between them) after which
+the run stops anyway: a server that refuses every passage is not refusing their content."""
 _STATE_SECONDS = 2.0
 
 
@@ -426,10 +429,14 @@ def _reason(err: ItemRejectedError | TextTooLongError, index: int, model: str) -
     """What a refused row's ``error`` says: the server's reason, without the stream's index."""
     if isinstance(err, TextTooLongError):
         return _over_window(model, err.token_counts.get(index))
-    said = err.message
+    return f"refused by the server (HTTP {err.status_code}): {_server_said(err)}"
+
+
+def _server_said(err: ItemRejectedError) -> str:
+    """The server's reason in ``err``, without the index in the stream the client names."""
     prefix = f"the server refused the text at index {err.index}: "
-    said = said[len(prefix) :] if said.startswith(prefix) else said
-    return f"refused by the server (HTTP {err.status_code}): {said}"
+    said = err.message
+    return said[len(prefix) :] if said.startswith(prefix) else said
 
 
 def _over_window(model: str, tokens: int | None) -> str:
@@ -578,9 +585,12 @@ def _embed_rest(run: _Run, state: State) -> None:
         if progress is not None:
             progress(mark[0], total, client.usage)
 
+    refused_in_a_row = 0  # server refusals since the last vector
+
     def refuse(err: ItemRejectedError | TextTooLongError, got: int) -> list[_Pulled]:
         # The stream ended at a refusal: record the passages it names, and return those
         # still to send (the refused batch's others, and any read ahead), in order.
+        nonlocal refused_in_a_row
         waiting = [e for e in ids if e.first == -1]
         at = [err.index] if isinstance(err, ItemRejectedError) else err.indices
         named = [(i, waiting[i - got]) for i in at if 0 <= i - got < len(waiting)]
@@ -589,12 +599,24 @@ def _embed_rest(run: _Run, state: State) -> None:
             # The stream's index means nothing to the user: name the passage by its id.
             label = f"{source.id_label} {', '.join(str(e.id) for _, e in named)}"
             if isinstance(err, ItemRejectedError):
-                err.message = f"{label}: {err.message}"
+                err.message = f"{label}: the server refused this passage: {_server_said(err)}"
                 err.args = (err.message,)
             else:
                 err.args = (f"{label}: {err}",)
         if not recording or len(named) != len(at):
             raise err
+        if isinstance(err, ItemRejectedError):
+            refused_in_a_row += 1
+            if refused_in_a_row >= REFUSED_IN_A_ROW:
+                # The server refuses everything, not some passages' content: stop paying
+                # a request per passage to learn it.
+                err.message = (
+                    f"{err.message} ({REFUSED_IN_A_ROW} passages in a row were refused "
+                    "without one vector between them: the server seems to refuse every "
+                    "passage; the run stops)"
+                )
+                err.args = (err.message,)
+                raise err
         for i, entry in named:
             refused[entry.row] = reasons[i]
             entry.first, entry.text = -2, None
@@ -614,6 +636,7 @@ def _embed_rest(run: _Run, state: State) -> None:
                 try:
                     for vector in client.iter_embeddings(texts(resend)):
                         got += 1
+                        refused_in_a_row = 0
                         if served is None and client.served_model is not None:
                             served = client.served_model
                             _check_served(state, served)
