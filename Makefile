@@ -73,6 +73,7 @@ test-frameworks: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_throughput.py
+	$(BIN)/python benchmarks/bench_client_cpu.py
 
 bench-cli: $(STAMP)
 	$(BIN)/python benchmarks/bench_cli.py

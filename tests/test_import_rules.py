@@ -37,6 +37,8 @@ PURE = {
 IO = {
     "__init__",
     "_cache",
+    "_cached",
+    "_client_base",
     "_tally",
     "_telemetry",
     "_transport",

@@ -19,6 +19,7 @@ into docs/models.md (the docs test says when it is out of date).
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -555,3 +556,23 @@ def model_mismatch_message(served: str, requested: str, base_url: str) -> str:
         f"the server at {base_url} answered with model {served!r}, not {requested!r} as asked: "
         f"the vectors are those of {served!r}, and {applied}"
     )
+
+
+_noticed: set[tuple[str, str]] = set()
+_noticed_lock = threading.Lock()
+
+
+def first_token_policy_notice(model: str, long_text: str) -> str | None:
+    """``token_policy_notice`` for a policy asked for by name, the first time in this process.
+
+    Only ``"error"`` counts as asked for: ``"truncate"`` is the default, and would be said for
+    every model the package does not know. Said once per process for a model and a policy.
+    """
+    if long_text != "error":
+        return None
+    notice = token_policy_notice(model, long_text)
+    with _noticed_lock:
+        if notice is None or (model, long_text) in _noticed:
+            return None
+        _noticed.add((model, long_text))
+    return notice

@@ -384,3 +384,53 @@ def no_tls_context() -> ssl.SSLContext:
     # not loaded. The context still verifies: with no trust anchors, an https connection made
     # through this pool would fail, never be trusted.
     return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
+class SmallBody:
+    """The bytes of a short reply (a feed, a server's description), read up to ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        self._parts: list[bytes] = []
+        self._left = limit
+
+    def add(self, chunk: bytes) -> bool:
+        """Keep ``chunk``; False once the reply is longer than the limit (read no further)."""
+        self._left -= len(chunk)
+        self._parts.append(chunk)
+        return self._left >= 0
+
+    def value(self) -> bytes:
+        return b"".join(self._parts)
+
+
+_SMALL_GET_FAILURES = (httpx.HTTPError, *FAILURES)
+
+
+def get_small(http: httpx.Client, request: httpx.Request, limit: int) -> bytes | None:
+    """The body of a 200 reply to ``request``; None for any other status, a reply longer than
+    ``limit`` bytes, or no reply at all (bounded in time by the request's own timeout)."""
+    body = SmallBody(limit)
+    with (
+        contextlib.suppress(*_SMALL_GET_FAILURES),
+        contextlib.closing(http.send(request, stream=True)) as response,
+    ):
+        if response.status_code == 200 and all(map(body.add, response.iter_bytes())):
+            return body.value()
+    return None
+
+
+async def aget_small(http: httpx.AsyncClient, request: httpx.Request, limit: int) -> bytes | None:
+    """``get_small`` on an event loop."""
+    body = SmallBody(limit)
+    with contextlib.suppress(*_SMALL_GET_FAILURES):
+        response = await http.send(request, stream=True)
+        try:
+            if response.status_code != 200:
+                return None
+            async for chunk in response.aiter_bytes():
+                if not body.add(chunk):
+                    return None
+            return body.value()
+        finally:
+            await response.aclose()
+    return None

@@ -133,3 +133,16 @@ def test_adaptive_rows_run_each_client(report: dict[str, Any]) -> None:
         assert "failed" not in row and row["texts_per_s"] > 0, row
         assert row["requests"] >= (ADAPTIVE_N + 127) // 128, row
     assert rows[1]["limit_end"] == 12  # the tuned client keeps its setting
+
+
+def test_the_client_cpu_benchmark_prints_each_row() -> None:
+    script = REPO / "benchmarks" / "bench_client_cpu.py"
+    args = ["--n", "200", "--rounds", "1", "--alternations", "1"]
+    proc = subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [
+        line.split("|")[1].strip() for line in proc.stdout.splitlines() if line.startswith("| ")
+    ]
+    assert rows[1:] == ["default", "without-range-check", "collector-off"]
