@@ -139,6 +139,12 @@ class CacheRoute:
             for text in texts
         ]
 
+    def held(self, keys: Iterable[str]) -> int:
+        """How many of the distinct ``keys`` the file holds, read-only (no entry marked used)."""
+        from ._cache import count_held
+
+        return count_held(self.path, keys)
+
     def lookup(self, texts: list[str], side: str, tally: Tally | None) -> Lookup:
         """``texts`` looked up in the cache file, on this thread."""
         from ._cache import lookup_batch

@@ -12,6 +12,7 @@ import contextlib
 import os
 import threading
 import uuid
+import warnings
 import weakref
 from collections.abc import (
     Callable,
@@ -265,6 +266,51 @@ class BaseClient(Generic[Http]):
     def reset_usage(self) -> Usage:
         """Return the totals so far and start counting from zero (the limits are not totals: kept)."""
         return self._usage.snapshot(self._limiter.limit, self._limiter.peak, reset=True)
+
+    @property
+    def served_model(self) -> str | None:
+        """The model the server's last reply named (its ``model`` field); None before one has."""
+        return self._engine.served_model
+
+    def cached_documents(self, texts: Iterable[str]) -> int:
+        """How many of the distinct ``texts`` the cache holds as documents for these settings.
+
+        The texts are keyed as ``embed_documents`` keys them (``document_instruction`` in front,
+        the long-text policy applied) and looked up read-only: nothing is sent, and the cache
+        file is not written, not even the time an entry was last used. 0 without ``cache`` or
+        before its file exists; texts the long-text policy refuses (``long_text="error"``) are
+        not counted. Keys use the model as requested (a reply naming another model is known
+        only once one has come).
+        """
+        from ._batching import LongTextWarning
+        from .errors import TextTooLongError
+
+        route = self._cache
+        if route is None:
+            return 0
+        keys: set[str] = set()
+        model = route.key_model()
+        chunk: list[str] = []
+
+        def add(texts: list[str]) -> None:
+            while texts:
+                try:
+                    prepared = self._engine._as_documents(texts)
+                    keys.update(route.keys(prepared, "document", model))
+                    return
+                except TextTooLongError as err:
+                    refused = set(err.indices)
+                    texts = [t for i, t in enumerate(texts) if i not in refused]
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", LongTextWarning)
+            for text in texts:
+                chunk.append(text)
+                if len(chunk) == 1024:
+                    add(chunk)
+                    chunk = []
+            add(chunk)
+        return route.held(keys)
 
     @property
     def effective_batch_size(self) -> int:

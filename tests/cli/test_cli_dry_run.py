@@ -206,3 +206,46 @@ def test_the_dry_run_checks_what_the_output_needs(
     )
     parquet = run_cli("embed", src, "--dry-run", "-o", tmp_path / "out.parquet")
     assert parquet.code == cli.EXIT_OUTPUT and "needs pyarrow" in parquet.err
+
+
+def test_the_dry_run_counts_what_the_cache_holds_without_a_request_or_a_write(
+    server_env: Any, run_cli: Any, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    cache = tmp_path / "cache.sqlite"
+    first = [f"passage number {i}" for i in range(7)]
+    later = [f"a new passage {i}" for i in range(5)]
+    part = write_lines(tmp_path / "part.txt", first)
+    done = run_cli("embed", part, "-o", tmp_path / "part.jsonl", "--cache", cache)
+    assert done.code == 0, done.err
+    # Make every entry look long unused: a lookup that marked its hits as used would write.
+    with sqlite3.connect(cache) as conn:
+        conn.execute("UPDATE vectors SET last_used = 0")
+    conn.close()
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("cache.sqlite*")}
+    full = write_lines(tmp_path / "full.txt", [*later[:2], *first[:4], *later[2:], first[0]])
+    server_env.reset_stats()
+    dry = run_cli("embed", full, "--dry-run", "--cache", cache)
+    assert dry.code == 0, dry.err
+    assert field(dry.out, "cached").startswith("4 of the 9 distinct texts")
+    assert server_env.stats["requests"] == 0
+    after = {p.name: p.read_bytes() for p in tmp_path.glob("cache.sqlite*")}
+    assert after["cache.sqlite"] == before["cache.sqlite"]
+    with sqlite3.connect(f"file:{cache}?mode=ro", uri=True) as conn:
+        assert conn.execute("SELECT MAX(last_used) FROM vectors").fetchone()[0] == 0
+    conn.close()
+    # And the run then sends exactly the texts the dry run did not find.
+    run = run_cli("embed", full, "-o", tmp_path / "full.jsonl", "--cache", cache)
+    assert run.code == 0, run.err
+    assert server_env.stats["items"] == 5
+
+
+def test_the_dry_run_with_a_cache_path_not_yet_made_counts_none(
+    run_cli: Any, tmp_path: Path
+) -> None:
+    src = write_lines(tmp_path / "one.txt", ["Laura is a DJ."])
+    result = run_cli("embed", src, "--dry-run", "--cache", tmp_path / "none.sqlite")
+    assert result.code == 0, result.err
+    assert field(result.out, "cached").startswith("0 of the 1 distinct")
+    assert not (tmp_path / "none.sqlite").exists()

@@ -186,17 +186,30 @@ def dry_run(
 
 
 def long_text_verdict(
-    scanned: ScanResult, *, source: InputSource, model: str, long_text: str
+    scanned: ScanResult,
+    *,
+    source: InputSource,
+    model: str,
+    long_text: str,
+    recorded: bool = False,
 ) -> str | None:
     """What the policy makes of the over-long passages the scan found.
 
     ``long_text`` is the effective policy (``effective_long_text``). Raises
-    ``InputFileError`` naming them under ``"error"``; returns the notice to show under
-    ``"truncate"``; ``None`` when there is nothing to say.
+    ``InputFileError`` naming them under ``"error"`` (unless ``recorded``: the run writes
+    them with their error, ``--on-error record``, and this says so); returns the notice to
+    show under ``"truncate"``; ``None`` when there is nothing to say.
     """
     if not scanned.over_limit:
         return None
     label = source.id_label
+    if long_text == "error" and recorded:
+        return (
+            f"{scanned.over_limit} passage(s) over {policy_window(model)} tokens will be written with "
+            f"an error instead of a vector (--long-text error, --on-error record; {label} "
+            f"{', '.join(str(i) for i, _ in scanned.over_examples[:5])}"
+            f"{' ...' if scanned.over_limit > 5 else ''})"
+        )
     if long_text == "error":
         named = ", ".join(f"{label} {i} ({n} tokens)" for i, n in scanned.over_examples)
         more = scanned.over_limit - len(scanned.over_examples)
@@ -234,6 +247,10 @@ def run_identity(
     }
 
 
+_ABSENT = {"on_error": "stop"}
+"""What an identity without the key means."""
+
+
 def difference(
     before: dict[str, Any], now: dict[str, Any], whose: str = "the unfinished run's"
 ) -> list[str]:
@@ -242,8 +259,9 @@ def difference(
     ``whose`` names the run ``before`` describes, in the messages.
     """
     said = []
-    for key in now:
-        old, new = before.get(key), now[key]
+    # A key only one side has counts too (``on_error`` is in an identity only when recording).
+    for key in [*now, *(k for k in before if k not in now)]:
+        old, new = before.get(key, _ABSENT.get(key)), now.get(key, _ABSENT.get(key))
         if old == new:
             continue
         if key == "fingerprint":
