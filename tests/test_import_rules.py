@@ -40,6 +40,7 @@ IO = {
     "_cached",
     "_client_base",
     "_probe",
+    "_sockets",
     "_tally",
     "_telemetry",
     "_transport",
@@ -69,7 +70,16 @@ IO_LIBRARIES = {
     "urllib.request",
 }
 """What a pure module may not import (threading's locks are allowed: they do no I/O)."""
-CORE_LOGIC = {"_batching", "_concurrency", "_engine", "_outcome", "_retry", "_transport", "_wire"}
+CORE_LOGIC = {
+    "_batching",
+    "_concurrency",
+    "_engine",
+    "_outcome",
+    "_retry",
+    "_sockets",
+    "_transport",
+    "_wire",
+}
 """The core's decisions, which the adapters reach only through the clients."""
 FRAMEWORKS = {"langchain_core", "llama_index", "ray", "pyarrow", "opentelemetry"}
 

@@ -34,6 +34,7 @@ import sqlite3
 import struct
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ __all__ = [
     "EmbeddingCache",
     "alookup_batch",
     "cache_key",
+    "count_held",
     "lookup_batch",
 ]
 
@@ -445,6 +447,44 @@ async def alookup_batch(cache: EmbeddingCache | None, keys: Sequence[str]) -> Ca
     """:func:`lookup_batch` for async callers (the lookup runs in a worker thread)."""
     found = await cache.aget_many(keys) if cache is not None else {}
     return _batch(keys, found)
+
+
+def count_held(path: str | os.PathLike[str], keys: Iterable[str]) -> int:
+    """How many of the distinct ``keys`` the cache file at ``path`` holds, read-only.
+
+    The file is opened read-only (SQLite ``mode=ro``): no entry is added, evicted or marked as
+    used, so looking is free of side effects on what the cache keeps. A path with no file yet
+    holds nothing (0). A file that is not this package's cache raises ``CacheFileError``.
+    """
+    target = Path(path)
+    wanted = list({_key_bytes(k) for k in keys})
+    if not target.exists():
+        return 0
+    probe = EmbeddingCache.__new__(EmbeddingCache)
+    probe.path = target  # only for the messages of _refuse
+    if target.is_dir():
+        raise probe._refuse("it is a folder")
+    uri = "file:" + urllib.parse.quote(str(target.resolve())) + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT)
+    except sqlite3.Error as exc:
+        raise probe._refuse(f"SQLite says: {exc}") from None
+    try:
+        if probe._check_own(conn) == 0:
+            return 0
+        held = 0
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            row = conn.execute(
+                f"SELECT COUNT(*) FROM vectors WHERE key IN ({marks})", chunk
+            ).fetchone()
+            held += int(row[0])
+        return held
+    except sqlite3.DatabaseError as exc:
+        raise probe._refuse(f"SQLite says: {exc}") from None
+    finally:
+        conn.close()
 
 
 @contextmanager

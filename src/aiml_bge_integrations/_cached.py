@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ._settings import BGE_MAX_TOKENS, is_bge_model, same_model
+from ._models import policy_window
+from ._settings import same_model
 from ._tally import Tally
 from ._usage import UsageCounter
 from .errors import ItemRejectedError
@@ -97,7 +98,7 @@ class CacheRoute:
         self._long_text, self._encoding = long_text, encoding_format
         self._prompts, self._input_types = prompts, input_types
         self._served_model, self._usage = served_model, usage
-        self._limit = BGE_MAX_TOKENS if is_bge_model(model) else None
+        self._limit = policy_window(model)
         self._file: EmbeddingCache | None = None
         self._lock = threading.Lock()
 
@@ -137,6 +138,12 @@ class CacheRoute:
             )
             for text in texts
         ]
+
+    def held(self, keys: Iterable[str]) -> int:
+        """How many of the distinct ``keys`` the file holds, read-only (no entry marked used)."""
+        from ._cache import count_held
+
+        return count_held(self.path, keys)
 
     def lookup(self, texts: list[str], side: str, tally: Tally | None) -> Lookup:
         """``texts`` looked up in the cache file, on this thread."""

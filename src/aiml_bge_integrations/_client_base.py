@@ -12,6 +12,7 @@ import contextlib
 import os
 import threading
 import uuid
+import warnings
 import weakref
 from collections.abc import (
     Callable,
@@ -46,6 +47,8 @@ from ._settings import (
 from ._tally import Tally, collecting
 from ._telemetry import AttemptSpan, CallSpan, Telemetry, make_telemetry
 from ._transport import (
+    ACCEPT_ENCODING,
+    check_process,
     check_transport_security,
 )
 from ._usage import RateLimiter, Usage, UsageCounter
@@ -151,6 +154,8 @@ class BaseClient(Generic[Http]):
         """How often and how long to wait before retrying; its ``sleep`` and ``asleep`` are the
         waits between attempts (a test seam: record delays instead of sleeping)."""
         self._injected_http: Http | None = http_client
+        if http_client is not None:
+            check_process(http_client)  # remembers where it was given (see _new_call)
         self._injected_limiter = rate_limiter
         self._closed = False
         self._usage = UsageCounter()
@@ -177,6 +182,7 @@ class BaseClient(Generic[Http]):
         self._headers = {
             "Content-Type": "application/json",
             "Accept": "application/json",
+            "Accept-Encoding": ACCEPT_ENCODING,
             "User-Agent": USER_AGENT,
             **self.default_headers,
         }
@@ -267,6 +273,51 @@ class BaseClient(Generic[Http]):
         return self._usage.snapshot(self._limiter.limit, self._limiter.peak, reset=True)
 
     @property
+    def served_model(self) -> str | None:
+        """The model the server's last reply named (its ``model`` field); None before one has."""
+        return self._engine.served_model
+
+    def cached_documents(self, texts: Iterable[str]) -> int:
+        """How many of the distinct ``texts`` the cache holds as documents for these settings.
+
+        The texts are keyed as ``embed_documents`` keys them (``document_instruction`` in front,
+        the long-text policy applied) and looked up read-only: nothing is sent, and the cache
+        file is not written, not even the time an entry was last used. 0 without ``cache`` or
+        before its file exists; texts the long-text policy refuses (``long_text="error"``) are
+        not counted. Keys use the model as requested (a reply naming another model is known
+        only once one has come).
+        """
+        from ._batching import LongTextWarning
+        from .errors import TextTooLongError
+
+        route = self._cache
+        if route is None:
+            return 0
+        keys: set[str] = set()
+        model = route.key_model()
+        chunk: list[str] = []
+
+        def add(texts: list[str]) -> None:
+            while texts:
+                try:
+                    prepared = self._engine._as_documents(texts)
+                    keys.update(route.keys(prepared, "document", model))
+                    return
+                except TextTooLongError as err:
+                    refused = set(err.indices)
+                    texts = [t for i, t in enumerate(texts) if i not in refused]
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", LongTextWarning)
+            for text in texts:
+                chunk.append(text)
+                if len(chunk) == 1024:
+                    add(chunk)
+                    chunk = []
+            add(chunk)
+        return route.held(keys)
+
+    @property
     def effective_batch_size(self) -> int:
         """``batch_size``, or the smaller limit a server has stated."""
         return self._engine.batch_size()
@@ -297,6 +348,8 @@ class BaseClient(Generic[Http]):
         self, cancelled: threading.Event | None = None, tally: Tally | None = None
     ) -> Call:
         self._this_process()
+        if self._injected_http is not None:
+            check_process(self._injected_http)  # never the parent's sockets in a fork
         if self._closed:  # a closed client opens what it needs again, as on first use
             self._closed = False
             self._reopen()

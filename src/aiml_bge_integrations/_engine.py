@@ -34,9 +34,9 @@ from ._constants import (
     reply_bytes_per_number,
 )
 from ._discovery import ServerLimits, planning_note
-from ._models import model_mismatch_message, profile_for, same_model
+from ._models import model_mismatch_message, policy_window, profile_for, same_model
 from ._outcome import Context, Outcome, interpret, transport_outcome
-from ._settings import int_at_least, is_bge_model
+from ._settings import int_at_least
 from ._usage import RateLimiter, UsageCounter
 from ._warnings import warn_user
 from ._wire import ParsedEmbeddings, build_request_body
@@ -393,7 +393,7 @@ class Engine:
     def _tokens_for_limiter(self, texts: list[str]) -> int:
         if self.rate_limiter is None or not self.rate_limiter.counts_tokens:
             return 0
-        if is_bge_model(self.ctx.model):
+        if policy_window(self.ctx.model) is not None:
             from .tokens import count_tokens_batch
 
             return sum(count_tokens_batch(texts))

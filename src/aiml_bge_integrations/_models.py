@@ -425,12 +425,11 @@ def token_limit(model: str) -> int | None:
 def policy_window(model: str) -> int | None:
     """The token window the long-text policy applies to ``model``; None: texts go as they are.
 
-    BGE English's 512 tokens. ``token_limit`` knows the window of more families, with an
-    exact count; the corpus job, its dry run and the command line's reports still speak of
-    BGE's 512, so the policy keeps to BGE until they take the window from here (then this
-    returns ``token_limit(model)``).
+    The window of every family whose tokenizer the package ships, counted exactly with it
+    (``token_limit``): BGE English 512, e5 (English) 512, all-MiniLM 256, gte and
+    snowflake-arctic-embed v1 512 (their long variants 8,192 and 2,048), nomic-embed 8,192.
     """
-    return BGE_MAX_TOKENS if is_bge_model(model) else None
+    return token_limit(model)
 
 
 def same_model(served: str, requested: str) -> bool:
@@ -525,13 +524,11 @@ def token_policy_notice(model: str, long_text: str) -> str | None:
         why = f"{model!r} is not a model the package knows (see docs/models.md)"
     elif profile.max_tokens is None:
         why = f"the window of {model!r} is not known"
-    elif profile.tokenizer is None:
+    else:  # a window without a shipped tokenizer (token_limit needs both)
         why = (
             f"the package does not ship the tokenizer of {model!r}, so it cannot count its "
             f"{profile.max_tokens:,}-token window exactly"
         )
-    else:
-        why = "the package applies it to the BGE English models' 512-token window only"
     return (
         f"long_text={long_text!r} does not apply: {why}. Texts are sent as they are, and the "
         "server applies its own limit to long ones"

@@ -3,7 +3,8 @@
 ``LimitsProbe`` belongs to one client. Before the client plans its first batch, ``run``
 (sync) or ``arun`` (async) sends the GETs ``_discovery.discovery_urls`` names, with the
 client's own connection pool and headers (its key included: the same server), never
-following a redirect, reading at most ``MAX_REPLY_BYTES`` of each reply and all of them
+following a redirect, reading at most ``MAX_REPLY_BYTES`` of each reply (as decoded:
+inflated a piece at a time, ``_transport.SmallBody``) and all of them
 within about ``DISCOVERY_TIMEOUT`` seconds in all, and within half of what is left of the
 call's deadline if it has one. What the replies publish goes to the client's engine
 (``Engine.learn_server_limits``). It is asked once per client: concurrent calls wait for the
@@ -34,6 +35,7 @@ from ._discovery import (
     discovery_urls,
 )
 from ._engine import Engine
+from ._transport import ACCEPT_ENCODING, SmallBody, araw_chunks, raw_chunks
 
 __all__ = ["LimitsProbe"]
 
@@ -143,7 +145,8 @@ def _request(
     left = deadline - time.monotonic()
     if left <= 0:
         return None
-    return http.build_request("GET", url, headers=dict(headers), timeout=left)
+    headers = {**headers, "Accept-Encoding": ACCEPT_ENCODING}  # what SmallBody inflates
+    return http.build_request("GET", url, headers=headers, timeout=left)
 
 
 def _too_large(response: httpx.Response) -> bool:
@@ -152,25 +155,22 @@ def _too_large(response: httpx.Response) -> bool:
 
 
 def _get(http: httpx.Client, url: str, headers: Mapping[str, str], deadline: float) -> Reply:
-    """One GET within the deadline and ``MAX_REPLY_BYTES``: ``(status, body)``, or None."""
+    """One GET within the deadline and ``MAX_REPLY_BYTES`` (decoded, inflated a piece at a
+    time: ``SmallBody``): ``(status, body)``, or None."""
     try:
         request = _request(http, url, headers, deadline)
         if request is None:
             return None
-        response = http.send(request, stream=True, follow_redirects=False)
-        try:
+        with contextlib.closing(
+            http.send(request, stream=True, follow_redirects=False)
+        ) as response:
             if response.status_code != 200 or _too_large(response):
                 return response.status_code, b""
-            parts: list[bytes] = []
-            size = 0
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > MAX_REPLY_BYTES or time.monotonic() > deadline:
+            body = SmallBody(response, MAX_REPLY_BYTES)
+            for chunk in raw_chunks(response):
+                if not body.add(chunk) or time.monotonic() > deadline:
                     return None
-                parts.append(chunk)
-            return 200, b"".join(parts)
-        finally:
-            response.close()
+            return 200, body.value()
     except Exception as err:
         logger.debug("%s: no reply (%s)", url, type(err).__name__)
         return None
@@ -188,14 +188,11 @@ async def _aget(
         try:
             if response.status_code != 200 or _too_large(response):
                 return response.status_code, b""
-            parts: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > MAX_REPLY_BYTES:
+            body = SmallBody(response, MAX_REPLY_BYTES)
+            async for chunk in araw_chunks(response):
+                if not body.add(chunk):
                     return None
-                parts.append(chunk)
-            return 200, b"".join(parts)
+            return 200, body.value()
         finally:
             await response.aclose()
     except Exception as err:

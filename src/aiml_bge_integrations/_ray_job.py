@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 import orjson
 
-from ._batching import effective_long_text
+from ._batching import effective_long_text, policy_window
 from ._job import InputSource, JobSpec, JsonlSource, open_source, scan
 from ._job.checkpoint import Checkpoint, State, check_rows, work_dir_for
 from ._job.files import open_file, refuse_link, remove_dir, remove_files, write_atomic
@@ -237,24 +237,30 @@ def _clear_output(output: Path) -> None:
     remove_files(output.parent, [manifest_for(output).name])
 
 
-def _written(output: Path) -> tuple[int, int | None]:
-    """Rows in the output's finished part files, and the vectors' length (``None``: no rows)."""
+def _written(output: Path) -> tuple[int, int | None, list[str]]:
+    """Rows in the output's finished part files, the vectors' length (``None``: no rows), and
+    the models the server named in its replies for them (each once, sorted)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .ray import _is_part_file
+    from .ray import SERVED_MODEL_METADATA, _is_part_file
 
     rows = 0
     dimension = None
+    served: set[str] = set()
     for name in sorted(os.listdir(output)):
         if _is_part_file(name, finished=True):
             with open_file(output / name, "rb") as f:
                 meta = pq.read_metadata(f)
-                column = meta.schema.to_arrow_schema().field("embedding").type
+                schema = meta.schema.to_arrow_schema()
+                column = schema.field("embedding").type
             rows += meta.num_rows
             if isinstance(column, pa.FixedSizeListType):
                 dimension = column.list_size
-    return rows, dimension
+            named = (schema.metadata or {}).get(SERVED_MODEL_METADATA)
+            if named:
+                served.add(named.decode("utf-8", "replace"))
+    return rows, dimension, sorted(served)
 
 
 def run_ray_job(
@@ -301,7 +307,7 @@ def _run_locked(
     model, long_text = resolved["model"], resolved["long_text"]
     source = open_source(spec.input, spec.input_format, spec.field, spec.id_field)
     applied = effective_long_text(model, long_text)
-    scanned = scan(source, check_long=applied != "none")
+    scanned = scan(source, window=policy_window(model) if applied != "none" else None)
     if scanned.total == 0:
         raise InputFileError(f"{spec.input}: no passages to embed", path=spec.input)
     told = long_text_verdict(scanned, source=source, model=model, long_text=applied)
@@ -369,15 +375,19 @@ def _run_locked(
         raise ours from None
     finally:
         stop()
-    rows, dimension = _written(output)
+    rows, dimension, served = _written(output)
     check_rows(f"{output}/", rows, scanned.total)
-    write_atomic(manifest_for(output), _manifest(identity, resolved, rows, dimension))
+    write_atomic(manifest_for(output), _manifest(identity, resolved, rows, dimension, served))
     checkpoint.remove()
     return RayJobResult(output, scanned.total, resumed, time.monotonic() - started, done.embedded)
 
 
 def _manifest(
-    identity: dict[str, Any], resolved: dict[str, Any], rows: int, dimension: int | None
+    identity: dict[str, Any],
+    resolved: dict[str, Any],
+    rows: int,
+    dimension: int | None,
+    served: list[str],
 ) -> bytes:
     from . import __version__
 
@@ -389,11 +399,15 @@ def _manifest(
             "rows": rows,
             "dimension": dimension,
             "model": model,
+            "model_served": served[-1] if served else None,
+            "models_served": served,
             "base_url": resolved["base_url"],
             "long_text": long_text,
             "long_text_applied": effective_long_text(model, long_text),
-            "document_instruction": None,
+            "document_instruction": resolved["document_instruction"],
             "query_instruction": resolved["query_instruction"],
+            "document_input_type": resolved["document_input_type"],
+            "query_input_type": resolved["query_input_type"],
             "output_format": "ray-parquet",
             "dtype": "float32",
             "identity": identity,

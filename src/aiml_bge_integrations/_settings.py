@@ -97,7 +97,7 @@ DEFAULT_TIMEOUT = 60.0
 """Seconds for one HTTP request (connect, write, read, pool)."""
 
 LONG_TEXT_POLICIES = ("truncate", "error", "none")
-"""What the core does with a BGE input over 512 tokens (see README, "Long texts")."""
+"""What the core does with an input over the model's token window (docs/models.md)."""
 
 FROM_MODEL = "the model's default"
 """The documented default of a setting whose default follows from ``model``."""
@@ -429,8 +429,10 @@ SETTINGS: tuple[Setting, ...] = (
         "long_text",
         Literal["truncate", "error", "none"],
         "truncate",
-        "BGE inputs over 512 tokens: cut at the last whole word that fits (with a warning), "
-        "refuse them before sending anything (TextTooLongError), or send them as they are.",
+        "Inputs over the model's token window (BGE English: 512; docs/models.md lists each "
+        "family's): cut at the last whole word that fits (with a warning), refuse them before "
+        "sending anything (TextTooLongError), or send them as they are. Applies where the "
+        "package counts the model's tokens exactly.",
         _one_of(*LONG_TEXT_POLICIES),
         choices=LONG_TEXT_POLICIES,
     ),

@@ -12,11 +12,14 @@ import asyncio
 import contextlib
 import functools
 import ipaddress
+import os
 import ssl
 import threading
 import time
+import weakref
+import zlib
 from collections import deque
-from collections.abc import AsyncGenerator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -28,23 +31,29 @@ from ._concurrency import Flights, Limiter, Ticket
 from ._constants import LOOPBACK_HOSTS, batches_in_flight, error_body_limit
 from ._engine import Failure, Reply, Send
 from ._outcome import ReplyTooLarge, WallTimeout
+from ._sockets import proxied, watched_client
 from .errors import ConfigurationError
 
 __all__ = [
+    "ACCEPT_ENCODING",
     "FAILURES",
     "AsyncGate",
     "BoundedBody",
     "Exchange",
     "InOrder",
+    "Inflate",
     "LoopState",
     "SyncGate",
     "Vectors",
+    "araw_chunks",
+    "check_process",
     "check_transport_security",
     "close_at_loop_shutdown",
     "failure",
     "is_loopback_ip",
     "no_tls_context",
     "own_pool",
+    "raw_chunks",
     "release",
     "ssl_context",
     "with_end",
@@ -164,11 +173,92 @@ class AsyncGate:
         return mark
 
 
+ACCEPT_ENCODING = "gzip, deflate"
+"""The content codings a request accepts: those ``Inflate`` undoes within a bound."""
+
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+class Inflate:
+    """A reply's ``Content-Encoding`` undone, never more bytes at a time than asked for.
+
+    httpx inflates each chunk as it arrives, whole: one 64 KiB chunk of a gzip bomb becomes
+    64 MiB before anyone can look at its size. So the clients read the raw body and inflate
+    it here, with ``max_length`` set to what is left of the bound. Only the codings of
+    ``ACCEPT_ENCODING`` are undone; any other (``br``, ``zstd``, a stack of two) was not
+    asked for and is refused as a body that does not decode, before a byte of it is read.
+    """
+
+    def __init__(self, encoding: str) -> None:
+        codings = [c.strip().lower() for c in encoding.split(",")]
+        codings = [c for c in codings if c not in ("", "identity")]
+        if len(codings) > 1 or (codings and codings[0] not in _WBITS):
+            raise httpx.DecodingError(
+                f"the reply's Content-Encoding {encoding!r} is not one the client asked for "
+                f"({ACCEPT_ENCODING})"
+            )
+        self._coding = codings[0] if codings else None
+        self._zlib = zlib.decompressobj(_WBITS[self._coding]) if self._coding else None
+        self._first = True
+
+    def take(self, data: bytes, at_most: int) -> bytes:
+        """``data`` decoded, cut at ``at_most`` bytes (at least 1): a reply that reaches
+        ``at_most`` has at least that many, and what is left of ``data`` is dropped."""
+        if self._zlib is None:
+            return data
+        first, self._first = self._first, False
+        try:
+            return self._zlib.decompress(data, max(1, at_most))
+        except zlib.error as err:
+            if first and self._coding == "deflate":  # raw deflate, without zlib's header (as httpx)
+                self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+                return self.take(data, at_most)
+            raise httpx.DecodingError(
+                f"the reply does not decode as {self._coding}: {err}"
+            ) from err
+
+
+def raw_chunks(response: httpx.Response) -> Iterator[bytes]:
+    """The body of a ``stream=True`` response as sent, its coding still on (``iter_raw``).
+
+    A response read whole as it was made (a ``MockTransport`` handler's reply) has only its
+    decoded content left, which is given instead (``_inflate`` then leaves it as it is).
+    """
+    return iter([response.content]) if response.is_stream_consumed else response.iter_raw()
+
+
+def araw_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+    """``raw_chunks`` for an async response."""
+    return _Once(response.content) if response.is_stream_consumed else response.aiter_raw()
+
+
+class _Once:
+    """An async iterator of one item."""
+
+    def __init__(self, item: bytes) -> None:
+        self._item: bytes | None = item
+
+    def __aiter__(self) -> _Once:
+        return self
+
+    async def __anext__(self) -> bytes:
+        item, self._item = self._item, None
+        if item is None:
+            raise StopAsyncIteration
+        return item
+
+
+def _inflate(response: httpx.Response) -> Inflate:
+    encoding = response.headers.get("content-encoding", "")
+    return Inflate("" if response.is_stream_consumed else encoding)
+
+
 class BoundedBody:
     """A reply's body, read within its request's bounds of size and time.
 
+    ``add`` takes the body's raw chunks (``iter_raw``) and inflates them with ``Inflate``.
     A 200 reply past ``Send.limit`` bytes (as received or as decoded) raises ``ReplyTooLarge``
-    and is read no further; an error reply is cut at ``error_body_limit`` of the request (its
+    and is read no further, with no more than the bound ever held decoded; an error reply is cut at ``error_body_limit`` of the request (its
     message is at the start, and what it echoes of the request fits). A request past ``Send.timeout`` since it was sent raises ``WallTimeout``: the
     time is checked between chunks, and each read of the socket is given no more than the
     time left (httpcore reads its timeouts from the request before every read), so a server
@@ -184,6 +274,7 @@ class BoundedBody:
         self._end = started + step.timeout
         self._parts: list[bytes] = []
         self._size = 0
+        self._inflate = _inflate(response)
         declared = response.headers.get("content-length", "")
         if (
             not self._cut
@@ -194,9 +285,10 @@ class BoundedBody:
             raise self._too_large()
         self._check_time()
 
-    def add(self, chunk: bytes) -> bool:
-        """Keep ``chunk``; False once an error reply's bound is reached (read no more)."""
+    def add(self, raw: bytes) -> bool:
+        """Keep ``raw``, decoded; False once an error reply's bound is reached (read no more)."""
         room = self._limit - self._size
+        chunk = self._inflate.take(raw, room + 1)
         if len(chunk) > room or self._response.num_bytes_downloaded > self._limit:
             if not self._cut:
                 raise self._too_large()
@@ -314,7 +406,7 @@ class Exchange:
             # and the next one goes out while this body is still arriving.
             try:
                 body = BoundedBody(self._request, response, self._step, started)
-                async for chunk in response.aiter_bytes():
+                async for chunk in araw_chunks(response):
                     if not body.add(chunk):
                         break
             finally:
@@ -331,13 +423,40 @@ def own_pool(cls: type[_Http], max_concurrency: int, base_url: str) -> _Http:
 
     ``batches_in_flight(max_concurrency)`` connections, all kept alive: a reply's body is
     still being read after its slot is free and the next request has gone out. TLS is
-    verified. Each request carries its own timeout.
+    verified. Each request carries its own timeout; the sync client's pool holds a request to
+    it from sending to the last byte (see ``_sockets``).
     """
     connections = batches_in_flight(max_concurrency)
-    return cls(
-        verify=no_tls_context() if base_url[:5].lower() == "http:" else ssl_context(),
-        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-    )
+    verify = no_tls_context() if base_url[:5].lower() == "http:" else ssl_context()
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    if cls is httpx.Client and not proxied():
+        # One time budget per request, and close() that ends requests in flight (_sockets);
+        # behind a proxy the environment names, httpx's own pool, which honours it.
+        return watched_client(verify, limits)  # type: ignore[return-value]
+    return cls(verify=verify, limits=limits)
+
+
+_MADE_IN: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
+def check_process(http: httpx.Client | httpx.AsyncClient) -> None:
+    """Refuse a caller's ``http_client`` in a process forked from the one it was given in.
+
+    The first call records the process (the client's constructor makes it). A child of a
+    fork holds copies of its parent's connections, which are the same sockets: a request
+    sent on one would mix with the parent's, and read the parent's replies. The client cannot
+    make the caller's object safe (it does not know how it was built), so the child's first
+    call says why at once instead; the pools the client makes itself are made afresh in a
+    child (``_BaseClient._this_process``).
+    """
+    made_in = _MADE_IN.setdefault(http, os.getpid())
+    if made_in != os.getpid():
+        raise ConfigurationError(
+            f"http_client was given in process {made_in}, and this process ({os.getpid()}) "
+            "was forked from it: its connections are the parent's own sockets, which a "
+            "child must not use. Create the http_client in the child (after the fork), or "
+            "leave http_client unset so that the client makes its own pool in each process"
+        )
 
 
 def release(response: httpx.Response) -> None:
@@ -387,14 +506,20 @@ def no_tls_context() -> ssl.SSLContext:
 
 
 class SmallBody:
-    """The bytes of a short reply (a feed, a server's description), read up to ``limit``."""
+    """The bytes of a short reply (a feed, a server's description), read up to ``limit``.
 
-    def __init__(self, limit: int) -> None:
+    ``add`` takes the raw chunks (``raw_chunks``) and inflates them within what is left of
+    the limit, as ``BoundedBody`` does.
+    """
+
+    def __init__(self, response: httpx.Response, limit: int) -> None:
+        self._inflate = _inflate(response)
         self._parts: list[bytes] = []
         self._left = limit
 
-    def add(self, chunk: bytes) -> bool:
-        """Keep ``chunk``; False once the reply is longer than the limit (read no further)."""
+    def add(self, raw: bytes) -> bool:
+        """Keep ``raw``, decoded; False once the reply is longer than the limit (read no further)."""
+        chunk = self._inflate.take(raw, self._left + 1)
         self._left -= len(chunk)
         self._parts.append(chunk)
         return self._left >= 0
@@ -409,25 +534,27 @@ _SMALL_GET_FAILURES = (httpx.HTTPError, *FAILURES)
 def get_small(http: httpx.Client, request: httpx.Request, limit: int) -> bytes | None:
     """The body of a 200 reply to ``request``; None for any other status, a reply longer than
     ``limit`` bytes, or no reply at all (bounded in time by the request's own timeout)."""
-    body = SmallBody(limit)
+    request.headers["Accept-Encoding"] = ACCEPT_ENCODING
     with (
         contextlib.suppress(*_SMALL_GET_FAILURES),
         contextlib.closing(http.send(request, stream=True)) as response,
     ):
-        if response.status_code == 200 and all(map(body.add, response.iter_bytes())):
+        body = SmallBody(response, limit)
+        if response.status_code == 200 and all(map(body.add, raw_chunks(response))):
             return body.value()
     return None
 
 
 async def aget_small(http: httpx.AsyncClient, request: httpx.Request, limit: int) -> bytes | None:
     """``get_small`` on an event loop."""
-    body = SmallBody(limit)
+    request.headers["Accept-Encoding"] = ACCEPT_ENCODING
     with contextlib.suppress(*_SMALL_GET_FAILURES):
         response = await http.send(request, stream=True)
         try:
             if response.status_code != 200:
                 return None
-            async for chunk in response.aiter_bytes():
+            body = SmallBody(response, limit)
+            async for chunk in araw_chunks(response):
                 if not body.add(chunk):
                     return None
             return body.value()

@@ -12,6 +12,8 @@ Exit codes (also in docs/cli.md, "Exit codes")::
     7    an unfinished run cannot be resumed by this command (different input or settings, or
          a checkpoint that disagrees with its staged files)
     8    another aiml-bge embed is writing the same output; nothing was read, sent or changed
+    9    done, but with --on-error record some rows were refused: the output holds them with
+         their error instead of a vector
     130  interrupted (Ctrl-C); the last checkpoint is kept, the same command resumes
 
 Every failure ends with one line on stderr, ``aiml-bge: error: ...``. The API key is read
@@ -35,7 +37,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
-from ._models import _is_aimlapi, missing_key_message
+from ._models import _is_aimlapi, missing_key_message, policy_window
 from ._settings import (
     API_KEY_ENV,
     BASE_URL_ENV,
@@ -43,7 +45,6 @@ from ._settings import (
     Setting,
     env_default,
     int_at_least,
-    is_bge_model,
 )
 from .client import EmbeddingsClient, Usage
 from .errors import (
@@ -67,6 +68,7 @@ __all__ = [
     "EXIT_MODEL",
     "EXIT_OK",
     "EXIT_OUTPUT",
+    "EXIT_PARTIAL",
     "EXIT_RESUME",
     "EXIT_USAGE",
     "build_parser",
@@ -92,6 +94,8 @@ EXIT_RESUME = 7
 """An unfinished run cannot be resumed by this command."""
 EXIT_BUSY = 8
 """Another run is writing the same output (it holds the lock); this one changed nothing."""
+EXIT_PARTIAL = 9
+"""Done, with rows the server refused written with their error (``--on-error record``)."""
 EXIT_INTERRUPTED = 130
 """Interrupted (Ctrl-C); the checkpoint is kept."""
 
@@ -224,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
         "settings; 3 no API key, or the key was refused; 4 the model is not served; 5 bad "
         "input; 6 the output cannot be written; 7 an unfinished run of OUTPUT does not fit "
         "this command (--restart discards it); 8 another aiml-bge embed is writing OUTPUT "
-        "(this one changed nothing); 130 interrupted (the same command continues).",
+        "(this one changed nothing); 9 done, but some rows were written with an error (--on-error "
+        "record); 130 interrupted (the same command continues).",
     )
     embed.add_argument(
         "input",
@@ -269,8 +274,18 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument(
         "--dry-run",
         action="store_true",
-        help="count BGE tokens exactly, report passages over 512 tokens, and estimate "
-        "requests and credits; sends nothing and needs no key",
+        help="count tokens (exactly for models whose tokenizer the package ships), report "
+        "passages over the model's window, and estimate requests and credits; sends nothing "
+        "and needs no key",
+    )
+    embed.add_argument(
+        "--on-error",
+        choices=("stop", "record"),
+        default="stop",
+        help="a passage the server refuses for its own content (a 400 or 422 naming it, or "
+        "over the token window with --long-text error): stop there and name it (default), or "
+        "record: write it with its error instead of a vector, go on, and exit with 9 "
+        "(.jsonl and .parquet only)",
     )
     embed.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
     _add_client_settings(embed)
@@ -348,6 +363,8 @@ def _code_for(err: BaseException) -> int:
 
 def _cmd_embed(args: argparse.Namespace) -> int:
     try:
+        if args.on_error == "record":
+            _check_on_error(args)
         if args.dry_run:
             return _dry_run(args)
         if args.output is None:
@@ -357,6 +374,21 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         return _embed(args)
     except _Failure as failure:
         return _error(failure.code, failure.message)
+
+
+def _check_on_error(args: argparse.Namespace) -> None:
+    """``--on-error record`` where the output can hold a row without a vector; before anything."""
+    from ._job import check_on_error, output_format_for
+
+    if args.ray:
+        raise _Failure(EXIT_USAGE, "--on-error record is not available with --ray")
+    if args.output is None:
+        return
+    try:
+        fmt = output_format_for(args.output) if args.output_format == "auto" else args.output_format
+        check_on_error(args.on_error, fmt)
+    except (ValueError, ConfigurationError) as err:
+        raise _Failure(EXIT_USAGE, str(err)) from None
 
 
 def _dry_run(args: argparse.Namespace) -> int:
@@ -374,35 +406,36 @@ def _dry_run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise _Failure(EXIT_USAGE, str(err)) from None
     label = source.id_label
-    counts = "BGE WordPiece tokens"
-    if not is_bge_model(model):
-        counts += ", an estimate for this model"
+    window = report.window
+    counts = "bert-base-uncased WordPiece tokens" + (
+        "" if window else ", an estimate for this model"
+    )
     lines = [
         "dry run: nothing was sent",
         f"input      {args.input} ({source.kind}, {report.total:,} passages)",
         f"model      {model} (counts are {counts}, [CLS] and [SEP] included)",
         f"tokens     {report.tokens:,} (longest passage {report.max_tokens:,})",
     ]
-    if report.over_limit:
+    if window is None:
+        why = "" if long_text == "none" else f"--long-text {long_text} does not apply; "
+        lines.append(
+            f"window     not known exactly for {model}: {why}texts are sent as they are and "
+            "its server applies its own limit"
+        )
+    elif report.over_limit:
         named = ", ".join(f"{label} {i} ({n} tokens)" for i, n in report.over_examples)
         more = report.over_limit - len(report.over_examples)
         action = {
-            "truncate": "they will be cut to 512 tokens (--long-text truncate)",
+            "truncate": f"they will be cut to {window} tokens (--long-text truncate)",
             "error": "the run will refuse them (--long-text error)",
             "none": "they will be sent as they are (--long-text none)",
         }[report.long_text]
-        if report.long_text != long_text:
-            action = (
-                f"they will be sent as they are: the 512-token policy (--long-text {long_text}) "
-                f"applies to BGE models only, and {model} is not one; its server decides "
-                "whether to accept them"
-            )
         lines.append(
-            f"over 512   {report.over_limit:,} passage(s): {named}"
+            f"{f'over {window}':<10} {report.over_limit:,} passage(s): {named}"
             f"{f' and {more:,} more' if more > 0 else ''}; {action}"
         )
     else:
-        lines.append("over 512   none")
+        lines.append(f"{f'over {window}':<10} none")
     if report.repeated:
         lines.append(
             f"repeated   {report.repeated:,} passage(s) repeat an earlier one's text; the run "
@@ -418,6 +451,14 @@ def _dry_run(args: argparse.Namespace) -> int:
         else f"no credits ({base_url} is not the AI/ML API)"
     )
     lines += [f"requests   {report.requests:,} (batch size {batch_size})", f"credits    {credits}"]
+    cache = args.cache or env_default("cache")
+    if cache is not None:
+        held = _cached_count(args, source)
+        distinct = report.total - report.repeated
+        lines.append(
+            f"cached     {held:,} of the {distinct:,} distinct texts are in the cache {cache} "
+            "(the run sends only the others; requests and credits above count them all)"
+        )
     if args.output is not None:
         lines.append(f"output     {args.output} (not written)")
     print("\n".join(lines))
@@ -425,6 +466,21 @@ def _dry_run(args: argparse.Namespace) -> int:
         # --ray writes a directory of Parquet parts, whatever its name.
         _check_output_needs(Path(args.output), "parquet" if args.ray else args.output_format)
     return EXIT_OK if not (report.over_limit and report.long_text == "error") else EXIT_INPUT
+
+
+def _cached_count(args: argparse.Namespace, source: Any) -> int:
+    """How many of the input's distinct texts the cache holds, looked up read-only, unsent."""
+    try:
+        # The key is never sent (nothing is): a dry run needs none, and the cache keys do not
+        # depend on it.
+        client = EmbeddingsClient(
+            api_key=os.environ.get(API_KEY_ENV, "").strip() or "dry-run",
+            **_client_settings(args),
+        )
+        with client:
+            return client.cached_documents(p.text for p in source.records())
+    except ConfigurationError as err:
+        raise _Failure(EXIT_USAGE, str(err)) from None
 
 
 def _check_output_needs(output: Path, output_format: str) -> None:
@@ -579,6 +635,7 @@ def _embed(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         overwrite=args.overwrite,
         restart=args.restart,
+        on_error=args.on_error,
     )
     try:
         key = read_api_key(settings.get("base_url"))
@@ -609,7 +666,7 @@ def _embed(args: argparse.Namespace) -> int:
     bar.close()
     if not quiet:
         _summary(result, settings.get("max_concurrency") or env_default("max_concurrency"))
-    return EXIT_OK
+    return EXIT_PARTIAL if result.errors else EXIT_OK
 
 
 def _add_ray_flags(p: argparse.ArgumentParser) -> None:
@@ -732,12 +789,24 @@ def _in_flight(u: Usage, limit: int) -> str:
     )
 
 
+def _refused_line(result: Any) -> str:
+    """What the summary says of the rows written with an error instead of a vector."""
+    first = result.error_examples[0] if result.error_examples else None
+    named = f"; the first, id {first[0]!r}: {first[1]}" if first else ""
+    return (
+        f"refused: {_n(result.errors, 'row was', 'rows were')} refused and written with an "
+        f"error instead of a vector{named}"
+    )
+
+
 def _summary(result: Any, limit: int) -> None:
     if result.already_complete:
         print(
             f"already complete: {result.output} holds all {result.total:,} vectors of this "
             "input, written with these settings; nothing was sent or changed"
         )
+        if result.errors:
+            print(_refused_line(result))
         return
     u = result.usage
     sent = result.total - result.resumed_from
@@ -762,7 +831,9 @@ def _summary(result: Any, limit: int) -> None:
             f"{_n(t['credits'], 'credit')}"
         )
     if result.over_limit:
-        line += f"; {result.over_limit:,} passage(s) were truncated to 512 tokens"
+        window = policy_window(result.runs[-1]["model"]) if result.runs else None
+        to = f"{window} tokens" if window else "the model's window"
+        line += f"; {result.over_limit:,} passage(s) were truncated to {to}"
     if result.shared:
         line += (
             f"; {_n(result.shared, 'passage')} repeated an earlier one and got its vector "
@@ -771,6 +842,8 @@ def _summary(result: Any, limit: int) -> None:
     if u.peak_concurrency:
         line += "; " + _in_flight(u, limit)
     print(line)
+    if result.errors:
+        print(_refused_line(result))
     this = result.runs[-1]["base_url"] if result.runs else None
     earlier = sorted({run["base_url"] for run in result.runs[:-1]} - {this})
     if earlier:

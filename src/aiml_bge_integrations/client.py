@@ -34,6 +34,7 @@ from ._cached import Lookup
 from ._client_base import Answer, BaseClient, Steps, traced, within
 from ._constants import batches_in_flight
 from ._engine import Call, Done, Failure, Reply, Send, Wait, stopped_error
+from ._sockets import end_requests
 from ._tally import NO_ATTEMPT, Tally
 from ._transport import (
     FAILURES,
@@ -49,6 +50,7 @@ from ._transport import (
     failure,
     get_small,
     own_pool,
+    raw_chunks,
     release,
     with_end,
 )
@@ -77,7 +79,8 @@ class EmbeddingsClient(BaseClient[httpx.Client]):
     caller shares. A copy (``copy``, ``deepcopy``, pickle) has the same settings and the same
     key. How many requests are in flight is found
     from the server's refusals and round trips (docs/concurrency.md). One client is safe to
-    share between threads, and works in a process forked from the one that made it.
+    share between threads, and works in a process forked from the one that made it (a caller's
+    ``http_client`` is refused there: its connections are the parent's).
     """
 
     def _start_process(self) -> None:
@@ -103,9 +106,11 @@ class EmbeddingsClient(BaseClient[httpx.Client]):
         """Close the connection pool (if the client made it) and the worker threads.
 
         Calls still running are stopped: their workers send nothing more, wake from any
-        backoff at once and stop reading a reply at its next chunk.
+        backoff at once and stop reading a reply at its next chunk; on the client's own pool
+        a request in flight ends at once, even one whose server sends nothing.
         """
         self._stop_calls()
+        end_requests(self._http)  # requests still waiting on a server end now, not at timeout
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
@@ -265,7 +270,7 @@ class EmbeddingsClient(BaseClient[httpx.Client]):
             # and another worker sends the next one while this body is still arriving.
             try:
                 body = BoundedBody(request, response, step, started)
-                for chunk in response.iter_bytes():
+                for chunk in raw_chunks(response):
                     if call.cancelled.is_set():
                         raise stopped_error()
                     if not body.add(chunk):

@@ -100,7 +100,11 @@ def _restore_error(cls: type[AimlBgeError], args: tuple[Any, ...], state: dict[s
 
 
 class ConfigurationError(AimlBgeError, ValueError):
-    """A setting is invalid (raised when the client or adapter is built)."""
+    """A setting is invalid (raised when the client or adapter is built).
+
+    Also raised at the first call in a forked child when the client was given an
+    ``http_client`` in the parent: its connections are the parent's sockets.
+    """
 
 
 class MissingAPIKeyError(ConfigurationError):

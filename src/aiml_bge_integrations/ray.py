@@ -80,6 +80,9 @@ __all__ = [
 
 DEFAULT_ACTORS = 2
 """Actors ``embed_dataset`` starts when not told."""
+SERVED_MODEL_METADATA = b"aiml_bge.model_served"
+"""Key of the Parquet schema metadata ``embed_parquet`` writes in each part file: the model
+the server named in its replies (what the job's manifest reports as ``model_served``)."""
 DEFAULT_ACTOR_CPUS = 0.25
 """CPU share reserved per actor: an actor mostly waits on the network."""
 
@@ -478,6 +481,12 @@ class _BlockWriter(BgeEmbedder):
         return pa.table({"rows": pa.array([table.num_rows], type=pa.int64())})
 
     def _write(self, table: pa.Table) -> None:
+        served = self._client.served_model
+        if served is not None:
+            # Which model made these vectors, as the server named it: the job's manifest says.
+            metadata = dict(table.schema.metadata or {})
+            metadata[SERVED_MODEL_METADATA] = served.encode("utf-8")
+            table = table.replace_schema_metadata(metadata)
         name = _part_name(table.column(self._id_column))
         final = f"{self._dir}/{name}"
         temp = f"{self._dir}/{_TEMP_PREFIX}{uuid.uuid4().hex}-{name}"

@@ -11,7 +11,8 @@ import pytest
 from cli_helpers import write_lines
 
 from aiml_bge_integrations import cli
-from aiml_bge_integrations._settings import DEFAULT_MODEL, is_bge_model
+from aiml_bge_integrations._models import policy_window
+from aiml_bge_integrations._settings import DEFAULT_MODEL
 
 
 def field(out: str, name: str) -> str:
@@ -121,9 +122,10 @@ def test_dry_run_reports_a_bad_line(run_cli: Any, tmp_path: Path) -> None:
 
 
 NON_BGE = "acme/house-embedder"  # a model without a profile: no window, any dimension
+E5 = "intfloat/e5-base-v2"  # another family counted exactly (768 wide, as the local server)
 
 
-@pytest.mark.parametrize("model", [DEFAULT_MODEL, NON_BGE])
+@pytest.mark.parametrize("model", [DEFAULT_MODEL, E5, NON_BGE])
 @pytest.mark.parametrize("long_text", ["truncate", "error", "none"])
 def test_the_dry_run_predicts_the_run(
     make_server: Any,
@@ -133,7 +135,8 @@ def test_the_dry_run_predicts_the_run(
     model: str,
     long_text: str,
 ) -> None:
-    """The 512-token policy is BGE's: the dry run applies it exactly where the run does."""
+    """The model's window, where the package counts it exactly: the dry run applies the
+    policy exactly where the run does."""
     server = make_server(served_models=[model])
     monkeypatch.setenv("AIMLAPI_API_KEY", server.api_key)
     monkeypatch.setenv("AIMLAPI_BASE_URL", server.base_url)
@@ -144,19 +147,33 @@ def test_the_dry_run_predicts_the_run(
     assert server.stats["requests"] == 0
     run = run_cli("embed", src, "-o", tmp_path / "v.jsonl", *flags)
     assert dry.code == run.code, (dry.out, run.err)
-    policy_applies = is_bge_model(model) and long_text != "none"
+    window = policy_window(model)
+    policy_applies = window is not None and long_text != "none"
     assert run.code == (cli.EXIT_INPUT if policy_applies and long_text == "error" else 0)
 
-    over = field(dry.out, "over 512")
+    over = field(dry.out, f"over {window}" if window else "window")
     truncated = "were truncated" in run.out
-    assert ("cut to 512" in over) == truncated == (policy_applies and long_text == "truncate")
+    cut = f"cut to {window} tokens" in over
+    assert cut == truncated == (policy_applies and long_text == "truncate")
     if truncated:
-        assert number(field(dry.out, "billed")) == number(field(dry.out, "tokens")) - 602 + 512
+        assert window is not None
+        billed = number(field(dry.out, "billed"))
+        assert billed == number(field(dry.out, "tokens")) - 602 + window
     elif policy_applies:
         assert "the run will refuse them" in over
     else:
         assert "sent as they are" in over
         assert "billed" not in dry.out  # every token is sent, as the run sends it
+
+
+def test_the_dry_run_applies_the_window_of_the_model(run_cli: Any, tmp_path: Path) -> None:
+    src = write_lines(tmp_path / "long.txt", ["short", " ".join(["word"] * 300)])
+    minilm = "sentence-transformers/all-MiniLM-L6-v2"
+    dry = run_cli("embed", src, "--dry-run", "--model", minilm)
+    assert dry.code == 0, dry.err
+    assert "cut to 256 tokens" in field(dry.out, "over 256")
+    assert number(field(dry.out, "billed")) == number(field(dry.out, "tokens")) - 302 + 256
+    assert field(run_cli("embed", src, "--dry-run").out, "over 512") == "none"
 
 
 def test_the_dry_run_says_no_credits_for_a_server_other_than_the_aiml_api(
@@ -189,3 +206,46 @@ def test_the_dry_run_checks_what_the_output_needs(
     )
     parquet = run_cli("embed", src, "--dry-run", "-o", tmp_path / "out.parquet")
     assert parquet.code == cli.EXIT_OUTPUT and "needs pyarrow" in parquet.err
+
+
+def test_the_dry_run_counts_what_the_cache_holds_without_a_request_or_a_write(
+    server_env: Any, run_cli: Any, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    cache = tmp_path / "cache.sqlite"
+    first = [f"passage number {i}" for i in range(7)]
+    later = [f"a new passage {i}" for i in range(5)]
+    part = write_lines(tmp_path / "part.txt", first)
+    done = run_cli("embed", part, "-o", tmp_path / "part.jsonl", "--cache", cache)
+    assert done.code == 0, done.err
+    # Make every entry look long unused: a lookup that marked its hits as used would write.
+    with sqlite3.connect(cache) as conn:
+        conn.execute("UPDATE vectors SET last_used = 0")
+    conn.close()
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("cache.sqlite*")}
+    full = write_lines(tmp_path / "full.txt", [*later[:2], *first[:4], *later[2:], first[0]])
+    server_env.reset_stats()
+    dry = run_cli("embed", full, "--dry-run", "--cache", cache)
+    assert dry.code == 0, dry.err
+    assert field(dry.out, "cached").startswith("4 of the 9 distinct texts")
+    assert server_env.stats["requests"] == 0
+    after = {p.name: p.read_bytes() for p in tmp_path.glob("cache.sqlite*")}
+    assert after["cache.sqlite"] == before["cache.sqlite"]
+    with sqlite3.connect(f"file:{cache}?mode=ro", uri=True) as conn:
+        assert conn.execute("SELECT MAX(last_used) FROM vectors").fetchone()[0] == 0
+    conn.close()
+    # And the run then sends exactly the texts the dry run did not find.
+    run = run_cli("embed", full, "-o", tmp_path / "full.jsonl", "--cache", cache)
+    assert run.code == 0, run.err
+    assert server_env.stats["items"] == 5
+
+
+def test_the_dry_run_with_a_cache_path_not_yet_made_counts_none(
+    run_cli: Any, tmp_path: Path
+) -> None:
+    src = write_lines(tmp_path / "one.txt", ["Laura is a DJ."])
+    result = run_cli("embed", src, "--dry-run", "--cache", tmp_path / "none.sqlite")
+    assert result.code == 0, result.err
+    assert field(result.out, "cached").startswith("0 of the 1 distinct")
+    assert not (tmp_path / "none.sqlite").exists()

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 import pytest
 from cli_helpers import write_lines
+from scripted_server import ScriptedServer
 
 from aiml_bge_integrations import cli
 from aiml_bge_integrations._job import run
@@ -28,6 +29,11 @@ from aiml_bge_integrations._job import run
 # or from the rows not yet written.
 TEXTS = [f"Passage {i} of a small corpus." for i in (0, 1, 0, 2, 3, 1, 3, 4, 4, 0)]
 FLAGS = ["--batch-size", "2", "--max-concurrency", "1", "-q"]
+LONG = " ".join(["word"] * 600)
+"""Over the 512-token window: with ``--long-text error --on-error record`` a row with an error."""
+BAD = "A passage the server refuses."
+"""Refused by the scripted server with 422 naming it: with ``--on-error record`` an error row."""
+RECORDING = [*TEXTS[:3], LONG, BAD, *TEXTS[3:7], LONG, *TEXTS[7:9], BAD, TEXTS[9]]
 
 
 def loop_codes() -> set[CodeType]:
@@ -71,17 +77,35 @@ def interrupt_before_line(event: int | None, counted: list[int]) -> Iterator[Non
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("suffix", [".jsonl", ".npy"])
+@pytest.mark.parametrize(
+    ("suffix", "recording"),
+    [(".jsonl", False), (".npy", False), (".jsonl", True), (".parquet", True)],
+)
 def test_ctrl_c_at_any_line_of_the_loop_then_resume_writes_each_row_once(
-    server_env: Any, run_cli: Any, tmp_path: Path, suffix: str
+    server_env: Any,
+    run_cli: Any,
+    tmp_path: Path,
+    suffix: str,
+    recording: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
     if sys.gettrace() is not None:
         pytest.skip("another tracer (coverage, a debugger) is active")
-    src = write_lines(tmp_path / "corpus.txt", TEXTS)
+    if recording:  # a server that refuses BAD, naming it
+        scripted = ScriptedServer()
+        request.addfinalizer(scripted.close)
+        scripted.refuse.add(BAD)
+        monkeypatch.setenv("AIMLAPI_BASE_URL", scripted.base_url)
+        monkeypatch.setenv("AIMLAPI_API_KEY", "k")
+    texts = RECORDING if recording else TEXTS
+    flags = [*FLAGS, "--long-text", "error", "--on-error", "record"] if recording else FLAGS
+    finished = cli.EXIT_PARTIAL if recording else cli.EXIT_OK
+    src = write_lines(tmp_path / "corpus.txt", texts)
     reference = tmp_path / f"reference{suffix}"
     counted = [0]
     with interrupt_before_line(None, counted):
-        assert run_cli("embed", src, "-o", reference, *FLAGS).code == 0
+        assert run_cli("embed", src, "-o", reference, *flags).code == finished
     lines = counted[0]
     assert lines > 20  # the loop was traced
 
@@ -96,12 +120,15 @@ def test_ctrl_c_at_any_line_of_the_loop_then_resume_writes_each_row_once(
         out = tmp_path / f"run{event}" / f"v{suffix}"
         out.parent.mkdir()
         with interrupt_before_line(event, counted):
-            first = run_cli("embed", src, "-o", out, *FLAGS)
+            first = run_cli("embed", src, "-o", out, *flags)
         assert first.code == cli.EXIT_INTERRUPTED, (event, first.err)
-        resumed = run_cli("embed", src, "-o", out, *FLAGS)
-        assert resumed.code == 0, (event, resumed.err)
+        resumed = run_cli("embed", src, "-o", out, *flags)
+        assert resumed.code == finished, (event, resumed.err)
         got = output_files(out)
         if suffix == ".jsonl":
             ids = [orjson.loads(line)["id"] for line in got[0].splitlines()]
-            assert ids == list(range(1, len(TEXTS) + 1)), (event, ids)
+            assert ids == list(range(1, len(texts) + 1)), (event, ids)
         assert got == want, event
+        if recording:  # every refused row counted once, whichever run wrote it
+            manifest = orjson.loads(run.manifest_for(out).read_bytes())
+            assert manifest["errors"] == 4, (event, manifest["errors"])

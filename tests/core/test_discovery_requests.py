@@ -10,6 +10,7 @@ timeout.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import os
 import select
@@ -173,6 +174,16 @@ def _huge(conn: socket.socket, server: HostileServer) -> None:
         conn.sendall(b" " * 65536)
 
 
+def _gzip_bomb(conn: socket.socket, server: HostileServer) -> None:
+    body = gzip.compress(b" " * (16 << 20))  # 16 MiB as sent in about 16 KiB
+    conn.sendall(
+        head(
+            200, content_type="application/json", content_encoding="gzip", content_length=len(body)
+        )
+        + body
+    )
+
+
 def _redirect(conn: socket.socket, server: HostileServer) -> None:
     conn.sendall(head(302, location=server.base_url + "/redirected", content_length=0))
 
@@ -183,6 +194,7 @@ GETS = {
     "garbage": _garbage,
     "wrong shape": _not_json_shape,
     "huge": _huge,
+    "gzip bomb": _gzip_bomb,
     "redirect": _redirect,
     "404": None,
 }

@@ -7,6 +7,7 @@ time and kills a child that has not answered, so a hang shows as a failed assert
 from __future__ import annotations
 
 import asyncio
+import copy
 import gc
 import os
 import select
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from core_helpers import async_client, server_vectors, sync_client, texts_of
@@ -81,6 +83,41 @@ def test_an_async_client_works_in_a_forked_child_with_a_new_loop(local_server: A
     assert embed() == server_vectors(TEXTS)
     assert _in_child(embed) == {"result": server_vectors(TEXTS)}
     assert embed() == server_vectors(TEXTS)
+
+
+def _refused_in_child(work: Callable[[], Any]) -> None:
+    started = time.monotonic()
+    got = _in_child(work, wait=10.0)
+    assert got is not None, "the child hung"
+    assert time.monotonic() - started < 5.0
+    assert "error" in got and got["error"].startswith("ConfigurationError"), got
+    assert (
+        "forked" in got["error"] and "create the http_client in the child" in got["error"].lower()
+    )
+
+
+def test_a_callers_http_client_is_refused_at_once_in_a_forked_child(local_server: Any) -> None:
+    # The caller's pool and its open connections are the parent's: a child reading the same
+    # sockets would take the parent's replies (the old client used it as given).
+    with httpx.Client() as http, sync_client(local_server, http_client=http) as client:
+        assert client.embed_documents(TEXTS[:3]) == server_vectors(TEXTS[:3])
+        _refused_in_child(lambda: client.embed_documents(TEXTS[:3]))
+        _refused_in_child(lambda: copy.copy(client).embed_query("a copy made in the child"))
+        assert client.embed_documents(TEXTS[:3]) == server_vectors(TEXTS[:3])  # parent unharmed
+
+
+def test_a_callers_async_http_client_is_refused_at_once_in_a_forked_child(
+    local_server: Any,
+) -> None:
+    http = httpx.AsyncClient()
+    client = async_client(local_server, http_client=http)
+
+    def embed() -> list[list[float]]:
+        return asyncio.run(client.embed_documents(TEXTS[:3]))
+
+    _refused_in_child(embed)
+    # The parent's own use, on one event loop (a caller's async pool is bound to its loop).
+    assert embed() == server_vectors(TEXTS[:3])
 
 
 # -- what a client holds ------------------------------------------------------------------------

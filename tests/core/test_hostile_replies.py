@@ -13,6 +13,9 @@ import gzip
 import socket
 import struct
 import threading
+import time
+import tracemalloc
+import zlib
 from base64 import b64encode
 from collections.abc import Callable
 from typing import Any
@@ -20,12 +23,13 @@ from typing import Any
 import orjson
 import pytest
 from core_helpers import MODES, Outcome, Sleeps, run_embed, sync_client
-from hostile import HostileServer, head, trickle
+from hostile import STOP_AFTER, HostileServer, head, trickle
 
 from aiml_bge_integrations.errors import (
     APIConnectionError,
     APITimeoutError,
     InternalServerError,
+    ModelNotFoundError,
     ResponseTooLargeError,
     ResponseValidationError,
 )
@@ -109,6 +113,131 @@ def test_a_gzip_bomb_stops_at_the_bound_of_the_inflated_size(mode: str, sleeps: 
     assert server.requests == 1
 
 
+def _inflating(encoding: str, size: int) -> bytes:
+    """A reply of ``size`` spaces compressed with ``encoding`` (a bomb: ~1/1000 of its size)."""
+    data = b" " * size
+    if encoding == "gzip":
+        body = gzip.compress(data, compresslevel=9)
+    elif encoding == "deflate":
+        body = zlib.compress(data, 9)
+    else:
+        body = pytest.importorskip("zstandard").ZstdCompressor(level=19).compress(data)
+    del data
+    return (
+        head(
+            200,
+            content_type="application/json",
+            content_encoding=encoding,
+            content_length=len(body),
+        )
+        + body
+    )
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+@pytest.mark.parametrize("mode", MODES)
+def test_a_compressed_reply_is_bounded_by_its_decoded_bytes_exactly(
+    mode: str, encoding: str, sleeps: Sleeps
+) -> None:
+    # 200 MiB in about 200 KiB: each 64 KiB chunk of it inflates to some 64 MiB, which the
+    # client once decoded whole before it compared the size with its bound (~280 KB here).
+    reply = _inflating(encoding, 200 * 2**20)
+    with HostileServer(_answer(reply)) as server:
+        tracemalloc.start()
+        try:
+            out = _embed(mode, server)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert isinstance(out.error, ResponseTooLargeError), out.error
+    assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MiB while reading the reply"
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return packer.compress(data) + packer.flush()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "pack"),
+    [
+        ("gzip", gzip.compress),
+        ("x-gzip", gzip.compress),
+        ("deflate", zlib.compress),
+        ("deflate", _raw_deflate),  # deflate without zlib's header, as some servers send it
+        ("identity", lambda data: data),
+    ],
+    ids=["gzip", "x-gzip", "deflate", "raw-deflate", "identity"],
+)
+@pytest.mark.parametrize("mode", MODES)
+def test_a_compressed_reply_within_the_bound_is_read(
+    mode: str, encoding: str, pack: Callable[[bytes], bytes], sleeps: Sleeps
+) -> None:
+    vector = [0.5, -0.25] * 512
+    body = pack(orjson.dumps({"object": "list", "data": [{"index": 0, "embedding": vector}]}))
+    reply = (
+        head(
+            200,
+            content_type="application/json",
+            content_encoding=encoding,
+            content_length=len(body),
+        )
+        + body
+    )
+    with HostileServer(_answer(reply)) as server:
+        out = _embed(mode, server)
+    assert out.error is None, out.error
+    assert out.vectors == [vector]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_encoding_the_client_did_not_ask_for_is_refused_unread(
+    mode: str, sleeps: Sleeps
+) -> None:
+    # The client asks for gzip and deflate only (which it inflates within its bound); httpx
+    # would inflate zstd (or br) replies a chunk at a time, without a bound.
+    reply = _inflating("zstd", 200 * 2**20)
+    with HostileServer(_answer(reply)) as server:
+        tracemalloc.start()
+        try:
+            out = _embed(mode, server, max_retries=0)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert isinstance(out.error, APIConnectionError), out.error
+    assert "zstd" in str(out.error) and out.usage.retries_by_cause == {}
+    assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MiB while reading the reply"
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "zstd"])
+@pytest.mark.parametrize("mode", MODES)
+def test_the_deprecation_feed_after_a_404_is_bounded_by_its_decoded_bytes(
+    mode: str, encoding: str, sleeps: Sleeps
+) -> None:
+    # After a 404 for the model the client reads the server's deprecation feed (64 KiB at
+    # most); it once inflated that reply a chunk at a time, and asked for zstd too.
+    missing = b'{"message": "model not found"}'
+    bomb = _inflating(encoding, 200 * 2**20)
+
+    def reply(conn: socket.socket, server: HostileServer) -> None:
+        if server.requests == 1:
+            conn.sendall(head(404, content_type="application/json", content_length=len(missing)))
+            conn.sendall(missing)
+        else:
+            conn.sendall(bomb)
+
+    with HostileServer(reply) as server:
+        tracemalloc.start()
+        try:
+            out = _embed(mode, server, max_retries=0)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert isinstance(out.error, ModelNotFoundError), out.error
+    assert server.requests == 2  # the feed was asked for, and its bomb left unread
+    assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MiB while reading the feed"
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_a_huge_error_reply_is_cut_and_keeps_its_status(mode: str, sleeps: Sleeps) -> None:
     total, sent = 256 * 2**20, [0]
@@ -184,6 +313,94 @@ def test_close_stops_a_call_reading_a_trickling_reply() -> None:
         assert not caller.is_alive(), "the call went on reading after close()"
     assert client.is_closed
     assert len(errors) == 1 and isinstance(errors[0], APIConnectionError), errors
+
+
+def _silent(conn: socket.socket, server: HostileServer) -> None:
+    server.sleep(STOP_AFTER)  # the request was read; not a byte of reply, until the test ends
+
+
+@pytest.mark.parametrize("max_concurrency", [1, 4], ids=["caller-thread", "workers"])
+def test_close_ends_a_request_whose_server_sends_nothing(max_concurrency: int) -> None:
+    # The old close() waited for the request's own timeout (60 s here), as did the call.
+    with HostileServer(_silent) as server:
+        client = sync_client(
+            server,
+            api_key=KEY,
+            model=MODEL,
+            timeout=60,
+            max_retries=3,
+            max_concurrency=max_concurrency,
+        )
+        errors: list[BaseException] = []
+        ended: list[float] = []
+
+        def call() -> None:
+            try:
+                client.embed_documents(["hello"])
+            except BaseException as err:
+                errors.append(err)
+            ended.append(time.monotonic())
+
+        caller = threading.Thread(target=call, daemon=True)
+        caller.start()
+        for _ in range(100):  # until the request is on the wire (10 s at most)
+            if server.requests:
+                break
+            server.sleep(0.1)
+        assert server.requests == 1
+        server.sleep(0.3)  # the request is now waiting for its reply's head
+        closing = time.monotonic()
+        closer = threading.Thread(target=client.close, daemon=True)
+        closer.start()
+        closer.join(2.0)
+        assert not closer.is_alive(), "close() waited on a request whose server sends nothing"
+        caller.join(2.0)
+        assert not caller.is_alive(), "the call went on waiting after close()"
+    assert ended[0] - closing < 2.0
+    assert len(errors) == 1 and isinstance(errors[0], APIConnectionError), errors
+    assert server.requests == 1  # nothing was sent again after close()
+
+
+def _slow_head(conn: socket.socket, server: HostileServer) -> None:
+    # A reply head that keeps coming, a byte each 0.1 s for up to 30 s, then nothing.
+    trickle(conn, server, b"HTTP/1.1 200 OK\r\n" + b"x-padding: " + b"a" * 400, every=0.1)
+    server.sleep(STOP_AFTER)
+
+
+@pytest.mark.parametrize(
+    ("settings", "bound"),
+    [({"timeout": 2}, 2.0), ({"timeout": 30, "deadline": 2}, 2.0)],
+    ids=["timeout", "deadline"],
+)
+@pytest.mark.parametrize("mode", MODES)
+def test_a_reply_head_that_trickles_is_bounded_by_timeout_and_deadline(
+    mode: str, settings: dict[str, float], bound: float
+) -> None:
+    # Each read of the head once had the whole timeout to itself: a byte each 0.1 s held the
+    # call for as long as the server kept sending.
+    with HostileServer(_slow_head) as server:
+        started = time.monotonic()
+        out = _embed(mode, server, max_retries=0, **settings)
+        took = time.monotonic() - started
+    assert isinstance(out.error, APITimeoutError), out.error
+    assert took < bound + 1.0, f"the call took {took:.1f} s"
+
+
+def test_a_proxy_the_environment_names_is_still_honoured(
+    monkeypatch: pytest.MonkeyPatch, sleeps: Sleeps
+) -> None:
+    # The sync client's own pool (one time budget per request) is httpcore's under a
+    # transport of its own; behind a proxy named in the environment it stays httpx's.
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))  # bound, never listening: reached only through the proxy
+        target = f"http://127.0.0.1:{unused.getsockname()[1]}/v1"
+        with HostileServer(_answer(_vectors_reply([0.5, 0.25]))) as proxy:
+            monkeypatch.setenv("HTTP_PROXY", proxy.base_url.removesuffix("/v1"))
+            monkeypatch.delenv("NO_PROXY", raising=False)
+            monkeypatch.delenv("no_proxy", raising=False)
+            with sync_client(proxy, base_url=target, model=MODEL, max_retries=0) as client:
+                assert client.embed_documents(["hello"]) == [[0.5, 0.25]]
+            assert proxy.requests == 1
 
 
 # -- replies the client refuses, errors it types -----------------------------------------------

@@ -1,7 +1,9 @@
 """The pools the clients build verify TLS, and a plain-http base URL never loads the CA bundle.
 
-Observed through httpx's public surface: the ``verify`` argument each client hands to the
-``httpx.Client`` or ``httpx.AsyncClient`` it builds for itself, read with the standard
+Observed through httpx's and httpcore's public surfaces: the ``verify`` argument each client
+hands to the ``httpx.Client`` or ``httpx.AsyncClient`` it builds for itself, or the
+``ssl_context`` it hands to the ``httpcore.ConnectionPool`` under its own transport (the sync
+client's pool, see ``_sockets``), read with the standard
 library's ``ssl`` API. (Loading the CA bundle costs about 80 ms of CPU; a base URL that never
 speaks TLS has no use for it, but its context still verifies, trusting nothing.)
 """
@@ -13,6 +15,7 @@ import ssl
 from collections.abc import Iterator
 from typing import Any
 
+import httpcore
 import httpx
 import pytest
 
@@ -21,16 +24,27 @@ from aiml_bge_integrations import APIConnectionError, AsyncEmbeddingsClient, Emb
 
 @pytest.fixture
 def verify_given(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Every ``verify`` passed to an httpx client built while the test runs, in order."""
-    seen: list[Any] = []
-    for name in ("Client", "AsyncClient"):
-        base = getattr(httpx, name)
+    """Every TLS context a pool built while the test runs was given, in order.
 
-        def init(self: Any, *args: Any, _base: Any = base, **kwargs: Any) -> None:
-            seen.append(kwargs.get("verify", True))
+    ``verify`` of an httpx client that builds its own transport, ``ssl_context`` of an
+    httpcore pool (an httpx client given a transport uses no ``verify`` of its own).
+    """
+    seen: list[Any] = []
+    for module, name, argument in [
+        (httpx, "Client", "verify"),
+        (httpx, "AsyncClient", "verify"),
+        (httpcore, "ConnectionPool", "ssl_context"),
+    ]:
+        base = getattr(module, name)
+
+        def init(
+            self: Any, *args: Any, _base: Any = base, _argument: str = argument, **kwargs: Any
+        ) -> None:
+            if "transport" not in kwargs:
+                seen.append(kwargs.get(_argument, True))
             _base.__init__(self, *args, **kwargs)
 
-        monkeypatch.setattr(httpx, name, type(name, (base,), {"__init__": init}))
+        monkeypatch.setattr(module, name, type(name, (base,), {"__init__": init}))
     return seen
 
 

@@ -2,7 +2,9 @@
 
 ``ScriptedServer()`` answers ``POST /v1/embeddings`` with one vector per input (derived from
 the text, so equal texts get equal vectors) unless the test queued replies in ``script``
-(status, JSON body or bytes, headers); ``GET`` paths answer from ``pages``. Every request is
+(status, JSON body or bytes, headers; ``"default"`` for one default reply); ``GET`` paths
+answer from ``pages``. A request that carries a text in ``refuse`` gets 422 naming that input
+by its position (FastAPI's ``detail[].loc``), whatever else it carries. Every request is
 recorded in ``requests`` (method, path, headers, parsed JSON body). Bounded: it serves until
 closed, each connection with a socket timeout.
 """
@@ -32,7 +34,9 @@ class ScriptedServer:
         self.model = model
         """The model the default replies name (None: the model asked for)."""
         self.dim = dim
-        self.script: deque[tuple[int, Any, dict[str, str]]] = deque()
+        self.script: deque[Any] = deque()
+        self.refuse: set[str] = set()
+        """Texts refused with 422 naming them."""
         self.pages: dict[str, tuple[int, Any]] = {}
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -65,10 +69,17 @@ class ScriptedServer:
                 server._record("POST", self.path, dict(self.headers), payload)
                 with server._lock:
                     scripted = server.script.popleft() if server.script else None
-                if scripted is not None:
+                if scripted is not None and scripted != "default":
                     self._answer(*scripted)
                     return
                 inputs = payload.get("input", [])
+                bad = [i for i, t in enumerate(inputs) if t in server.refuse]
+                if bad:
+                    detail = [
+                        {"loc": ["body", "input", bad[0]], "msg": "this input is not accepted"}
+                    ]
+                    self._answer(422, {"detail": detail}, {})
+                    return
                 data = [
                     {"object": "embedding", "index": i, "embedding": vector_of(t, server.dim)}
                     for i, t in enumerate(inputs)

@@ -34,7 +34,8 @@ def test_the_missing_key_message_names_both_cases_the_fitting_one_first() -> Non
     [
         ("acme/house-embedder", "is not a model the package knows"),
         ("intfloat/multilingual-e5-small", "does not ship the tokenizer"),
-        ("sentence-transformers/all-MiniLM-L6-v2", "BGE English models' 512-token window only"),
+        ("sentence-transformers/all-mpnet-base-v2", "does not ship the tokenizer"),
+        ("Qwen/Qwen3-Embedding-0.6B", "does not ship the tokenizer"),
     ],
 )
 def test_a_token_policy_that_cannot_apply_says_why(model: str, why: str) -> None:
@@ -45,9 +46,20 @@ def test_a_token_policy_that_cannot_apply_says_why(model: str, why: str) -> None
     assert token_policy_notice(model, "none") is None
 
 
-def test_no_notice_where_the_policy_applies() -> None:
-    assert policy_window("BAAI/bge-base-en-v1.5") == 512
-    assert token_policy_notice("BAAI/bge-base-en-v1.5", "error") is None
+@pytest.mark.parametrize(
+    ("model", "window"),
+    [
+        ("BAAI/bge-base-en-v1.5", 512),
+        ("intfloat/e5-base-v2", 512),
+        ("sentence-transformers/all-MiniLM-L6-v2", 256),
+        ("nomic-ai/nomic-embed-text-v1.5", 8192),
+        ("Snowflake/snowflake-arctic-embed-m-v1.5", 512),
+        ("Alibaba-NLP/gte-large-en-v1.5", 8192),
+    ],
+)
+def test_the_policy_applies_to_every_family_counted_exactly(model: str, window: int) -> None:
+    assert policy_window(model) == window
+    assert token_policy_notice(model, "error") is None
 
 
 def test_the_mismatch_message_says_what_it_means_and_gives_no_advice() -> None:

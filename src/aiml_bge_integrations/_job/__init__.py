@@ -43,11 +43,20 @@ from __future__ import annotations
 from ..errors import InputFileError, OutputBusyError, OutputError, ResumeError
 from .checkpoint import saved_progress, work_dir_for
 from .plan import DryRunReport, ScanResult, credits_for_request, dry_run, scan
-from .run import JobResult, JobSpec, manifest_for, read_manifest, run_job
+from .run import (
+    ON_ERROR,
+    JobResult,
+    JobSpec,
+    check_on_error,
+    manifest_for,
+    read_manifest,
+    run_job,
+)
 from .sinks import ids_sidecar_for, make_sink, npy_header, output_format_for
 from .sources import InputSource, JsonlSource, Passage, input_format_for, open_source
 
 __all__ = [
+    "ON_ERROR",
     "DryRunReport",
     "InputFileError",
     "InputSource",
@@ -59,6 +68,7 @@ __all__ = [
     "Passage",
     "ResumeError",
     "ScanResult",
+    "check_on_error",
     "credits_for_request",
     "dry_run",
     "ids_sidecar_for",

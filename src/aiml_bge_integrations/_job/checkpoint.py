@@ -86,7 +86,12 @@ class State:
     usage: UsageTotals = field(default_factory=UsageTotals)
     phase: str = "embedding"
     runs: list[dict[str, Any]] = field(default_factory=list)
-    """Every run of the job: its ``model``, ``base_url`` and ``resumed_from`` (passages done)."""
+    """Every run of the job: its ``model``, ``model_served``, ``base_url`` and ``resumed_from``
+    (passages done)."""
+    errors: int = 0
+    """Rows written with an error instead of a vector (``--on-error record``)."""
+    error_examples: list[list[Any]] = field(default_factory=list)
+    """The first few of them: ``[id, error]``."""
 
     def dumps(self) -> bytes:
         """The checkpoint as JSON."""
@@ -106,6 +111,8 @@ class State:
             usage=UsageTotals(**data["usage"]),
             phase=data["phase"],
             runs=list(data.get("runs", [])),  # absent from checkpoints of earlier versions
+            errors=int(data.get("errors", 0)),
+            error_examples=list(data.get("error_examples", [])),
         )
 
 

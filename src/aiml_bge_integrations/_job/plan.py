@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from .._batching import effective_long_text
-from .._settings import BGE_MAX_TOKENS, DEFAULT_MODEL
+from .._models import policy_window
+from .._settings import DEFAULT_MODEL
 from ..errors import InputFileError
 from .sources import InputSource, Passage, PassageId
 
@@ -69,8 +70,9 @@ def _chunks(records: Iterator[Passage], size: int) -> Iterator[list[Passage]]:
         yield chunk
 
 
-def scan(source: InputSource, *, check_long: bool) -> ScanResult:
-    """Read every record once: count, fingerprint, and (``check_long``) find over-long passages.
+def scan(source: InputSource, *, window: int | None) -> ScanResult:
+    """Read every record once: count, fingerprint, and find the passages over ``window``
+    tokens (None: none looked for).
 
     Only texts that could be over the window are tokenized (as the core does), so this pass
     is cheap for short passages.
@@ -79,10 +81,10 @@ def scan(source: InputSource, *, check_long: bool) -> ScanResult:
     result = ScanResult()
     for chunk in _chunks(source.records(hasher), _SCAN_CHUNK):
         result.total += len(chunk)
-        if check_long:
+        if window is not None:
             from ..tokens import truncate_texts
 
-            over = truncate_texts([p.text for p in chunk], cut=False).over_limit
+            over = truncate_texts([p.text for p in chunk], window, cut=False).over_limit
             result.over_limit += len(over)
             for i, n in over.items():
                 if len(result.over_examples) < _EXAMPLES:
@@ -109,15 +111,17 @@ class DryRunReport:
     tokens: int = 0
     """BGE tokens of every passage as written, ``[CLS]`` and ``[SEP]`` included."""
     billed_tokens: int = 0
-    """Tokens after the long-text policy (over-long passages counted at 512 when truncated)."""
+    """Tokens after the long-text policy (over-long passages counted at ``window`` when truncated)."""
     max_tokens: int = 0
     """The longest passage, in tokens."""
+    window: int | None = None
+    """The model's token window, where the package counts its tokens exactly (else None)."""
     over_limit: int = 0
-    """Passages over 512 tokens."""
+    """Passages over ``window`` tokens."""
     over_examples: list[tuple[PassageId, int]] = field(default_factory=list)
     """The first few of them, with their token counts."""
     long_text: str = "truncate"
-    """The policy the run applies to them: the one asked for with a BGE model, else ``"none"``."""
+    """The policy the run applies to them: the one asked for where ``window`` is known, else ``"none"``."""
     repeated: int = 0
     """Passages whose text is that of an earlier one: the run does not send them again."""
     requests: int = 0
@@ -133,16 +137,19 @@ def dry_run(
     long_text: str = "truncate",
     model: str = DEFAULT_MODEL,
 ) -> DryRunReport:
-    """Count BGE tokens for every passage exactly and estimate requests and credits.
+    """Count tokens for every passage and estimate requests and credits.
 
     Nothing is sent. Batches are planned as the real run plans them (``batch_size``
     consecutive passages per request, a passage that repeats an earlier one's text left
-    out), and each planned request is estimated with ``credits_for_request``. The long-text policy is applied as the run applies it, that is
-    only for BGE models (``effective_long_text``).
+    out), and each planned request is estimated with ``credits_for_request``. The long-text
+    policy is applied as the run applies it: only where the model's window is known and its
+    tokens are counted exactly (``effective_long_text``); elsewhere the counts are those of
+    bert-base-uncased's WordPiece, an estimate.
     """
     from ..tokens import count_tokens_batch
 
-    report = DryRunReport(long_text=effective_long_text(model, long_text))
+    window = policy_window(model)
+    report = DryRunReport(long_text=effective_long_text(model, long_text), window=window)
     batch_tokens = 0
     in_batch = 0
     seen: set[bytes] = set()
@@ -153,12 +160,12 @@ def dry_run(
             report.tokens += n
             report.max_tokens = max(report.max_tokens, n)
             billed = n
-            if n > BGE_MAX_TOKENS:
+            if window is not None and n > window:
                 report.over_limit += 1
                 if len(report.over_examples) < _EXAMPLES:
                     report.over_examples.append((passage.id, n))
                 if report.long_text == "truncate":
-                    billed = BGE_MAX_TOKENS
+                    billed = window
             key = text_key(passage.text)
             if key in seen:
                 report.repeated += 1
@@ -179,22 +186,35 @@ def dry_run(
 
 
 def long_text_verdict(
-    scanned: ScanResult, *, source: InputSource, model: str, long_text: str
+    scanned: ScanResult,
+    *,
+    source: InputSource,
+    model: str,
+    long_text: str,
+    recorded: bool = False,
 ) -> str | None:
     """What the policy makes of the over-long passages the scan found.
 
     ``long_text`` is the effective policy (``effective_long_text``). Raises
-    ``InputFileError`` naming them under ``"error"``; returns the notice to show under
-    ``"truncate"``; ``None`` when there is nothing to say.
+    ``InputFileError`` naming them under ``"error"`` (unless ``recorded``: the run writes
+    them with their error, ``--on-error record``, and this says so); returns the notice to
+    show under ``"truncate"``; ``None`` when there is nothing to say.
     """
     if not scanned.over_limit:
         return None
     label = source.id_label
+    if long_text == "error" and recorded:
+        return (
+            f"{scanned.over_limit} passage(s) over {policy_window(model)} tokens will be written with "
+            f"an error instead of a vector (--long-text error, --on-error record; {label} "
+            f"{', '.join(str(i) for i, _ in scanned.over_examples[:5])}"
+            f"{' ...' if scanned.over_limit > 5 else ''})"
+        )
     if long_text == "error":
         named = ", ".join(f"{label} {i} ({n} tokens)" for i, n in scanned.over_examples)
         more = scanned.over_limit - len(scanned.over_examples)
         raise InputFileError(
-            f"{source.path}: {scanned.over_limit} passage(s) exceed the {BGE_MAX_TOKENS}-token "
+            f"{source.path}: {scanned.over_limit} passage(s) exceed the {policy_window(model)}-token "
             f"window of {model}: {named}{f' and {more} more' if more > 0 else ''}; "
             "split them, or use --long-text truncate",
             path=source.path,
@@ -202,7 +222,7 @@ def long_text_verdict(
     if long_text != "truncate":
         return None
     return (
-        f"{scanned.over_limit} passage(s) over {BGE_MAX_TOKENS} tokens will be truncated "
+        f"{scanned.over_limit} passage(s) over {policy_window(model)} tokens will be truncated "
         f"to fit ({label} {', '.join(str(i) for i, _ in scanned.over_examples[:5])}"
         f"{' ...' if scanned.over_limit > 5 else ''})"
     )
@@ -227,6 +247,10 @@ def run_identity(
     }
 
 
+_ABSENT = {"on_error": "stop"}
+"""What an identity without the key means."""
+
+
 def difference(
     before: dict[str, Any], now: dict[str, Any], whose: str = "the unfinished run's"
 ) -> list[str]:
@@ -235,8 +259,9 @@ def difference(
     ``whose`` names the run ``before`` describes, in the messages.
     """
     said = []
-    for key in now:
-        old, new = before.get(key), now[key]
+    # A key only one side has counts too (``on_error`` is in an identity only when recording).
+    for key in [*now, *(k for k in before if k not in now)]:
+        old, new = before.get(key, _ABSENT.get(key)), now.get(key, _ABSENT.get(key))
         if old == new:
             continue
         if key == "fingerprint":

@@ -1,9 +1,12 @@
 """The job's sinks: staged output in the work directory, appended batch by batch, checked, renamed.
 
-- ``JsonlSink``: ``{"id", "embedding"}`` per line.
+- ``JsonlSink``: ``{"id", "embedding"}`` per line; a row the server refused
+  (``--on-error record``, a ``Refused`` in place of its vector) is ``{"id", "error"}``.
 - ``NpySink``: a ``.npy`` float32/float64 matrix (its header written at the end into space
-  kept for it) and an ``<stem>.ids.jsonl`` sidecar.
-- ``ParquetSink``: columns ``id`` and ``embedding`` (fixed-size lists), built at the end.
+  kept for it) and an ``<stem>.ids.jsonl`` sidecar; it cannot hold a refused row.
+- ``ParquetSink``: columns ``id`` and ``embedding`` (fixed-size lists), built at the end; with
+  ``errors_column``, also ``error`` (null for a row with its vector, the reason for a refused
+  row, whose ``embedding`` is null).
 
 Each sink can count the rows it has staged up to given lengths (``staged_rows``) and check
 what it built against the row count and vector length before it is renamed into place
@@ -16,7 +19,8 @@ import os
 import sys
 from abc import ABC, abstractmethod
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,6 +34,8 @@ __all__ = [
     "JsonlSink",
     "NpySink",
     "ParquetSink",
+    "Refused",
+    "Row",
     "Sink",
     "ids_sidecar_for",
     "make_sink",
@@ -105,6 +111,18 @@ def _rows_problem(name: str, rows: int | None, count: int) -> list[str]:
 _END = object()
 
 
+@dataclass(frozen=True)
+class Refused:
+    """In place of a row's vector: the server refused the passage (``--on-error record``)."""
+
+    error: str
+    """Why, as the error said it."""
+
+
+Row = tuple[PassageId, "list[float] | Refused"]
+"""One output row: the passage's id and its vector, or why it has none."""
+
+
 def _next_id_matches(ids: Iterator[PassageId], value: Any) -> bool:
     expected = next(ids, _END)
     return expected is not _END and type(value) is type(expected) and value == expected
@@ -113,10 +131,15 @@ def _next_id_matches(ids: Iterator[PassageId], value: Any) -> bool:
 class Sink(ABC):
     """Staged output in the work directory, appended batch by batch, renamed into place at the end."""
 
+    needs_dim = False
+    """Whether a refused row can be written only once the vectors' length is known."""
+
     def __init__(self, work: Path, output: Path) -> None:
         self.work = work
         self.output = output
         self._files: dict[str, IO[bytes]] = {}
+        self.recovered_errors: list[tuple[PassageId, str]] = []
+        """The refused rows ``recover`` adopted, with their errors."""
 
     @property
     @abstractmethod
@@ -185,8 +208,8 @@ class Sink(ABC):
         return None
 
     @abstractmethod
-    def write(self, rows: list[tuple[PassageId, list[float]]]) -> None:
-        """Append one batch of rows."""
+    def write(self, rows: Sequence[Row], dim: int | None = None) -> None:
+        """Append one batch of rows (``dim``: the vectors' length, for a refused row's place)."""
 
     @abstractmethod
     def vector_of(self, k: int) -> list[float]:
@@ -230,10 +253,16 @@ class JsonlSink(Sink):
         super().__init__(work, output)
         self._offsets: array[int] = array("q")
 
-    def write(self, rows: list[tuple[PassageId, list[float]]]) -> None:
+    def write(self, rows: Sequence[Row], dim: int | None = None) -> None:
         """Append one line per row."""
         f = self._files["part.jsonl"]
-        lines = [orjson.dumps({"id": i, "embedding": v}) + b"\n" for i, v in rows]
+        lines = [
+            orjson.dumps(
+                {"id": i, "error": v.error} if isinstance(v, Refused) else {"id": i, "embedding": v}
+            )
+            + b"\n"
+            for i, v in rows
+        ]
         at = f.tell()
         for line in lines:
             self._offsets.append(at)
@@ -258,14 +287,21 @@ class JsonlSink(Sink):
         end = positions["part.jsonl"]
         f.seek(end)
         count = 0
+        self.recovered_errors = []
         for line in f:
             if not line.endswith(b"\n"):
                 break
             try:
                 row = orjson.loads(line)
-                vector = row["embedding"]
-            except (ValueError, TypeError, KeyError):
+                refused = row.get("error") if "embedding" not in row else None
+                vector = row["embedding"] if refused is None else None
+            except (ValueError, TypeError, KeyError, AttributeError):
                 break
+            if isinstance(refused, str) and _next_id_matches(ids, row.get("id")):
+                self.recovered_errors.append((row["id"], refused))
+                count += 1
+                end += len(line)
+                continue
             if not isinstance(vector, list) or not _next_id_matches(ids, row.get("id")):
                 break
             if dim is None:
@@ -294,6 +330,7 @@ class _MatrixSink(Sink):
     """Vectors as raw little-endian floats plus a JSONL file of ids; a subclass finishes them."""
 
     staged_names = ("vectors.bin", "ids.jsonl")
+    needs_dim = True
     _header = 0
 
     def __init__(self, work: Path, output: Path, dtype: str) -> None:
@@ -310,19 +347,29 @@ class _MatrixSink(Sink):
         if self._header:
             self._files["vectors.bin"].write(b"\0" * self._header)
 
-    def write(self, rows: list[tuple[PassageId, list[float]]]) -> None:
-        """Append the vectors and the ids."""
+    def write(self, rows: Sequence[Row], dim: int | None = None) -> None:
+        """Append the vectors and the ids (a refused row: zeros, and its error beside its id)."""
+        if dim is None:
+            dim = next((len(v) for _, v in rows if not isinstance(v, Refused)), None)
+        if dim is None and rows:
+            raise OutputError("a refused row cannot be written before the vectors' length is known")
         data: array[float] = array(self._code)
-        for _, vec in rows:
-            data.extend(vec)
+        ids: list[bytes] = []
+        for i, vec in rows:
+            if isinstance(vec, Refused):
+                data.extend([0.0] * (dim or 0))
+                ids.append(orjson.dumps({"id": i, "error": vec.error}) + b"\n")
+            else:
+                data.extend(vec)
+                ids.append(orjson.dumps(i) + b"\n")
         if sys.byteorder == "big":
             data.byteswap()
         f = self._files["vectors.bin"]
         if self._first_at is None and rows:
             self._first_at = f.tell()
-            self._row_bytes = len(rows[0][1]) * self._width
+            self._row_bytes = (dim or 0) * self._width
         f.write(data.tobytes())
-        self._files["ids.jsonl"].write(b"".join(orjson.dumps(i) + b"\n" for i, _ in rows))
+        self._files["ids.jsonl"].write(b"".join(ids))
 
     def vector_of(self, k: int) -> list[float]:
         """The ``k``-th vector written, read back at the width it was stored with."""
@@ -348,6 +395,7 @@ class _MatrixSink(Sink):
         f.seek(start_i)
         count = 0
         end_i = start_i
+        self.recovered_errors = []
         for line in f:
             if count >= rows or not line.endswith(b"\n"):
                 break
@@ -355,11 +403,23 @@ class _MatrixSink(Sink):
                 value = orjson.loads(line)
             except ValueError:
                 break
-            if not _next_id_matches(ids, value):
+            refused = _refused_id(value)
+            if refused is not None:
+                if not _next_id_matches(ids, refused[0]):
+                    break
+                self.recovered_errors.append(refused)
+            elif not _next_id_matches(ids, value):
                 break
             count += 1
             end_i += len(line)
         return count, {"vectors.bin": start_v + count * row, "ids.jsonl": end_i}, dim
+
+
+def _refused_id(value: Any) -> tuple[PassageId, str] | None:
+    """A refused row's id and error, from its line in ``ids.jsonl`` (``None``: not refused)."""
+    if isinstance(value, dict) and isinstance(value.get("error"), str) and "id" in value:
+        return value["id"], value["error"]
+    return None
 
 
 def _matrix_rows(span: int, dim: int | None, width: int) -> int | None:
@@ -382,6 +442,12 @@ class NpySink(_MatrixSink):
     """A ``.npy`` matrix (header written at the end into space kept for it) and an ids sidecar."""
 
     _header = _NPY_HEADER_BYTES
+
+    def write(self, rows: Sequence[Row], dim: int | None = None) -> None:
+        """Append the vectors and the ids; a matrix has no place for a refused row."""
+        if any(isinstance(v, Refused) for _, v in rows):
+            raise OutputError(".npy output cannot hold a row without a vector")
+        super().write(rows, dim)
 
     def finalize(self, count: int, dim: int | None) -> list[tuple[Path, Path]]:
         """Write the ``.npy`` header for ``(count, dim)`` in place."""
@@ -438,8 +504,12 @@ def npy_header(dtype: str, rows: int, cols: int) -> bytes:
 class ParquetSink(_MatrixSink):
     """A Parquet file with columns ``id`` and ``embedding`` (fixed-size lists), built at the end."""
 
-    def __init__(self, work: Path, output: Path, dtype: str) -> None:
+    def __init__(
+        self, work: Path, output: Path, dtype: str, *, errors_column: bool = False
+    ) -> None:
         super().__init__(work, output, dtype)
+        self.errors_column = errors_column
+        """Whether the file has an ``error`` column (``--on-error record``)."""
         try:
             import pyarrow  # noqa: F401
         except ImportError:
@@ -506,15 +576,22 @@ class ParquetSink(_MatrixSink):
                     swapped.byteswap()
                     raw = swapped.tobytes()
                 ids = [orjson.loads(idf.readline()) for _ in range(n)]
+                errors: list[str | None] = [None] * n
+                for k, value in enumerate(ids):
+                    refused = _refused_id(value)
+                    if refused is not None:
+                        ids[k], errors[k] = refused
                 if id_type is None:
                     id_type = pa.int64() if ids and isinstance(ids[0], int) else pa.string()
                 values = pa.Array.from_buffers(float_type, n * dim, [None, pa.py_buffer(raw)])
-                table = pa.table(
-                    {
-                        "id": pa.array(ids, type=id_type),
-                        "embedding": pa.FixedSizeListArray.from_arrays(values, dim),
-                    }
-                )
+                mask = pa.array([e is not None for e in errors]) if any(errors) else None
+                columns = {
+                    "id": pa.array(ids, type=id_type),
+                    "embedding": pa.FixedSizeListArray.from_arrays(values, dim, mask=mask),
+                }
+                if self.errors_column:
+                    columns["error"] = pa.array(errors, type=pa.string())
+                table = pa.table(columns)
                 if writer is None:
                     tmp_file = open_file(tmp, "wb")
                     writer = pq.ParquetWriter(tmp_file, table.schema)
@@ -529,12 +606,22 @@ class ParquetSink(_MatrixSink):
         os.replace(tmp, target)
 
 
-def make_sink(output_format: str, work: Path, output: Path, dtype: str = "float32") -> Sink:
-    """The sink for ``output_format`` (``jsonl``, ``npy`` or ``parquet``)."""
+def make_sink(
+    output_format: str,
+    work: Path,
+    output: Path,
+    dtype: str = "float32",
+    *,
+    errors_column: bool = False,
+) -> Sink:
+    """The sink for ``output_format`` (``jsonl``, ``npy`` or ``parquet``).
+
+    ``errors_column``: a Parquet file gets an ``error`` column (``--on-error record``).
+    """
     if output_format == "jsonl":
         return JsonlSink(work, output)
     if output_format == "npy":
         return NpySink(work, output, dtype)
     if output_format == "parquet":
-        return ParquetSink(work, output, dtype)
+        return ParquetSink(work, output, dtype, errors_column=errors_column)
     raise ValueError(f"unknown output format {output_format!r}")
