@@ -11,8 +11,9 @@ from typing import Any
 import httpx
 import pytest
 from core_helpers import Sleeps, async_client, sync_client, texts_of
+from scripted_server import ScriptedServer
 
-from aiml_bge_integrations import AimlBgeError, AuthenticationError, RateLimiter
+from aiml_bge_integrations import AimlBgeError, AuthenticationError, EmbeddingsClient, RateLimiter
 from aiml_bge_integrations.server import FaultConfig
 
 LOGGERS = ["httpx", "httpcore", "aiml_bge_integrations", "uvicorn", ""]
@@ -121,3 +122,23 @@ def test_a_pickled_client_carries_no_key_and_a_copy_shares_the_caller_objects(
         unpickled.embed_query("through a pool of its own")
         assert len(sent) == before and unpickled.rate_limiter is None
         unpickled.close()
+
+
+_PICKLED_KEY = "sk-pickled-key-0123456789"
+
+
+def test_a_pickled_copy_sends_its_own_key_not_the_environments(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with ScriptedServer() as server:
+        client = EmbeddingsClient(
+            api_key=_PICKLED_KEY, base_url=server.base_url, allow_insecure_http=True
+        )
+        data = pickle.dumps(client)
+        client.close()
+        assert _PICKLED_KEY.encode() not in data  # the key pickles as its fingerprint
+        monkeypatch.setenv("AIMLAPI_API__PICKLED_KEY", "sk-other-key")
+        with pickle.loads(data) as copy:
+            copy.embed_query("q")
+        sent = [r["headers"].get("Authorization") for r in server.requests if r["method"] == "POST"]
+        assert sent == [f"Bearer {_PICKLED_KEY}"]

@@ -261,9 +261,9 @@ async def test_async_methods_are_native_not_threads(
     vectors = await emb.aembed_documents(["a cat", "a dog", "a bird"])
     query = await emb.aembed_query("which animal?")
     assert len(vectors) == 3 and len(query) == 768
-    # The sync client was never even built: everything went through the async one.
-    assert emb._clients.sync_client is None
-    assert emb.usage.requests == 3
+    # Everything went through the async client: the sync one, built now, has sent nothing.
+    assert emb.usage.requests == 3 == emb.async_client.usage.requests
+    assert emb.client.usage.requests == 0
 
 
 async def test_concurrent_async_calls_share_one_client(make_embeddings: Factory) -> None:

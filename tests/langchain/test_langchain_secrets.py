@@ -100,7 +100,7 @@ def test_pickle_leaves_injected_http_clients_behind(monkeypatch: pytest.MonkeyPa
         assert clone.http_client is None
         deep = copy.deepcopy(emb)
         assert deep.http_client is http  # a connection pool is shared, not copied
-        assert deep._clients is not emb._clients
+        assert deep.client is not emb.client
 
 
 def test_construction_errors_do_not_show_the_key() -> None:
