@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: demo test lint typecheck pytest docs-build docs docs-shots release-check test-pythons bench bench-cli bench-ray soak clean
+.PHONY: demo test lint typecheck pytest docs-build docs docs-shots release-check test-pythons bench bench-cli bench-ray bench-infinity soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -74,12 +74,19 @@ test-frameworks: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_throughput.py
 	$(BIN)/python benchmarks/bench_client_cpu.py
+	$(BIN)/python benchmarks/bench_cli.py --rerun 20000 --latency 0.2
 
 bench-cli: $(STAMP)
 	$(BIN)/python benchmarks/bench_cli.py
 
 bench-ray: $(STAMP)
 	$(BIN)/python benchmarks/bench_ray.py
+
+# The default client against real infinity-emb on this machine's CPU, against hand-tuned ones
+# (its venv is the one test-infinity builds).
+bench-infinity: $(STAMP)
+	@test -f $(INFINITY_VENV)/.installed || SETUP_OPTIONAL=0 $(MAKE) test-infinity
+	$(BIN)/python benchmarks/bench_infinity.py
 
 soak: $(STAMP)
 	$(BIN)/python benchmarks/soak.py --texts 20000
