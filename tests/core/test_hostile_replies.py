@@ -123,15 +123,15 @@ def _inflating(encoding: str, size: int) -> bytes:
     else:
         body = pytest.importorskip("zstandard").ZstdCompressor(level=19).compress(data)
     del data
-    return (
-        head(
-            200,
-            content_type="application/json",
-            content_encoding=encoding,
-            content_length=len(body),
-        )
-        + body
+    return _encoded_reply(body, encoding)
+
+
+def _encoded_reply(body: bytes, encoding: str) -> bytes:
+    """A 200 reply of ``body``, said to be in ``encoding``."""
+    head_ = head(
+        200, content_type="application/json", content_encoding=encoding, content_length=len(body)
     )
+    return head_ + body
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate"])
@@ -175,16 +175,7 @@ def test_a_compressed_reply_within_the_bound_is_read(
 ) -> None:
     vector = [0.5, -0.25] * 512
     body = pack(orjson.dumps({"object": "list", "data": [{"index": 0, "embedding": vector}]}))
-    reply = (
-        head(
-            200,
-            content_type="application/json",
-            content_encoding=encoding,
-            content_length=len(body),
-        )
-        + body
-    )
-    with HostileServer(_answer(reply)) as server:
+    with HostileServer(_answer(_encoded_reply(body, encoding))) as server:
         out = _embed(mode, server)
     assert out.error is None, out.error
     assert out.vectors == [vector]
