@@ -20,7 +20,7 @@ deterministic vector for its text. Then the parse benchmark (``bench_parse.py``)
 memory (``iter_embeddings`` over 200,000 vs 20,000 texts) and the import check. Figures go to
 ``bench-results/`` (JSON, PNG, Markdown) and the table is printed with each target marked.
 
-Then the adaptive-concurrency rows (issue 16): servers that allow other than 4 (429 above 12,
+Then the adaptive-concurrency rows: servers that allow other than 4 (429 above 12,
 429 above 2, 8 workers with a queue, 12 dropping to 4 and back, and today's 4), each against the
 default client, a client tuned by hand and langchain-openai; ``--adaptive-only`` runs only those
 (12,288 texts, batch 64; docs/concurrency.md).
@@ -970,7 +970,7 @@ def run_parse(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-# -- adaptive concurrency: servers that allow other than 4 (issue 16) ----------------------------
+# -- adaptive concurrency: servers that allow other than 4 ---------------------------------------
 
 
 @dataclass(frozen=True)
@@ -1569,7 +1569,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--adaptive-only",
         action="store_true",
-        help="run only the adaptive-concurrency rows (issue 16), with --batch-size 64 unless given",
+        help="run only the adaptive-concurrency rows, with --batch-size 64 unless given",
     )
     p.add_argument(
         "--adaptive-n", type=int, default=None, help="texts per adaptive row (default 12288)"
