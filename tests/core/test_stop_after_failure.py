@@ -72,10 +72,11 @@ def test_sync_ctrl_c_in_the_caller_stops_the_call(serve: Any) -> None:
     client = sync_client(server, batch_size=1, max_concurrency=2)
 
     def press_ctrl_c() -> None:
-        # Once one request is asleep in its 30 s backoff, Ctrl-C reaches the caller (this
-        # test, in the main thread), which is then waiting for its batches.
+        # Once both texts' requests have reached the server and one is asleep in its 30 s
+        # backoff, Ctrl-C reaches the caller (this test, in the main thread), which is then
+        # waiting for its batches.
         for _ in range(1000):
-            if server.stats.faults.get("429-retry-after"):
+            if server.stats.faults.get("429-retry-after") and server.stats.requests >= 2:
                 break
             time.sleep(0.01)
         os.kill(os.getpid(), signal.SIGINT)  # a real signal: it wakes a blocked wait
@@ -103,7 +104,10 @@ def test_close_stops_a_call_running_in_another_thread(serve: Any) -> None:
 
     caller = threading.Thread(target=call, daemon=True)
     caller.start()
-    while not server.stats.faults.get("429-retry-after"):
+    # Until both texts' requests have reached the server and one sleeps in its backoff.
+    for _ in range(1000):
+        if server.stats.faults.get("429-retry-after") and server.stats.requests >= 2:
+            break
         time.sleep(0.01)
     closer, _ = _in_thread(client.close)
     assert not closer.is_alive()
@@ -128,8 +132,8 @@ async def test_async_cancelled_task_sends_nothing_more(serve: Any) -> None:
     server = serve(faults=FaultConfig(script=["429-retry-after"], retry_after_seconds=RETRY_AFTER))
     client = async_client(server, batch_size=1)
     task = asyncio.ensure_future(client.embed_documents(["one", "two"]))
-    for _ in range(200):  # until the 429 has been answered and its retry is waiting
-        if server.stats.faults.get("429-retry-after"):
+    for _ in range(200):  # until both were sent, the 429 answered and its retry waiting
+        if server.stats.faults.get("429-retry-after") and server.stats.requests >= 2:
             break
         await asyncio.sleep(0.05)
     task.cancel()
