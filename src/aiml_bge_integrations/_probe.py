@@ -4,7 +4,7 @@
 (sync) or ``arun`` (async) sends the GETs ``_discovery.discovery_urls`` names, with the
 client's own connection pool and headers (its key included: the same server), never
 following a redirect, reading at most ``MAX_REPLY_BYTES`` of each reply (as decoded:
-inflated a piece at a time, ``_transport.SmallBody``) and all of them
+inflated a piece at a time: ``_transport.get_small``) and all of them
 within about ``DISCOVERY_TIMEOUT`` seconds in all, and within half of what is left of the
 call's deadline if it has one. What the replies publish goes to the client's engine
 (``Engine.learn_server_limits``). It is asked once per client: concurrent calls wait for the
@@ -35,7 +35,7 @@ from ._discovery import (
     discovery_urls,
 )
 from ._engine import Engine
-from ._transport import ACCEPT_ENCODING, SmallBody, araw_chunks, raw_chunks
+from ._transport import aget_small, get_small
 
 __all__ = ["LimitsProbe"]
 
@@ -145,32 +145,14 @@ def _request(
     left = deadline - time.monotonic()
     if left <= 0:
         return None
-    headers = {**headers, "Accept-Encoding": ACCEPT_ENCODING}  # what SmallBody inflates
     return http.build_request("GET", url, headers=headers, timeout=left)
 
 
-def _too_large(response: httpx.Response) -> bool:
-    length = response.headers.get("Content-Length", "")
-    return length.isdigit() and int(length) > MAX_REPLY_BYTES
-
-
 def _get(http: httpx.Client, url: str, headers: Mapping[str, str], deadline: float) -> Reply:
-    """One GET within the deadline and ``MAX_REPLY_BYTES`` (decoded, inflated a piece at a
-    time: ``SmallBody``): ``(status, body)``, or None."""
+    """One GET within the deadline and ``MAX_REPLY_BYTES`` (``_transport.get_small``)."""
     try:
         request = _request(http, url, headers, deadline)
-        if request is None:
-            return None
-        with contextlib.closing(
-            http.send(request, stream=True, follow_redirects=False)
-        ) as response:
-            if response.status_code != 200 or _too_large(response):
-                return response.status_code, b""
-            body = SmallBody(response, MAX_REPLY_BYTES)
-            for chunk in raw_chunks(response):
-                if not body.add(chunk) or time.monotonic() > deadline:
-                    return None
-            return 200, body.value()
+        return None if request is None else get_small(http, request, MAX_REPLY_BYTES, deadline)
     except Exception as err:
         logger.debug("%s: no reply (%s)", url, type(err).__name__)
         return None
@@ -182,19 +164,7 @@ async def _aget(
     """``_get`` for the async client (the caller's cancel scope bounds it in time)."""
     try:
         request = _request(http, url, headers, deadline)
-        if request is None:
-            return None
-        response = await http.send(request, stream=True, follow_redirects=False)
-        try:
-            if response.status_code != 200 or _too_large(response):
-                return response.status_code, b""
-            body = SmallBody(response, MAX_REPLY_BYTES)
-            async for chunk in araw_chunks(response):
-                if not body.add(chunk):
-                    return None
-            return 200, body.value()
-        finally:
-            await response.aclose()
+        return None if request is None else await aget_small(http, request, MAX_REPLY_BYTES)
     except Exception as err:
         logger.debug("%s: no reply (%s)", url, type(err).__name__)
         return None

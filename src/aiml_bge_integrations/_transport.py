@@ -531,33 +531,55 @@ class SmallBody:
 _SMALL_GET_FAILURES = (httpx.HTTPError, *FAILURES)
 
 
-def get_small(http: httpx.Client, request: httpx.Request, limit: int) -> bytes | None:
-    """The body of a 200 reply to ``request``; None for any other status, a reply longer than
-    ``limit`` bytes, or no reply at all (bounded in time by the request's own timeout)."""
+SmallReply = tuple[int, bytes] | None
+"""What a small GET gives: ``(200, body)``, ``(status, b"")`` for a refusal or a reply declared
+too long, or None when there was no reply that could be read whole."""
+
+
+def _refused(response: httpx.Response, limit: int) -> bool:
+    length = response.headers.get("Content-Length", "")
+    return response.status_code != 200 or (length.isdigit() and int(length) > limit)
+
+
+def get_small(
+    http: httpx.Client, request: httpx.Request, limit: int, deadline: float | None = None
+) -> SmallReply:
+    """A short reply to ``request`` (a feed, a server's description), redirects not followed,
+    read raw and inflated within ``limit`` bytes, and (``deadline``, monotonic) in time; the
+    request's own timeout bounds each wait. Any failure to get a reply is None."""
     request.headers["Accept-Encoding"] = ACCEPT_ENCODING
     with (
         contextlib.suppress(*_SMALL_GET_FAILURES),
-        contextlib.closing(http.send(request, stream=True)) as response,
+        contextlib.closing(http.send(request, stream=True, follow_redirects=False)) as response,
     ):
+        if _refused(response, limit):
+            return response.status_code, b""
         body = SmallBody(response, limit)
-        if response.status_code == 200 and all(map(body.add, raw_chunks(response))):
-            return body.value()
+        for chunk in raw_chunks(response):
+            if not body.add(chunk) or (deadline is not None and time.monotonic() > deadline):
+                return None
+        return 200, body.value()
     return None
 
 
-async def aget_small(http: httpx.AsyncClient, request: httpx.Request, limit: int) -> bytes | None:
-    """``get_small`` on an event loop."""
+async def aget_small(http: httpx.AsyncClient, request: httpx.Request, limit: int) -> SmallReply:
+    """``get_small`` on an event loop (the caller's cancel scope or timeout bounds its time)."""
     request.headers["Accept-Encoding"] = ACCEPT_ENCODING
     with contextlib.suppress(*_SMALL_GET_FAILURES):
-        response = await http.send(request, stream=True)
+        response = await http.send(request, stream=True, follow_redirects=False)
         try:
-            if response.status_code != 200:
-                return None
+            if _refused(response, limit):
+                return response.status_code, b""
             body = SmallBody(response, limit)
             async for chunk in araw_chunks(response):
                 if not body.add(chunk):
                     return None
-            return body.value()
+            return 200, body.value()
         finally:
             await response.aclose()
     return None
+
+
+def body_of(reply: SmallReply) -> bytes | None:
+    """The body of a small GET that was answered 200, else None."""
+    return reply[1] if reply is not None and reply[0] == 200 else None

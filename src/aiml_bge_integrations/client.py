@@ -46,6 +46,7 @@ from ._transport import (
     SyncGate,
     Vectors,
     aget_small,
+    body_of,
     close_at_loop_shutdown,
     failure,
     get_small,
@@ -234,7 +235,7 @@ class EmbeddingsClient(BaseClient[httpx.Client]):
         with self._feed_lock:
             if self._feed is ...:
                 request = self._feed_request(self._http)
-                self._feed = get_small(self._http, request, FEED_BYTES_LIMIT)
+                self._feed = body_of(get_small(self._http, request, FEED_BYTES_LIMIT))
             return self._feed
 
     def _answer(self, step: Send | Wait, call: Call) -> Answer:
@@ -498,7 +499,8 @@ class AsyncEmbeddingsClient(BaseClient[httpx.AsyncClient]):
 
         if self._feed is ...:
             http = (await self._loop_state()).http
-            self._feed = await aget_small(http, self._feed_request(http), FEED_BYTES_LIMIT)
+            reply = await aget_small(http, self._feed_request(http), FEED_BYTES_LIMIT)
+            self._feed = body_of(reply)
         return self._feed
 
     async def _answer(self, step: Send | Wait) -> Answer:
