@@ -38,6 +38,16 @@ MODEL = "test/unknown-dimension"  # the bound is then the generous per-input def
 KEY = "sk-hostile-test-key"
 
 
+def _embed_traced(mode: str, server: HostileServer, **settings: Any) -> tuple[Outcome, int]:
+    """``_embed``, and the peak of memory traced meanwhile (bytes)."""
+    tracemalloc.start()
+    try:
+        out = _embed(mode, server, **settings)
+        return out, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def _embed(mode: str, server: HostileServer, **settings: Any) -> Outcome:
     """``embed_documents(["hello"])`` against ``server``, in a thread joined within 20 s."""
     settings.setdefault("model", MODEL)
@@ -143,12 +153,7 @@ def test_a_compressed_reply_is_bounded_by_its_decoded_bytes_exactly(
     # client once decoded whole before it compared the size with its bound (~280 KB here).
     reply = _inflating(encoding, 200 * 2**20)
     with HostileServer(_answer(reply)) as server:
-        tracemalloc.start()
-        try:
-            out = _embed(mode, server)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        out, peak = _embed_traced(mode, server)
     assert isinstance(out.error, ResponseTooLargeError), out.error
     assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MiB while reading the reply"
 
@@ -189,12 +194,7 @@ def test_an_encoding_the_client_did_not_ask_for_is_refused_unread(
     # would inflate zstd (or br) replies a chunk at a time, without a bound.
     reply = _inflating("zstd", 200 * 2**20)
     with HostileServer(_answer(reply)) as server:
-        tracemalloc.start()
-        try:
-            out = _embed(mode, server, max_retries=0)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        out, peak = _embed_traced(mode, server, max_retries=0)
     assert isinstance(out.error, APIConnectionError), out.error
     assert "zstd" in str(out.error) and out.usage.retries_by_cause == {}
     assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MiB while reading the reply"
@@ -216,12 +216,7 @@ def test_the_deprecation_feed_after_a_404_is_bounded_by_its_decoded_bytes(
 
     # Every GET gets the bomb: the feed's, and the two that ask what the server publishes.
     with HostileServer(reply, on_get=lambda conn, server: conn.sendall(bomb)) as server:
-        tracemalloc.start()
-        try:
-            out = _embed(mode, server, max_retries=0)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        out, peak = _embed_traced(mode, server, max_retries=0)
     assert isinstance(out.error, ModelNotFoundError), out.error
     assert server.requests == 1
     # The feed was asked for, and its bomb left unread.
