@@ -176,6 +176,29 @@ def _key_bytes(key: str) -> bytes:
     return raw
 
 
+def _refuse(path: Path, why: str) -> CacheFileError:
+    return CacheFileError(
+        f"{path} is not an aiml-bge embedding cache ({why}); it was left untouched. "
+        "Point the cache setting at a new file."
+    )
+
+
+def _check_own(conn: sqlite3.Connection, path: Path) -> int:
+    """The file's schema version (0 for an empty new file); raises for any other file."""
+    application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    if application_id == 0 and version == 0 and not tables:
+        return 0
+    if application_id != APPLICATION_ID:
+        raise _refuse(path, "another program's SQLite database")
+    if version > SCHEMA_VERSION:
+        raise _refuse(path, f"layout {version}, newer than this version's {SCHEMA_VERSION}")
+    if version < 1 or "vectors" not in tables:
+        raise _refuse(path, "its tables are missing")
+    return int(version)
+
+
 class EmbeddingCache:
     """Vectors by :func:`cache_key`, in one SQLite file shared by processes and threads.
 
@@ -214,33 +237,27 @@ class EmbeddingCache:
 
     # -- opening -------------------------------------------------------------------------
 
-    def _refuse(self, why: str) -> CacheFileError:
-        return CacheFileError(
-            f"{self.path} is not an aiml-bge embedding cache ({why}); it was left untouched. "
-            "Point the cache setting at a new file."
-        )
-
     def _open(self) -> sqlite3.Connection:
         if self.path.is_dir():
-            raise self._refuse("it is a folder")
+            raise _refuse(self.path, "it is a folder")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(
             self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
         )
         try:
             # Look before writing anything: even switching to WAL would rewrite a stranger's file.
-            self._check_own(conn)
+            _check_own(conn, self.path)
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             conn.execute("PRAGMA journal_mode = WAL")
             # With WAL, NORMAL keeps the file consistent through a crash; a lost last
             # transaction only costs a vector fetched again.
             conn.execute("PRAGMA synchronous = NORMAL")
             with _transaction(conn):
-                if self._check_own(conn) == 0:  # new: no other process made the tables first
+                if _check_own(conn, self.path) == 0:  # new: no other process made the tables first
                     self._create(conn)
         except sqlite3.DatabaseError as exc:
             conn.close()
-            raise self._refuse(f"SQLite says: {exc}") from None
+            raise _refuse(self.path, f"SQLite says: {exc}") from None
         except BaseException:
             conn.close()
             raise
@@ -252,21 +269,6 @@ class EmbeddingCache:
                 conn.execute(statement)
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-    def _check_own(self, conn: sqlite3.Connection) -> int:
-        """The file's schema version (0 for an empty new file); raises for any other file."""
-        application_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-        if application_id == 0 and version == 0 and not tables:
-            return 0
-        if application_id != APPLICATION_ID:
-            raise self._refuse("another program's SQLite database")
-        if version > SCHEMA_VERSION:
-            raise self._refuse(f"layout {version}, newer than this version's {SCHEMA_VERSION}")
-        if version < 1 or "vectors" not in tables:
-            raise self._refuse("its tables are missing")
-        return int(version)
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -460,17 +462,15 @@ def count_held(path: str | os.PathLike[str], keys: Iterable[str]) -> int:
     wanted = list({_key_bytes(k) for k in keys})
     if not target.exists():
         return 0
-    probe = EmbeddingCache.__new__(EmbeddingCache)
-    probe.path = target  # only for the messages of _refuse
     if target.is_dir():
-        raise probe._refuse("it is a folder")
+        raise _refuse(target, "it is a folder")
     uri = "file:" + urllib.parse.quote(str(target.resolve())) + "?mode=ro"
     try:
         conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT)
     except sqlite3.Error as exc:
-        raise probe._refuse(f"SQLite says: {exc}") from None
+        raise _refuse(target, f"SQLite says: {exc}") from None
     try:
-        if probe._check_own(conn) == 0:
+        if _check_own(conn, target) == 0:
             return 0
         held = 0
         for start in range(0, len(wanted), _CHUNK):
@@ -482,7 +482,7 @@ def count_held(path: str | os.PathLike[str], keys: Iterable[str]) -> int:
             held += int(row[0])
         return held
     except sqlite3.DatabaseError as exc:
-        raise probe._refuse(f"SQLite says: {exc}") from None
+        raise _refuse(target, f"SQLite says: {exc}") from None
     finally:
         conn.close()
 
